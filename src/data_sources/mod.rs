@@ -1,0 +1,3 @@
+//! The provider's data sources, one module each.
+
+pub mod endpoint;

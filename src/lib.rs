@@ -1,0 +1,11 @@
+//! ceso: a Terraform/OpenTofu provider for VMware ESXi and vCenter, with hot backups.
+//!
+//! See `ARCHITECTURE.md` for the code map and the import rules between layers.
+
+pub mod cty;
+pub mod data_sources;
+pub mod docs;
+pub mod framework;
+pub mod protocol;
+pub mod provider;
+pub mod vsphere;

@@ -1,0 +1,1095 @@
+//! The tfplugin5 `Provider` service: one function per RPC that decodes the request, calls the
+//! framework, and encodes the answer. Every failure is a diagnostic, never a gRPC error or a
+//! panic; RPCs for features ceso does not offer answer "not supported by this provider".
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::cty::{Type, Value};
+use crate::framework::plan::{normalise_replace, plan_attributes};
+use crate::framework::resource::{ApplyRequest, PlanRequest};
+use crate::framework::validate::validate_config;
+use crate::framework::{
+    AttrPath, Context, DataSource, Diagnostics, Provider, ProviderData, Resource, Schema,
+};
+
+use super::convert::{decode, diags_to_proto, encode, has_unknown, path_to_proto, schema_to_proto};
+use super::proto::tfplugin5 as pb;
+
+/// A resource or data source type with its schema computed once.
+struct Typed<T: ?Sized> {
+    imp: Arc<T>,
+    schema: Schema,
+    ty: Type,
+}
+
+impl<T: ?Sized> Typed<T> {
+    fn new(imp: Arc<T>, schema: Schema) -> Self {
+        let ty = schema.value_type();
+        Self { imp, schema, ty }
+    }
+}
+
+/// Serves one framework provider over tfplugin5.
+pub struct ProviderService {
+    provider: Arc<dyn Provider>,
+    provider_schema: Schema,
+    resources: HashMap<String, Typed<dyn Resource>>,
+    data_sources: HashMap<String, Typed<dyn DataSource>>,
+    data: RwLock<Option<ProviderData>>,
+    cancel: CancellationToken,
+}
+
+fn unsupported(what: &str) -> Diagnostics {
+    Diagnostics::from_error(
+        format!("{what} not supported"),
+        format!(
+            "{what} is not supported by this provider (ceso {}).",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+fn unknown_type(kind: &str, name: &str) -> Diagnostics {
+    Diagnostics::from_error(
+        format!("Unknown {kind} type"),
+        format!("This provider has no {kind} type {name:?}; check the name or upgrade ceso."),
+    )
+}
+
+impl ProviderService {
+    /// Wraps `provider`, computing every schema once.
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        let resources = provider
+            .resources()
+            .into_iter()
+            .map(|r| {
+                let s = r.schema();
+                (r.type_name().to_string(), Typed::new(r, s))
+            })
+            .collect();
+        let data_sources = provider
+            .data_sources()
+            .into_iter()
+            .map(|d| {
+                let s = d.schema();
+                (d.type_name().to_string(), Typed::new(d, s))
+            })
+            .collect();
+        Self {
+            provider_schema: provider.schema(),
+            provider,
+            resources,
+            data_sources,
+            data: RwLock::new(None),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The token StopProvider cancels; in-flight work watches it.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The configured provider data, if Configure has run.
+    pub fn provider_data(&self) -> Option<ProviderData> {
+        self.data.read().expect("lock").clone()
+    }
+
+    fn ctx(&self) -> Context {
+        Context {
+            provider_data: self.provider_data(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    fn resource(&self, name: &str) -> Result<&Typed<dyn Resource>, Diagnostics> {
+        self.resources
+            .get(name)
+            .ok_or_else(|| unknown_type("resource", name))
+    }
+
+    fn data_source(&self, name: &str) -> Result<&Typed<dyn DataSource>, Diagnostics> {
+        self.data_sources
+            .get(name)
+            .ok_or_else(|| unknown_type("data source", name))
+    }
+
+    fn capabilities(&self) -> pb::ServerCapabilities {
+        pb::ServerCapabilities {
+            plan_destroy: false,
+            get_provider_schema_optional: false,
+            move_resource_state: false,
+            generate_resource_config: false,
+        }
+    }
+
+    async fn plan(
+        &self,
+        req: pb::plan_resource_change::Request,
+    ) -> Result<pb::plan_resource_change::Response, Diagnostics> {
+        let r = self.resource(&req.type_name)?;
+        let prior = decode(req.prior_state.as_ref(), &r.ty, "prior state")?;
+        let proposed = decode(req.proposed_new_state.as_ref(), &r.ty, "proposed new state")?;
+        let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
+        let attr_plan = plan_attributes(&r.schema, &prior, &proposed, &config);
+        let mut diags = Diagnostics::new();
+        let (planned, requires_replace) = if attr_plan.planned == Value::Null {
+            (Value::Null, Vec::new())
+        } else {
+            let mut hook = PlanRequest {
+                prior: &prior,
+                config: &config,
+                planned: attr_plan.planned,
+                requires_replace: attr_plan.requires_replace,
+                diags: Diagnostics::new(),
+            };
+            r.imp.modify_plan(&self.ctx(), &mut hook).await;
+            diags.extend(hook.diags);
+            let rr = normalise_replace(hook.requires_replace, &prior, &hook.planned);
+            (hook.planned, rr)
+        };
+        Ok(pb::plan_resource_change::Response {
+            planned_state: Some(encode(&planned, &r.ty, "planned state")?),
+            requires_replace: requires_replace.iter().map(path_to_proto).collect(),
+            planned_private: req.prior_private,
+            diagnostics: diags_to_proto(&diags),
+            legacy_type_system: false,
+            deferred: None,
+            planned_identity: None,
+        })
+    }
+
+    async fn apply(
+        &self,
+        req: pb::apply_resource_change::Request,
+    ) -> Result<pb::apply_resource_change::Response, Diagnostics> {
+        let r = self.resource(&req.type_name)?;
+        let prior = decode(req.prior_state.as_ref(), &r.ty, "prior state")?;
+        let planned = decode(req.planned_state.as_ref(), &r.ty, "planned state")?;
+        let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
+        let ctx = self.ctx();
+        let apply = ApplyRequest {
+            prior: &prior,
+            planned: &planned,
+            config: &config,
+            private: &req.planned_private,
+        };
+        let (state, private, mut diags) = if planned == Value::Null {
+            let diags = r.imp.delete(&ctx, &apply).await;
+            // A failed delete keeps the prior state so Terraform still tracks the object.
+            let state = if diags.has_errors() {
+                prior.clone()
+            } else {
+                Value::Null
+            };
+            (state, None, diags)
+        } else {
+            let result = if prior == Value::Null {
+                r.imp.create(&ctx, &apply).await
+            } else {
+                r.imp.update(&ctx, &apply).await
+            };
+            (result.state, result.private, result.diags)
+        };
+        if has_unknown(&state) {
+            diags.error(
+                "Provider returned an incomplete state",
+                format!(
+                    "{} left values unknown after apply; this is a bug in ceso.",
+                    req.type_name
+                ),
+            );
+        }
+        Ok(pb::apply_resource_change::Response {
+            new_state: Some(encode(&state, &r.ty, "new state")?),
+            private: private.unwrap_or(req.planned_private),
+            diagnostics: diags_to_proto(&diags),
+            legacy_type_system: false,
+            new_identity: None,
+        })
+    }
+
+    fn upgrade(&self, req: pb::upgrade_resource_state::Request) -> Result<Value, Diagnostics> {
+        let r = self.resource(&req.type_name)?;
+        let raw = req.raw_state.unwrap_or_default();
+        if raw.json.is_empty() {
+            if raw.flatmap.is_empty() {
+                return Ok(Value::Null);
+            }
+            return Err(Diagnostics::from_error(
+                "Unable to upgrade state",
+                "The state is in the legacy flatmap format, which ceso never wrote.",
+            ));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&raw.json).map_err(|e| {
+            Diagnostics::from_error(
+                "Unable to upgrade state",
+                format!("The stored state is not JSON: {e}"),
+            )
+        })?;
+        if req.version == r.schema.version {
+            let pruned = prune_unknown_attributes(json, &r.schema.block);
+            let bytes = serde_json::to_vec(&pruned).expect("JSON re-encodes");
+            return crate::cty::from_json(&bytes, &r.ty).map_err(|e| {
+                Diagnostics::from_error("Unable to read stored state", e.to_string())
+            });
+        }
+        if req.version > r.schema.version {
+            return Err(Diagnostics::from_error(
+                "State from a newer provider",
+                format!(
+                    "The state of this {} was written by schema version {}, newer than this ceso's {}; upgrade ceso.",
+                    req.type_name, req.version, r.schema.version
+                ),
+            ));
+        }
+        r.imp.upgrade_state(req.version, json)
+    }
+}
+
+/// Drops attributes the schema no longer has from stored JSON state (recursively through
+/// nested blocks), so state written before an attribute was removed still loads.
+fn prune_unknown_attributes(
+    json: serde_json::Value,
+    block: &crate::framework::Block,
+) -> serde_json::Value {
+    use crate::framework::Nesting;
+    let serde_json::Value::Object(map) = json else {
+        return json;
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        if block.find_attribute(&k).is_some() {
+            out.insert(k, v);
+        } else if let Some(nested) = block.find_block(&k) {
+            let v = match (nested.nesting, v) {
+                (Nesting::Single, v) => prune_unknown_attributes(v, &nested.block),
+                (Nesting::List | Nesting::Set, serde_json::Value::Array(items)) => {
+                    serde_json::Value::Array(
+                        items
+                            .into_iter()
+                            .map(|i| prune_unknown_attributes(i, &nested.block))
+                            .collect(),
+                    )
+                }
+                (Nesting::Map, serde_json::Value::Object(items)) => serde_json::Value::Object(
+                    items
+                        .into_iter()
+                        .map(|(k, i)| (k, prune_unknown_attributes(i, &nested.block)))
+                        .collect(),
+                ),
+                (_, other) => other,
+            };
+            out.insert(k, v);
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+type EventStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn one_event<T: Send + 'static>(event: T) -> EventStream<T> {
+    Box::pin(futures::stream::once(async move { Ok(event) }))
+}
+
+#[tonic::async_trait]
+impl pb::provider_server::Provider for ProviderService {
+    async fn get_metadata(
+        &self,
+        _req: Request<pb::get_metadata::Request>,
+    ) -> RpcResult<pb::get_metadata::Response> {
+        use pb::get_metadata as m;
+        let mut resources: Vec<_> = self.resources.keys().cloned().collect();
+        let mut data_sources: Vec<_> = self.data_sources.keys().cloned().collect();
+        resources.sort();
+        data_sources.sort();
+        Ok(Response::new(m::Response {
+            server_capabilities: Some(self.capabilities()),
+            diagnostics: Vec::new(),
+            data_sources: data_sources
+                .into_iter()
+                .map(|type_name| m::DataSourceMetadata { type_name })
+                .collect(),
+            resources: resources
+                .into_iter()
+                .map(|type_name| m::ResourceMetadata { type_name })
+                .collect(),
+            functions: Vec::new(),
+            ephemeral_resources: Vec::new(),
+            list_resources: Vec::new(),
+            actions: Vec::new(),
+        }))
+    }
+
+    async fn get_schema(
+        &self,
+        _req: Request<pb::get_provider_schema::Request>,
+    ) -> RpcResult<pb::get_provider_schema::Response> {
+        Ok(Response::new(pb::get_provider_schema::Response {
+            provider: Some(schema_to_proto(&self.provider_schema)),
+            resource_schemas: self
+                .resources
+                .iter()
+                .map(|(k, r)| (k.clone(), schema_to_proto(&r.schema)))
+                .collect(),
+            data_source_schemas: self
+                .data_sources
+                .iter()
+                .map(|(k, d)| (k.clone(), schema_to_proto(&d.schema)))
+                .collect(),
+            functions: HashMap::new(),
+            ephemeral_resource_schemas: HashMap::new(),
+            list_resource_schemas: HashMap::new(),
+            action_schemas: HashMap::new(),
+            diagnostics: Vec::new(),
+            provider_meta: None,
+            server_capabilities: Some(self.capabilities()),
+        }))
+    }
+
+    async fn prepare_provider_config(
+        &self,
+        req: Request<pb::prepare_provider_config::Request>,
+    ) -> RpcResult<pb::prepare_provider_config::Response> {
+        let req = req.into_inner();
+        let ty = self.provider_schema.value_type();
+        let mut diags = Diagnostics::new();
+        match decode(req.config.as_ref(), &ty, "provider configuration") {
+            Ok(config) => {
+                validate_config(
+                    &self.provider_schema.block,
+                    &config,
+                    &AttrPath::root(),
+                    &mut diags,
+                );
+                self.provider.validate(&config, &mut diags);
+            }
+            Err(d) => diags.extend(d),
+        }
+        Ok(Response::new(pb::prepare_provider_config::Response {
+            prepared_config: req.config,
+            diagnostics: diags_to_proto(&diags),
+        }))
+    }
+
+    async fn validate_resource_type_config(
+        &self,
+        req: Request<pb::validate_resource_type_config::Request>,
+    ) -> RpcResult<pb::validate_resource_type_config::Response> {
+        let req = req.into_inner();
+        let diags = (|| {
+            let r = self.resource(&req.type_name)?;
+            let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
+            let mut diags = Diagnostics::new();
+            validate_config(&r.schema.block, &config, &AttrPath::root(), &mut diags);
+            r.imp.validate(&config, &mut diags);
+            Ok::<_, Diagnostics>(diags)
+        })()
+        .unwrap_or_else(|d| d);
+        Ok(Response::new(pb::validate_resource_type_config::Response {
+            diagnostics: diags_to_proto(&diags),
+        }))
+    }
+
+    async fn validate_data_source_config(
+        &self,
+        req: Request<pb::validate_data_source_config::Request>,
+    ) -> RpcResult<pb::validate_data_source_config::Response> {
+        let req = req.into_inner();
+        let diags = (|| {
+            let d = self.data_source(&req.type_name)?;
+            let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
+            let mut diags = Diagnostics::new();
+            validate_config(&d.schema.block, &config, &AttrPath::root(), &mut diags);
+            d.imp.validate(&config, &mut diags);
+            Ok::<_, Diagnostics>(diags)
+        })()
+        .unwrap_or_else(|d| d);
+        Ok(Response::new(pb::validate_data_source_config::Response {
+            diagnostics: diags_to_proto(&diags),
+        }))
+    }
+
+    async fn upgrade_resource_state(
+        &self,
+        req: Request<pb::upgrade_resource_state::Request>,
+    ) -> RpcResult<pb::upgrade_resource_state::Response> {
+        let req = req.into_inner();
+        let type_name = req.type_name.clone();
+        let result = self.upgrade(req).and_then(|v| {
+            let r = self.resource(&type_name)?;
+            encode(&v, &r.ty, "upgraded state")
+        });
+        Ok(Response::new(match result {
+            Ok(state) => pb::upgrade_resource_state::Response {
+                upgraded_state: Some(state),
+                diagnostics: Vec::new(),
+            },
+            Err(d) => pb::upgrade_resource_state::Response {
+                upgraded_state: None,
+                diagnostics: diags_to_proto(&d),
+            },
+        }))
+    }
+
+    async fn get_resource_identity_schemas(
+        &self,
+        _req: Request<pb::get_resource_identity_schemas::Request>,
+    ) -> RpcResult<pb::get_resource_identity_schemas::Response> {
+        Ok(Response::new(pb::get_resource_identity_schemas::Response {
+            identity_schemas: HashMap::new(),
+            diagnostics: Vec::new(),
+        }))
+    }
+
+    async fn upgrade_resource_identity(
+        &self,
+        _req: Request<pb::upgrade_resource_identity::Request>,
+    ) -> RpcResult<pb::upgrade_resource_identity::Response> {
+        Ok(Response::new(pb::upgrade_resource_identity::Response {
+            upgraded_identity: None,
+            diagnostics: diags_to_proto(&unsupported("Resource identity")),
+        }))
+    }
+
+    async fn configure(
+        &self,
+        req: Request<pb::configure::Request>,
+    ) -> RpcResult<pb::configure::Response> {
+        let req = req.into_inner();
+        let ty = self.provider_schema.value_type();
+        let diags = match decode(req.config.as_ref(), &ty, "provider configuration") {
+            Err(d) => d,
+            Ok(config) if has_unknown(&config) => Diagnostics::from_error(
+                "Provider configuration not known yet",
+                "Some provider arguments depend on values known only after apply; ceso needs url, user and password at plan time.",
+            ),
+            Ok(config) => match self.provider.configure(&self.ctx(), &config).await {
+                Ok(data) => {
+                    *self.data.write().expect("lock") = Some(data);
+                    Diagnostics::new()
+                }
+                Err(d) => d,
+            },
+        };
+        Ok(Response::new(pb::configure::Response {
+            diagnostics: diags_to_proto(&diags),
+        }))
+    }
+
+    async fn read_resource(
+        &self,
+        req: Request<pb::read_resource::Request>,
+    ) -> RpcResult<pb::read_resource::Response> {
+        let req = req.into_inner();
+        let result = async {
+            let r = self.resource(&req.type_name)?;
+            let state = decode(req.current_state.as_ref(), &r.ty, "current state")?;
+            let new_state = match r.imp.read(&self.ctx(), &state).await? {
+                Some(v) => v,
+                None => Value::Null,
+            };
+            encode(&new_state, &r.ty, "new state")
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(state) => pb::read_resource::Response {
+                new_state: Some(state),
+                diagnostics: Vec::new(),
+                private: req.private,
+                deferred: None,
+                new_identity: None,
+            },
+            Err(d) => pb::read_resource::Response {
+                new_state: req.current_state,
+                diagnostics: diags_to_proto(&d),
+                private: req.private,
+                deferred: None,
+                new_identity: None,
+            },
+        }))
+    }
+
+    async fn plan_resource_change(
+        &self,
+        req: Request<pb::plan_resource_change::Request>,
+    ) -> RpcResult<pb::plan_resource_change::Response> {
+        let req = req.into_inner();
+        Ok(Response::new(self.plan(req).await.unwrap_or_else(|d| {
+            pb::plan_resource_change::Response {
+                diagnostics: diags_to_proto(&d),
+                ..Default::default()
+            }
+        })))
+    }
+
+    async fn apply_resource_change(
+        &self,
+        req: Request<pb::apply_resource_change::Request>,
+    ) -> RpcResult<pb::apply_resource_change::Response> {
+        let req = req.into_inner();
+        let prior = req.prior_state.clone();
+        Ok(Response::new(self.apply(req).await.unwrap_or_else(|d| {
+            pb::apply_resource_change::Response {
+                new_state: prior,
+                diagnostics: diags_to_proto(&d),
+                ..Default::default()
+            }
+        })))
+    }
+
+    async fn import_resource_state(
+        &self,
+        req: Request<pb::import_resource_state::Request>,
+    ) -> RpcResult<pb::import_resource_state::Response> {
+        let req = req.into_inner();
+        let result = async {
+            let r = self.resource(&req.type_name)?;
+            let imported = r.imp.import(&self.ctx(), &req.id).await?;
+            imported
+                .into_iter()
+                .map(|i| {
+                    let ty = self.resource(&i.type_name)?.ty.clone();
+                    Ok(pb::import_resource_state::ImportedResource {
+                        type_name: i.type_name,
+                        state: Some(encode(&i.state, &ty, "imported state")?),
+                        private: i.private,
+                        identity: None,
+                    })
+                })
+                .collect::<Result<Vec<_>, Diagnostics>>()
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(imported_resources) => pb::import_resource_state::Response {
+                imported_resources,
+                diagnostics: Vec::new(),
+                deferred: None,
+            },
+            Err(d) => pb::import_resource_state::Response {
+                imported_resources: Vec::new(),
+                diagnostics: diags_to_proto(&d),
+                deferred: None,
+            },
+        }))
+    }
+
+    async fn move_resource_state(
+        &self,
+        _req: Request<pb::move_resource_state::Request>,
+    ) -> RpcResult<pb::move_resource_state::Response> {
+        Ok(Response::new(pb::move_resource_state::Response {
+            diagnostics: diags_to_proto(&unsupported("Moving resource state between types")),
+            ..Default::default()
+        }))
+    }
+
+    async fn read_data_source(
+        &self,
+        req: Request<pb::read_data_source::Request>,
+    ) -> RpcResult<pb::read_data_source::Response> {
+        let req = req.into_inner();
+        let result = async {
+            let d = self.data_source(&req.type_name)?;
+            let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
+            let ctx = self.ctx();
+            let state = tokio::select! {
+                r = d.imp.read(&ctx, &config) => r?,
+                _ = ctx.cancel.cancelled() => return Err(Diagnostics::from_error("Cancelled", "Terraform asked the provider to stop.")),
+            };
+            encode(&state, &d.ty, "data source state")
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(state) => pb::read_data_source::Response {
+                state: Some(state),
+                diagnostics: Vec::new(),
+                deferred: None,
+            },
+            Err(d) => pb::read_data_source::Response {
+                state: None,
+                diagnostics: diags_to_proto(&d),
+                deferred: None,
+            },
+        }))
+    }
+
+    async fn generate_resource_config(
+        &self,
+        _req: Request<pb::generate_resource_config::Request>,
+    ) -> RpcResult<pb::generate_resource_config::Response> {
+        Ok(Response::new(pb::generate_resource_config::Response {
+            config: None,
+            diagnostics: diags_to_proto(&unsupported("Generating resource configuration")),
+        }))
+    }
+
+    async fn validate_ephemeral_resource_config(
+        &self,
+        req: Request<pb::validate_ephemeral_resource_config::Request>,
+    ) -> RpcResult<pb::validate_ephemeral_resource_config::Response> {
+        Ok(Response::new(
+            pb::validate_ephemeral_resource_config::Response {
+                diagnostics: diags_to_proto(&unknown_type(
+                    "ephemeral resource",
+                    &req.into_inner().type_name,
+                )),
+            },
+        ))
+    }
+
+    async fn open_ephemeral_resource(
+        &self,
+        _req: Request<pb::open_ephemeral_resource::Request>,
+    ) -> RpcResult<pb::open_ephemeral_resource::Response> {
+        Ok(Response::new(pb::open_ephemeral_resource::Response {
+            diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
+            ..Default::default()
+        }))
+    }
+
+    async fn renew_ephemeral_resource(
+        &self,
+        _req: Request<pb::renew_ephemeral_resource::Request>,
+    ) -> RpcResult<pb::renew_ephemeral_resource::Response> {
+        Ok(Response::new(pb::renew_ephemeral_resource::Response {
+            diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
+            ..Default::default()
+        }))
+    }
+
+    async fn close_ephemeral_resource(
+        &self,
+        _req: Request<pb::close_ephemeral_resource::Request>,
+    ) -> RpcResult<pb::close_ephemeral_resource::Response> {
+        Ok(Response::new(pb::close_ephemeral_resource::Response {
+            diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
+        }))
+    }
+
+    type ListResourceStream = EventStream<pb::list_resource::Event>;
+
+    async fn list_resource(
+        &self,
+        req: Request<pb::list_resource::Request>,
+    ) -> RpcResult<Self::ListResourceStream> {
+        let name = req.into_inner().type_name;
+        Ok(Response::new(one_event(pb::list_resource::Event {
+            diagnostic: diags_to_proto(&unknown_type("list resource", &name)),
+            ..Default::default()
+        })))
+    }
+
+    async fn validate_list_resource_config(
+        &self,
+        req: Request<pb::validate_list_resource_config::Request>,
+    ) -> RpcResult<pb::validate_list_resource_config::Response> {
+        Ok(Response::new(pb::validate_list_resource_config::Response {
+            diagnostics: diags_to_proto(&unknown_type(
+                "list resource",
+                &req.into_inner().type_name,
+            )),
+        }))
+    }
+
+    async fn get_functions(
+        &self,
+        _req: Request<pb::get_functions::Request>,
+    ) -> RpcResult<pb::get_functions::Response> {
+        Ok(Response::new(pb::get_functions::Response {
+            functions: HashMap::new(),
+            diagnostics: Vec::new(),
+        }))
+    }
+
+    async fn call_function(
+        &self,
+        req: Request<pb::call_function::Request>,
+    ) -> RpcResult<pb::call_function::Response> {
+        let name = req.into_inner().name;
+        Ok(Response::new(pb::call_function::Response {
+            result: None,
+            error: Some(pb::FunctionError {
+                text: format!("This provider has no function {name:?}."),
+                function_argument: None,
+            }),
+        }))
+    }
+
+    async fn plan_action(
+        &self,
+        req: Request<pb::plan_action::Request>,
+    ) -> RpcResult<pb::plan_action::Response> {
+        Ok(Response::new(pb::plan_action::Response {
+            diagnostics: diags_to_proto(&unknown_type("action", &req.into_inner().action_type)),
+            deferred: None,
+        }))
+    }
+
+    type InvokeActionStream = EventStream<pb::invoke_action::Event>;
+
+    async fn invoke_action(
+        &self,
+        req: Request<pb::invoke_action::Request>,
+    ) -> RpcResult<Self::InvokeActionStream> {
+        use pb::invoke_action::event::{Completed, Type as EventType};
+        let name = req.into_inner().action_type;
+        Ok(Response::new(one_event(pb::invoke_action::Event {
+            r#type: Some(EventType::Completed(Completed {
+                diagnostics: diags_to_proto(&unknown_type("action", &name)),
+            })),
+        })))
+    }
+
+    async fn validate_action_config(
+        &self,
+        req: Request<pb::validate_action_config::Request>,
+    ) -> RpcResult<pb::validate_action_config::Response> {
+        Ok(Response::new(pb::validate_action_config::Response {
+            diagnostics: diags_to_proto(&unknown_type("action", &req.into_inner().type_name)),
+        }))
+    }
+
+    async fn stop(&self, _req: Request<pb::stop::Request>) -> RpcResult<pb::stop::Response> {
+        tracing::info!("StopProvider: cancelling in-flight work");
+        self.cancel.cancel();
+        Ok(Response::new(pb::stop::Response {
+            error: String::new(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The RPCs driven in-process against a small test provider: the plan pipeline, private
+    //! state passthrough, state upgrades, import, StopProvider cancelling a read.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use pb::provider_server::Provider as _;
+
+    use super::*;
+    use crate::framework::resource::{ApplyResult, ImportedResource};
+    use crate::framework::{Attribute, Block};
+
+    fn obj(pairs: &[(&str, Value)]) -> Value {
+        Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    fn s(x: &str) -> Value {
+        Value::String(x.to_string())
+    }
+
+    struct Thing;
+
+    #[async_trait]
+    impl Resource for Thing {
+        fn type_name(&self) -> &'static str {
+            "test_thing"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(
+                Block::new()
+                    .attribute(Attribute::string("id").computed().use_state_for_unknown())
+                    .attribute(Attribute::string("name").required().requires_replace())
+                    .attribute(Attribute::string("size").default_value(s("small")))
+                    .attribute(Attribute::string("note").optional()),
+            )
+            .version(1)
+        }
+        async fn create(&self, _ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
+            let mut state = req.planned.clone();
+            crate::framework::walk::set_attr(&mut state, "id", s("thing-1"));
+            ApplyResult {
+                state,
+                private: Some(b"created".to_vec()),
+                diags: Diagnostics::new(),
+            }
+        }
+        async fn read(&self, _ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
+            Ok(Some(state.clone()))
+        }
+        async fn update(&self, _ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
+            ApplyResult::ok(req.planned.clone())
+        }
+        async fn delete(&self, _ctx: &Context, _req: &ApplyRequest<'_>) -> Diagnostics {
+            Diagnostics::new()
+        }
+        fn supports_import(&self) -> bool {
+            true
+        }
+        async fn import(
+            &self,
+            _ctx: &Context,
+            id: &str,
+        ) -> Result<Vec<ImportedResource>, Diagnostics> {
+            Ok(vec![ImportedResource {
+                type_name: "test_thing".into(),
+                state: obj(&[
+                    ("id", s(id)),
+                    ("name", Value::Null),
+                    ("size", Value::Null),
+                    ("note", Value::Null),
+                ]),
+                private: Vec::new(),
+            }])
+        }
+        fn upgrade_state(
+            &self,
+            version: i64,
+            raw: serde_json::Value,
+        ) -> Result<Value, Diagnostics> {
+            assert_eq!(version, 0);
+            // Version 0 called the name `label` and had no size.
+            Ok(obj(&[
+                ("id", s(raw["id"].as_str().unwrap())),
+                ("name", s(raw["label"].as_str().unwrap())),
+                ("size", s("small")),
+                ("note", Value::Null),
+            ]))
+        }
+    }
+
+    struct Slow;
+
+    #[async_trait]
+    impl DataSource for Slow {
+        fn type_name(&self) -> &'static str {
+            "test_slow"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(Block::new().attribute(Attribute::string("id").computed()))
+        }
+        async fn read(&self, _ctx: &Context, _config: &Value) -> Result<Value, Diagnostics> {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(obj(&[("id", s("late"))]))
+        }
+    }
+
+    struct TestProvider;
+
+    #[async_trait]
+    impl Provider for TestProvider {
+        fn type_name(&self) -> &'static str {
+            "test"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(Block::new())
+        }
+        async fn configure(
+            &self,
+            _ctx: &Context,
+            _config: &Value,
+        ) -> Result<ProviderData, Diagnostics> {
+            Ok(Arc::new(()))
+        }
+        fn resources(&self) -> Vec<Arc<dyn Resource>> {
+            vec![Arc::new(Thing)]
+        }
+        fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
+            vec![Arc::new(Slow)]
+        }
+    }
+
+    fn service() -> (ProviderService, Type) {
+        let svc = ProviderService::new(Arc::new(TestProvider));
+        let ty = svc.resources["test_thing"].ty.clone();
+        (svc, ty)
+    }
+
+    fn dv(v: &Value, ty: &Type) -> Option<pb::DynamicValue> {
+        Some(encode(v, ty, "test").unwrap())
+    }
+
+    async fn plan(
+        svc: &ProviderService,
+        ty: &Type,
+        prior: &Value,
+        proposed: &Value,
+        config: &Value,
+        private: &[u8],
+    ) -> pb::plan_resource_change::Response {
+        svc.plan_resource_change(Request::new(pb::plan_resource_change::Request {
+            type_name: "test_thing".into(),
+            prior_state: dv(prior, ty),
+            proposed_new_state: dv(proposed, ty),
+            config: dv(config, ty),
+            prior_private: private.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    #[tokio::test]
+    async fn create_then_noop_then_replace_with_private_state() {
+        let (svc, ty) = service();
+        let config = obj(&[
+            ("id", Value::Null),
+            ("name", s("a")),
+            ("size", Value::Null),
+            ("note", Value::Null),
+        ]);
+        let planned = plan(&svc, &ty, &Value::Null, &config, &config, b"").await;
+        assert!(planned.diagnostics.is_empty(), "{:?}", planned.diagnostics);
+        let planned_value = decode(planned.planned_state.as_ref(), &ty, "t").unwrap();
+        assert_eq!(
+            planned_value,
+            obj(&[
+                ("id", Value::Unknown),
+                ("name", s("a")),
+                ("size", s("small")),
+                ("note", Value::Null)
+            ])
+        );
+
+        let applied = svc
+            .apply_resource_change(Request::new(pb::apply_resource_change::Request {
+                type_name: "test_thing".into(),
+                prior_state: dv(&Value::Null, &ty),
+                planned_state: planned.planned_state.clone(),
+                config: dv(&config, &ty),
+                planned_private: planned.planned_private.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(applied.diagnostics.is_empty());
+        assert_eq!(applied.private, b"created");
+        let state = decode(applied.new_state.as_ref(), &ty, "t").unwrap();
+
+        // Same config again: a no-op plan that carries the private state through.
+        let again = plan(&svc, &ty, &state, &state, &config, &applied.private).await;
+        assert_eq!(
+            decode(again.planned_state.as_ref(), &ty, "t").unwrap(),
+            state
+        );
+        assert!(again.requires_replace.is_empty());
+        assert_eq!(again.planned_private, b"created");
+
+        // A new name replaces; the id stays known in the plan (use_state_for_unknown).
+        let renamed_cfg = obj(&[
+            ("id", Value::Null),
+            ("name", s("b")),
+            ("size", Value::Null),
+            ("note", Value::Null),
+        ]);
+        let renamed = obj(&[
+            ("id", s("thing-1")),
+            ("name", s("b")),
+            ("size", s("small")),
+            ("note", Value::Null),
+        ]);
+        let replace = plan(&svc, &ty, &state, &renamed, &renamed_cfg, &applied.private).await;
+        assert_eq!(
+            replace.requires_replace,
+            vec![path_to_proto(&AttrPath::attr("name"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn upgrades_state_from_an_older_schema_version() {
+        let (svc, ty) = service();
+        let resp = svc
+            .upgrade_resource_state(Request::new(pb::upgrade_resource_state::Request {
+                type_name: "test_thing".into(),
+                version: 0,
+                raw_state: Some(pb::RawState {
+                    json: br#"{"id":"thing-9","label":"old"}"#.to_vec(),
+                    flatmap: Default::default(),
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.diagnostics.is_empty(), "{:?}", resp.diagnostics);
+        let v = decode(resp.upgraded_state.as_ref(), &ty, "t").unwrap();
+        assert_eq!(crate::framework::typed::get_attr(&v, "name"), &s("old"));
+
+        // Current version: attributes the schema dropped are pruned, the rest kept.
+        let resp = svc
+            .upgrade_resource_state(Request::new(pb::upgrade_resource_state::Request {
+                type_name: "test_thing".into(),
+                version: 1,
+                raw_state: Some(pb::RawState {
+                    json: br#"{"id":"x","name":"n","size":"big","note":null,"gone":1}"#.to_vec(),
+                    flatmap: Default::default(),
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.diagnostics.is_empty(), "{:?}", resp.diagnostics);
+
+        // A newer version than ours is refused with a clear message.
+        let resp = svc
+            .upgrade_resource_state(Request::new(pb::upgrade_resource_state::Request {
+                type_name: "test_thing".into(),
+                version: 7,
+                raw_state: Some(pb::RawState {
+                    json: b"{}".to_vec(),
+                    flatmap: Default::default(),
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.diagnostics[0].detail.contains("upgrade ceso"));
+    }
+
+    #[tokio::test]
+    async fn import_returns_the_resource() {
+        let (svc, ty) = service();
+        let resp = svc
+            .import_resource_state(Request::new(pb::import_resource_state::Request {
+                type_name: "test_thing".into(),
+                id: "thing-42".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let v = decode(resp.imported_resources[0].state.as_ref(), &ty, "t").unwrap();
+        assert_eq!(crate::framework::typed::get_attr(&v, "id"), &s("thing-42"));
+    }
+
+    #[tokio::test]
+    async fn stop_provider_cancels_an_in_flight_read() {
+        let (svc, _) = service();
+        let svc = Arc::new(svc);
+        let reader = {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                svc.read_data_source(Request::new(pb::read_data_source::Request {
+                    type_name: "test_slow".into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        svc.stop(Request::new(pb::stop::Request {})).await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(2), reader)
+            .await
+            .expect("read ends after Stop")
+            .unwrap();
+        assert_eq!(resp.diagnostics[0].summary, "Cancelled");
+    }
+}

@@ -1,0 +1,185 @@
+//! The provider block's model: configured values with their environment fallbacks, checked and
+//! turned into the vSphere client's connection settings.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::framework::typed::parse_duration;
+use crate::framework::{AttrPath, Diagnostics};
+use crate::vsphere::client::parse_endpoint_url;
+use crate::vsphere::tls::parse_thumbprint;
+use crate::vsphere::{ConnectConfig, Secret, TlsPolicy};
+
+/// The default time limit of one vSphere API call.
+pub const DEFAULT_API_TIMEOUT: &str = "60s";
+
+/// The provider block as configured (null = unset).
+#[derive(Debug, Default, Deserialize)]
+pub struct ProviderModel {
+    /// `url`
+    pub url: Option<String>,
+    /// `user`
+    pub user: Option<String>,
+    /// `password`
+    pub password: Option<String>,
+    /// `allow_unverified_ssl`
+    pub allow_unverified_ssl: Option<bool>,
+    /// `thumbprint`
+    pub thumbprint: Option<String>,
+    /// `api_timeout`
+    pub api_timeout: Option<String>,
+}
+
+/// Reads an environment variable, treating empty as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl ProviderModel {
+    /// Fills unset values from `CESO_*` environment variables.
+    pub fn with_env_fallbacks(mut self) -> Self {
+        self.url = self.url.or_else(|| env("CESO_URL"));
+        self.user = self.user.or_else(|| env("CESO_USER"));
+        self.password = self.password.or_else(|| env("CESO_PASSWORD"));
+        self.thumbprint = self.thumbprint.or_else(|| env("CESO_THUMBPRINT"));
+        self.api_timeout = self.api_timeout.or_else(|| env("CESO_API_TIMEOUT"));
+        if self.allow_unverified_ssl.is_none() {
+            self.allow_unverified_ssl = env("CESO_ALLOW_UNVERIFIED_SSL")
+                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        }
+        self
+    }
+
+    /// Checks the values and builds the connection settings; every problem is reported with
+    /// the attribute it concerns.
+    pub fn connect_config(&self) -> Result<ConnectConfig, Diagnostics> {
+        let mut diags = Diagnostics::new();
+        let missing = |diags: &mut Diagnostics, attr: &str, env: &str| {
+            diags.attr_error(
+                AttrPath::attr(attr),
+                format!("Missing {attr}"),
+                format!("Set `{attr}` in the provider block or the {env} environment variable."),
+            )
+        };
+        let url = match self.url.as_deref() {
+            None => {
+                missing(&mut diags, "url", "CESO_URL");
+                None
+            }
+            Some(text) => match parse_endpoint_url(text) {
+                Ok(u) => Some(u),
+                Err(why) => {
+                    diags.attr_error(AttrPath::attr("url"), "Invalid url", why);
+                    None
+                }
+            },
+        };
+        if self.user.is_none() {
+            missing(&mut diags, "user", "CESO_USER");
+        }
+        if self.password.is_none() {
+            missing(&mut diags, "password", "CESO_PASSWORD");
+        }
+        let insecure = self.allow_unverified_ssl.unwrap_or(false);
+        let tls = match (&self.thumbprint, insecure) {
+            (Some(_), true) => {
+                diags.attr_error(
+                    AttrPath::attr("thumbprint"),
+                    "Conflicting TLS settings",
+                    "`thumbprint` pins the server certificate and `allow_unverified_ssl = true` skips verification; set only one.",
+                );
+                TlsPolicy::Insecure
+            }
+            (Some(text), false) => match parse_thumbprint(text) {
+                Ok(pin) => TlsPolicy::Thumbprint(pin),
+                Err(why) => {
+                    diags.attr_error(AttrPath::attr("thumbprint"), "Invalid thumbprint", why);
+                    TlsPolicy::Verify
+                }
+            },
+            (None, true) => TlsPolicy::Insecure,
+            (None, false) => TlsPolicy::Verify,
+        };
+        let timeout_text = self.api_timeout.as_deref().unwrap_or(DEFAULT_API_TIMEOUT);
+        let timeout = match parse_duration(timeout_text) {
+            Ok(d) if d >= Duration::from_millis(100) => d,
+            Ok(_) => {
+                diags.attr_error(
+                    AttrPath::attr("api_timeout"),
+                    "Invalid api_timeout",
+                    format!("{timeout_text:?} is too short; use at least \"1s\"."),
+                );
+                Duration::from_secs(60)
+            }
+            Err(why) => {
+                diags.attr_error(
+                    AttrPath::attr("api_timeout"),
+                    "Invalid api_timeout",
+                    format!("{timeout_text:?}: {why}. Use e.g. \"30s\" or \"2m\"."),
+                );
+                Duration::from_secs(60)
+            }
+        };
+        match url {
+            Some(url) if !diags.has_errors() => Ok(ConnectConfig {
+                url,
+                user: self.user.clone().unwrap_or_default(),
+                password: Secret::new(self.password.clone().unwrap_or_default()),
+                tls,
+                timeout,
+            }),
+            _ => Err(diags),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> ProviderModel {
+        ProviderModel {
+            url: Some("esx1".into()),
+            user: Some("root".into()),
+            password: Some("pw".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_a_verified_config_by_default() {
+        let c = model().connect_config().unwrap();
+        assert_eq!(c.url.as_str(), "https://esx1/sdk");
+        assert_eq!(c.tls, TlsPolicy::Verify);
+        assert_eq!(c.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn reports_each_problem_on_its_attribute() {
+        let m = ProviderModel {
+            url: Some("ftp://x".into()),
+            thumbprint: Some("12".into()),
+            api_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        let d = m.connect_config().unwrap_err();
+        let paths: Vec<String> =
+            d.0.iter()
+                .map(|d| d.path.clone().unwrap().to_string())
+                .collect();
+        for p in ["url", "user", "password", "thumbprint", "api_timeout"] {
+            assert!(paths.contains(&p.to_string()), "{p} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn thumbprint_and_insecure_conflict() {
+        let m = ProviderModel {
+            thumbprint: Some("AB".repeat(32)),
+            allow_unverified_ssl: Some(true),
+            ..model()
+        };
+        assert!(m.connect_config().is_err());
+    }
+}

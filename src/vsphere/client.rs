@@ -1,0 +1,223 @@
+//! A logged-in connection to one vSphere endpoint (ESXi host or vCenter): service content,
+//! login with the session cookie reused by every call, one re-login on an expired session,
+//! and logout.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::error::{Error, ErrorKind, Result};
+use super::methods::{CurrentTime, Login, Logout, Method, RetrieveServiceContent};
+use super::secret::Secret;
+use super::tls::TlsPolicy;
+use super::transport::Transport;
+use super::types::{AboutInfo, ManagedObjectReference, ServiceContent};
+
+/// How to reach and log in to an endpoint.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// The SDK URL, e.g. `https://esx1.example.com/sdk`.
+    pub url: Url,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+    /// How the server's certificate is trusted.
+    pub tls: TlsPolicy,
+    /// Time limit of each API call.
+    pub timeout: Duration,
+}
+
+/// Parses an endpoint address: `https://host[:port]/sdk`, `http://...` (simulators), or a bare
+/// `host[:port]` meaning `https://host[:port]/sdk`. A URL with no path gets `/sdk`.
+pub fn parse_endpoint_url(text: &str) -> std::result::Result<Url, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the URL is empty".to_string());
+    }
+    let with_scheme = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("https://{text}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!(
+            "{text:?} has scheme {:?}; use https:// (or http:// for a simulator)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host name"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        url.set_path("/sdk");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    Ok(url)
+}
+
+/// A logged-in connection to one endpoint.
+pub struct Client {
+    transport: Transport,
+    content: ServiceContent,
+    user: String,
+    password: Secret,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.transport.url().as_str())
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, reads the service content, negotiates the API version and logs in. The whole
+    /// sequence gives up after the configured timeout.
+    pub async fn connect(config: ConnectConfig) -> Result<Self> {
+        let timeout = config.timeout;
+        let url = config.url.clone();
+        tokio::time::timeout(timeout, Self::connect_inner(config))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("{url} did not complete login within {timeout:?}"),
+                )
+            })?
+    }
+
+    async fn connect_inner(config: ConnectConfig) -> Result<Self> {
+        let transport = Transport::new(config.url.clone(), &config.tls, config.timeout)?;
+        let content = transport
+            .call(&RetrieveServiceContent::default())
+            .await?
+            .returnval;
+        if !content.about.api_version.is_empty() {
+            transport.set_api_version(&content.about.api_version);
+        }
+        let client = Self {
+            transport,
+            content,
+            user: config.user,
+            password: config.password,
+        };
+        client.login().await?;
+        Ok(client)
+    }
+
+    async fn login(&self) -> Result<()> {
+        let this = self.session_manager()?;
+        let login = Login {
+            this,
+            user: self.user.clone(),
+            password: self.password.clone(),
+        };
+        match self.transport.call(&login).await {
+            Ok(session) => {
+                tracing::debug!(user = %session.returnval.user_name, url = %self.transport.url(), "logged in");
+                Ok(())
+            }
+            Err(e) if e.kind == ErrorKind::Auth => Err(Error {
+                kind: ErrorKind::Auth,
+                fault: e.fault,
+                message: format!(
+                    "login to {} as {:?} was refused: {}",
+                    self.transport.url(),
+                    self.user,
+                    e.message
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn session_manager(&self) -> Result<ManagedObjectReference> {
+        self.content
+            .session_manager
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::NotVsphere, "the endpoint has no session manager"))
+    }
+
+    /// What the endpoint is.
+    pub fn about(&self) -> &AboutInfo {
+        &self.content.about
+    }
+
+    /// The endpoint's service content.
+    pub fn service_content(&self) -> &ServiceContent {
+        &self.content
+    }
+
+    /// The SDK URL.
+    pub fn url(&self) -> &Url {
+        self.transport.url()
+    }
+
+    /// Calls a method in this session; when the session has expired (`NotAuthenticated`),
+    /// logs in again once and repeats the call.
+    pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
+        match self.transport.call(method).await {
+            Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
+                tracing::info!(url = %self.transport.url(), "session expired; logging in again");
+                self.login().await?;
+                self.transport.call(method).await
+            }
+            other => other,
+        }
+    }
+
+    /// The server's clock: the cheapest authenticated call, used as a session keep-alive.
+    pub async fn current_time(&self) -> Result<String> {
+        Ok(self.call(&CurrentTime::default()).await?.returnval)
+    }
+
+    /// Logs out; errors are ignored (the session expires on its own).
+    pub async fn logout(&self) {
+        if let Ok(this) = self.session_manager() {
+            if let Err(e) = self.transport.call(&Logout { this }).await {
+                tracing::debug!(error = %e, "logout failed");
+            }
+        }
+        self.transport.clear_session();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoint_forms() {
+        assert_eq!(
+            parse_endpoint_url("esx1").unwrap().as_str(),
+            "https://esx1/sdk"
+        );
+        assert_eq!(
+            parse_endpoint_url("esx1:8443").unwrap().as_str(),
+            "https://esx1:8443/sdk"
+        );
+        assert_eq!(
+            parse_endpoint_url("http://127.0.0.1:1234/sdk")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:1234/sdk"
+        );
+        assert_eq!(
+            parse_endpoint_url("https://u:p@vc.example.com")
+                .unwrap()
+                .as_str(),
+            "https://vc.example.com/sdk"
+        );
+        assert!(parse_endpoint_url("ftp://x")
+            .unwrap_err()
+            .contains("https://"));
+        assert!(parse_endpoint_url("").is_err());
+    }
+}

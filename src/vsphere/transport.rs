@@ -1,0 +1,222 @@
+//! The HTTP side of SOAP: one reqwest client per endpoint, the session cookie, the SOAPAction
+//! header with the negotiated API version, timeouts, retries of idempotent calls, and the
+//! redacted wire log (`RUST_LOG=ceso::vsphere::wire=trace`).
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use url::Url;
+
+use super::envelope::decode_response;
+use super::error::{Error, ErrorKind, Result};
+use super::methods::{request_body, Method};
+use super::secret::Secret;
+use super::tls::{self, TlsPolicy};
+
+/// The name of the session cookie ESXi and vCenter set at login.
+const SESSION_COOKIE: &str = "vmware_soap_session";
+/// How many times an idempotent call is retried after a transport error.
+const READ_RETRIES: u32 = 2;
+
+/// The HTTP transport of one endpoint.
+pub struct Transport {
+    http: reqwest::Client,
+    url: Url,
+    soap_action: RwLock<String>,
+    cookie: RwLock<Option<Secret>>,
+}
+
+impl Transport {
+    /// A transport for the SDK URL `url` (e.g. `https://esx1/sdk`) with this TLS policy; every
+    /// call gives up after `timeout`.
+    pub fn new(url: Url, policy: &TlsPolicy, timeout: Duration) -> Result<Self> {
+        tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("ceso/", env!("CARGO_PKG_VERSION")));
+        if let Some(config) = tls::client_config(policy) {
+            builder = builder.tls_backend_preconfigured(config);
+        }
+        let http = builder.build().map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
+        Ok(Self {
+            http,
+            url,
+            soap_action: RwLock::new("urn:vim25/6.5".to_string()),
+            cookie: RwLock::new(None),
+        })
+    }
+
+    /// The SDK URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Uses `version` (e.g. `8.0.2.0`) in the SOAPAction header from now on.
+    pub fn set_api_version(&self, version: &str) {
+        *self.soap_action.write().expect("lock") = format!("urn:vim25/{version}");
+    }
+
+    /// Forgets the session cookie (after logout).
+    pub fn clear_session(&self) {
+        *self.cookie.write().expect("lock") = None;
+    }
+
+    /// Whether a session cookie is held.
+    pub fn has_session(&self) -> bool {
+        self.cookie.read().expect("lock").is_some()
+    }
+
+    /// Calls `method`, retrying idempotent calls on transport errors.
+    pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
+        let body = request_body(method);
+        log_request::<M>(&body, method.has_secrets());
+        let mut attempt = 0;
+        loop {
+            match self.post::<M>(body.clone()).await {
+                Err(e)
+                    if M::IDEMPOTENT
+                        && e.kind == ErrorKind::Transport
+                        && attempt < READ_RETRIES =>
+                {
+                    attempt += 1;
+                    tracing::debug!(method = M::NAME, attempt, error = %e, "retrying a read after a transport error");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn post<M: Method>(&self, body: Vec<u8>) -> Result<M::Response> {
+        let soap_action = self.soap_action.read().expect("lock").clone();
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+            .header("SOAPAction", soap_action)
+            .body(body);
+        if let Some(cookie) = self.cookie.read().expect("lock").as_ref() {
+            if let Ok(v) = HeaderValue::from_str(cookie.expose()) {
+                req = req.header(COOKIE, v);
+            }
+        }
+        let resp = req.send().await.map_err(|e| classify(&self.url, e))?;
+        let status = resp.status();
+        for value in resp.headers().get_all(SET_COOKIE) {
+            if let Some(pair) = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .filter(|pair| pair.trim_start().starts_with(SESSION_COOKIE))
+            {
+                *self.cookie.write().expect("lock") = Some(Secret::new(pair.trim()));
+            }
+        }
+        let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
+        tracing::trace!(target: "ceso::vsphere::wire", method = M::NAME, status = status.as_u16(), body = %redact(&text), "SOAP response");
+        if !(status.is_success() || status.as_u16() == 500) {
+            return Err(Error::new(
+                ErrorKind::NotVsphere,
+                format!(
+                    "{} is not a vSphere API endpoint: it answered HTTP {status} to a SOAP call",
+                    self.url
+                ),
+            ));
+        }
+        decode_response::<M::Response>(&text).map_err(|e| {
+            if e.kind == ErrorKind::NotVsphere {
+                Error::new(
+                    ErrorKind::NotVsphere,
+                    format!("{} is not a vSphere API endpoint: {}", self.url, e.message),
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn log_request<M: Method>(body: &[u8], has_secrets: bool) {
+    if tracing::enabled!(target: "ceso::vsphere::wire", tracing::Level::TRACE) {
+        let text = String::from_utf8_lossy(body);
+        let shown = if has_secrets {
+            redact(&text)
+        } else {
+            text.to_string()
+        };
+        tracing::trace!(target: "ceso::vsphere::wire", method = M::NAME, body = %shown, "SOAP request");
+    }
+}
+
+/// Replaces the content of secret-bearing elements (`password`, session keys) with `***`.
+pub fn redact(xml: &str) -> String {
+    static SECRET_ELEMENTS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = SECRET_ELEMENTS.get_or_init(|| {
+        regex::Regex::new(r"(?is)<(password|key|sessionKey|newPassword)>[^<]*</")
+            .expect("valid regex")
+    });
+    re.replace_all(xml, "<$1>***</").into_owned()
+}
+
+/// Turns a reqwest error into a typed error whose message says what to check.
+fn classify(url: &Url, e: reqwest::Error) -> Error {
+    let chain = error_chain(&e);
+    if e.is_timeout() {
+        return Error::new(
+            ErrorKind::Timeout,
+            format!("{url} did not answer within the API timeout"),
+        );
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("certificate") || lower.contains("thumbprint") || lower.contains("tls") {
+        return Error::new(
+            ErrorKind::Tls,
+            format!("TLS verification of {url} failed: {chain}. Set `thumbprint` to pin the server's certificate, or `allow_unverified_ssl = true` to skip verification (not recommended)."),
+        );
+    }
+    if e.is_connect() {
+        return Error::new(
+            ErrorKind::Transport,
+            format!("cannot connect to {url}: {chain}"),
+        );
+    }
+    Error::new(
+        ErrorKind::Transport,
+        format!("request to {url} failed: {chain}"),
+    )
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        let xml = "<Login><userName>root</userName><password>s3cr3t&amp;x</password></Login>";
+        let r = redact(xml);
+        assert!(!r.contains("s3cr3t"));
+        assert!(r.contains("<userName>root</userName>"));
+        assert!(r.contains("<password>***</password>"));
+    }
+}

@@ -1,0 +1,278 @@
+//! `ceso_endpoint` and the provider configuration through real Terraform, on both simulator
+//! models, including the failures users hit first: bad credentials, untrusted certificates,
+//! wrong thumbprints, wrong URLs.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{resource_values, Vcsim, Workspace};
+use crate::require_acc;
+
+/// The full cycle on one simulator model: init, validate, plan, apply, an empty second plan,
+/// show -json matching what the simulator says about itself, destroy.
+fn endpoint_cycle(model_args: &[&str], expect_vcenter: bool) {
+    let sim = Vcsim::start(model_args);
+    let ws = Workspace::from_example("data-sources/ceso_endpoint").against(&sim);
+    ws.init();
+    ws.run(&["validate", "-no-color"]).ok("validate");
+    ws.run(&["plan", "-input=false", "-no-color"]).ok("plan");
+    ws.apply().ok("apply");
+    let second = ws.plan_exit_code();
+    assert_eq!(
+        second.code, 0,
+        "second plan is not empty:\n{}\n{}",
+        second.stdout, second.stderr
+    );
+
+    // What the simulator says about itself, asked independently of ceso's client.
+    let about = sim.soap(r#"<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><RetrieveServiceContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></RetrieveServiceContent></soapenv:Body></soapenv:Envelope>"#);
+    let field = |name: &str| {
+        let start = about
+            .find(&format!("<{name}>"))
+            .unwrap_or_else(|| panic!("{name} in {about}"))
+            + name.len()
+            + 2;
+        let end = about[start..].find('<').unwrap() + start;
+        about[start..end].to_string()
+    };
+
+    let show = ws.show_json();
+    let v = resource_values(&show, "data.ceso_endpoint.this");
+    assert_eq!(v["is_vcenter"], expect_vcenter);
+    assert_eq!(v["api_type"], field("apiType").as_str());
+    assert_eq!(v["full_name"], field("fullName").as_str());
+    assert_eq!(v["version"], field("version").as_str());
+    assert_eq!(v["build"], field("build").as_str());
+    assert_eq!(v["api_version"], field("apiVersion").as_str());
+    assert_eq!(v["url"], sim.url.as_str());
+    if expect_vcenter {
+        assert_eq!(v["instance_uuid"], field("instanceUuid").as_str());
+        assert_eq!(v["id"], v["instance_uuid"]);
+    } else {
+        assert!(v["instance_uuid"].is_null());
+    }
+    let outputs = ws.outputs();
+    assert_eq!(outputs["is_vcenter"]["value"], expect_vcenter);
+
+    ws.run(&["destroy", "-auto-approve", "-input=false", "-no-color"])
+        .ok("destroy");
+    let show = ws.show_json();
+    assert!(
+        show["values"].is_null() || show["values"]["root_module"]["resources"].is_null(),
+        "state not empty after destroy: {show}"
+    );
+}
+
+#[test]
+fn endpoint_on_esxi() {
+    require_acc!();
+    endpoint_cycle(&["-esx"], false);
+}
+
+#[test]
+fn endpoint_on_vcenter() {
+    require_acc!();
+    endpoint_cycle(&[], true);
+}
+
+/// Expects `terraform plan` to fail within `limit`, with every one of `needles` in its output.
+fn plan_fails_with(ws: &Workspace, limit: Duration, needles: &[&str]) -> String {
+    let started = Instant::now();
+    let out = ws.run(&["plan", "-input=false", "-no-color"]);
+    let took = started.elapsed();
+    // Terraform wraps diagnostics to the terminal width: compare with white space folded.
+    let text = format!("{}\n{}", out.stdout, out.stderr)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(out.code, 1, "plan should fail:\n{text}");
+    for n in needles {
+        assert!(text.contains(n), "expected {n:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("panic") && !text.contains("stack backtrace"),
+        "{text}"
+    );
+    assert!(took < limit, "took {took:?}, more than {limit:?}");
+    text
+}
+
+#[test]
+fn bad_credentials_are_a_clear_diagnostic() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx", "-user", "root:SECRET"]);
+    let ws = Workspace::from_example("data-sources/ceso_endpoint")
+        .env("CESO_URL", &sim.url)
+        .env("CESO_USER", "root")
+        .env("CESO_PASSWORD", "wrong-password");
+    ws.init();
+    plan_fails_with(
+        &ws,
+        Duration::from_secs(20),
+        &[
+            "Unable to connect to the vSphere endpoint",
+            "as \"root\" was refused",
+            "InvalidLogin",
+            "CESO_PASSWORD",
+        ],
+    );
+    // And the right password works against the same simulator.
+    let ws = ws.env("CESO_PASSWORD", "SECRET");
+    ws.run(&["plan", "-input=false", "-no-color"])
+        .ok("plan with the right password");
+}
+
+#[test]
+fn tls_is_verified_by_default_and_thumbprints_pin() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx", "-tls"]);
+    assert!(sim.url.starts_with("https://"));
+    let base = || {
+        Workspace::from_example("data-sources/ceso_endpoint")
+            .env("CESO_URL", &sim.url)
+            .env("CESO_USER", "user")
+            .env("CESO_PASSWORD", "pass")
+    };
+    // Default: the simulator's self-signed certificate is not trusted.
+    let ws = base();
+    ws.init();
+    plan_fails_with(
+        &ws,
+        Duration::from_secs(20),
+        &["TLS verification", "thumbprint"],
+    );
+
+    // A wrong thumbprint is refused and the error shows the one the server presented.
+    let wrong = vec!["00"; 32].join(":");
+    let ws = base().env("CESO_THUMBPRINT", &wrong);
+    ws.init();
+    let text = plan_fails_with(&ws, Duration::from_secs(20), &["thumbprint mismatch"]);
+    let presented = text
+        .split("presented SHA-256 ")
+        .nth(1)
+        .map(|rest| rest.chars().take(95).collect::<String>())
+        .expect("presented thumbprint in the error");
+
+    // The presented thumbprint, pinned, works.
+    let ws = base().env("CESO_THUMBPRINT", &presented);
+    ws.init();
+    ws.apply().ok("apply with the pinned thumbprint");
+}
+
+#[test]
+fn unreachable_and_non_vsphere_endpoints_fail_fast() {
+    require_acc!();
+    // Nothing listens on this port (bound and released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ws = Workspace::from_example("data-sources/ceso_endpoint")
+        .env("CESO_URL", &format!("http://127.0.0.1:{port}/sdk"))
+        .env("CESO_USER", "u")
+        .env("CESO_PASSWORD", "p")
+        .env("CESO_API_TIMEOUT", "5s");
+    ws.init();
+    plan_fails_with(
+        &ws,
+        Duration::from_secs(20),
+        &["cannot connect to", "Check `url`"],
+    );
+
+    // The simulator's counter page is HTTP but not SOAP: not a vSphere endpoint.
+    let sim = Vcsim::start(&["-esx"]);
+    let ws = Workspace::from_example("data-sources/ceso_endpoint")
+        .env("CESO_URL", &format!("http://{}/vcsim-counts", sim.addr))
+        .env("CESO_USER", "u")
+        .env("CESO_PASSWORD", "p")
+        .env("CESO_API_TIMEOUT", "5s");
+    ws.init();
+    plan_fails_with(
+        &ws,
+        Duration::from_secs(20),
+        &["not a vSphere API endpoint"],
+    );
+}
+
+#[test]
+fn bad_provider_settings_name_the_attribute() {
+    require_acc!();
+    let ws = Workspace::empty();
+    ws.write(
+        "main.tf",
+        r#"
+terraform {
+  required_providers {
+    ceso = { source = "choiceomg/ceso" }
+  }
+}
+provider "ceso" {
+  url         = "ftp://esx1"
+  user        = "root"
+  password    = "x"
+  api_timeout = "soon"
+}
+data "ceso_endpoint" "this" {}
+"#,
+    );
+    ws.init();
+    let out = ws.run(&["plan", "-input=false", "-no-color"]);
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 1, "{text}");
+    assert!(
+        text.contains("Invalid duration") && text.contains("api_timeout"),
+        "{text}"
+    );
+    assert!(
+        text.contains("on main.tf line 11"),
+        "diagnostic should point at the api_timeout line:\n{text}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let secret = "pw-Zq8v-never-logged";
+    let ws = Workspace::from_example("data-sources/ceso_endpoint")
+        .against(&sim)
+        .env("CESO_PASSWORD", secret)
+        .env("TF_LOG", "TRACE")
+        .env("CESO_LOG", "trace");
+    ws.init();
+    let out = ws.apply().ok("apply with trace logs");
+    let logs = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(
+        logs.contains("ceso.vsphere.wire"),
+        "trace logs should include the SOAP wire log"
+    );
+    assert!(
+        logs.contains("<password>***</password>"),
+        "login body should be logged redacted"
+    );
+    assert!(!logs.contains(secret), "the password appeared in the logs");
+    assert!(
+        !logs.contains("vmware_soap_session="),
+        "the session cookie appeared in the logs"
+    );
+}
+
+#[test]
+fn one_login_per_provider_process() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let ws = Workspace::from_example("data-sources/ceso_endpoint").against(&sim);
+    ws.init();
+    ws.apply().ok("apply");
+    let counts = sim.counts();
+    let logins = counts["methods"]["/sdk"]["Login"].as_u64().unwrap_or(0);
+    let total = counts["total"]["/sdk"].as_u64().unwrap_or(0);
+    // apply reads the data source once in the plan walk and once... Terraform 1.0 reads data
+    // sources during refresh/plan; each provider process logs in at most once.
+    assert!((1..=2).contains(&logins), "logins: {counts}");
+    assert!(
+        total <= 3 * logins + 2,
+        "round trips for one endpoint read: {counts}"
+    );
+    eprintln!("SOAP calls for init+apply of ceso_endpoint: {counts}");
+}

@@ -1,0 +1,8 @@
+//! Acceptance tests: the real Terraform CLI and VMware's simulator against the built provider,
+//! plus protocol tests that drive the spawned binary with a gRPC client through the real
+//! go-plugin handshake (AutoMTLS on). Slow suites run when `TF_ACC=1` (CI sets it).
+
+mod cli;
+mod endpoint;
+mod harness;
+mod protocol;

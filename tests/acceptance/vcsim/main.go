@@ -1,0 +1,207 @@
+// Command vcsim serves VMware's vSphere API simulator (govmomi's simulator
+// package) on a loopback address, for tests that need a real SOAP peer.
+//
+// This is ceso's test scaffolding, owned by the project: the acceptance tests
+// and bench/bench.py run it. It started as a copy of the shared test bed's
+// launcher (govmomi 0.24.2 from Debian, Go 1.19).
+//
+// Build (offline, from Debian's golang-go and golang-github-vmware-govmomi-dev);
+// scripts/testbed.sh does this into .testbed/bin/vcsim:
+//
+//	GOPATH=/usr/share/gocode GO111MODULE=off go build -o vcsim .
+//
+// Two additions make HashiCorp's vsphere provider (the peer we benchmark against)
+// work on it: -vapi registers the vAPI REST (/rest) and PBM (/pbm) endpoints it
+// opens at configure time, and -cralias lets it look a cluster up through a
+// ComputeResource-typed reference (real vCenter resolves by moid alone; this
+// simulator keys objects by type and id). The peer also needs -tls.
+//
+// Every SOAP call is counted per method: GET /vcsim-counts on the same address
+// returns {"total":{path:n},"methods":{path:{method:n}},"peak_inflight":n}, so a
+// test or benchmark can report round trips (read it before and after a command).
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/vmware/govmomi/pbm/simulator"
+	"github.com/vmware/govmomi/simulator"
+	_ "github.com/vmware/govmomi/vapi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// crAlias makes a ComputeResource-typed reference resolve to a live cluster.
+type crAlias struct {
+	mo.ComputeResource
+	target types.ManagedObjectReference
+}
+
+func (a *crAlias) Get() mo.Reference { return simulator.Map.Get(a.target) }
+
+// soapCounter counts SOAP requests per endpoint path and method name.
+type soapCounter struct {
+	next     http.Handler
+	mu       sync.Mutex
+	total    map[string]int
+	methods  map[string]map[string]int
+	inflight int
+	peak     int
+}
+
+var bodyMethod = regexp.MustCompile(`<(?:[\w-]+:)?Body[^>]*>\s*<(?:[\w-]+:)?([A-Za-z0-9_]+)`)
+
+func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/vcsim-counts" {
+		c.mu.Lock()
+		b, _ := json.Marshal(map[string]interface{}{"total": c.total, "methods": c.methods, "peak_inflight": c.peak})
+		c.peak = c.inflight
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+		return
+	}
+	path := r.URL.Path
+	if r.Method != http.MethodPost || !(strings.HasPrefix(path, "/sdk") || strings.HasPrefix(path, "/pbm")) {
+		c.next.ServeHTTP(w, r)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	name := "?"
+	if m := bodyMethod.FindSubmatch(body); m != nil {
+		name = string(m[1])
+	}
+	c.mu.Lock()
+	c.total[path]++
+	if c.methods[path] == nil {
+		c.methods[path] = map[string]int{}
+	}
+	c.methods[path][name]++
+	c.inflight++
+	if c.inflight > c.peak {
+		c.peak = c.inflight
+	}
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.inflight--; c.mu.Unlock() }()
+	c.next.ServeHTTP(w, r)
+}
+
+func main() {
+	esx := flag.Bool("esx", false, "simulate one standalone ESXi host instead of a vCenter")
+	listen := flag.String("l", "127.0.0.1:8989", "listen address (loopback only)")
+	dc := flag.Int("dc", 1, "datacenters (vCenter model)")
+	clusters := flag.Int("cluster", 1, "clusters per datacenter (vCenter model)")
+	clusterHosts := flag.Int("host", 3, "hosts per cluster (vCenter model)")
+	standalone := flag.Int("standalone-host", 1, "standalone hosts per datacenter (vCenter model)")
+	vms := flag.Int("vm", 2, "VMs per resource pool / host")
+	ds := flag.Int("ds", 1, "local datastores")
+	pg := flag.Int("pg", 1, "distributed port groups (vCenter model)")
+	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
+	vapi := flag.Bool("vapi", false, "register the vAPI REST (/rest) and PBM (/pbm) endpoints")
+	alias := flag.Bool("cralias", false, "alias ComputeResource:<cluster-moid> to each cluster")
+	delay := flag.Int("delay", 0, "milliseconds of latency added to every SOAP call")
+	urlFile := flag.String("url-file", "", "write the SDK URL to this file once listening")
+	creds := flag.String("user", "", "USER:PASSWORD that Login accepts (default: any non-empty pair)")
+	flag.Parse()
+
+	var m *simulator.Model
+	if *esx {
+		m = simulator.ESX()
+	} else {
+		m = simulator.VPX()
+		m.Datacenter = *dc
+		m.Cluster = *clusters
+		m.ClusterHost = *clusterHosts
+		m.Host = *standalone
+		m.Portgroup = *pg
+	}
+	m.Machine = *vms
+	m.Datastore = *ds
+	m.DelayConfig.Delay = *delay
+	if err := m.Create(); err != nil {
+		log.Fatal(err)
+	}
+	if *alias {
+		for _, e := range simulator.Map.All("ClusterComputeResource") {
+			ref := e.Reference()
+			a := &crAlias{target: ref}
+			a.Self = types.ManagedObjectReference{Type: "ComputeResource", Value: ref.Value}
+			simulator.Map.Put(a)
+		}
+	}
+	m.Service.Listen = &url.URL{Host: *listen}
+	if u, p, ok := strings.Cut(*creds, ":"); ok {
+		m.Service.Listen.User = url.UserPassword(u, p)
+	}
+	if *useTLS {
+		cert, err := selfSignedCert()
+		if err != nil {
+			log.Fatal(err)
+		}
+		m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	m.Service.RegisterEndpoints = *vapi
+	s := m.Service.NewServer()
+	s.Config.Handler = &soapCounter{next: s.Config.Handler, total: map[string]int{}, methods: map[string]map[string]int{}}
+	fmt.Printf("VCSIM_URL=%s\n", s.URL)
+	if *urlFile != "" {
+		if err := os.WriteFile(*urlFile, []byte(s.URL.String()+"\n"), 0o600); err != nil {
+			log.Fatal(err)
+		}
+	}
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+	<-c
+	s.Close()
+	m.Remove()
+}
+
+// selfSignedCert makes a fresh RSA-2048 certificate for 127.0.0.1/localhost, as ESXi ships
+// one per host. (ceso addition: the simulator's built-in test certificate has a 1024-bit key,
+// which no current TLS verifier accepts, so thumbprint pinning could not be tested with it.)
+func selfSignedCert() (tls.Certificate, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"vcsim"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
