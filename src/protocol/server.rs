@@ -291,6 +291,31 @@ fn prune_unknown_attributes(
     serde_json::Value::Object(out)
 }
 
+/// Runs an RPC's body; a panic inside it becomes an error diagnostic, so Terraform always gets
+/// an answer it can show (and the plugin keeps serving).
+async fn guarded<T>(
+    body: impl std::future::Future<Output = Result<T, Diagnostics>>,
+) -> Result<T, Diagnostics> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(body).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            tracing::error!(panic = %what, "internal error in an RPC");
+            Err(Diagnostics::from_error(
+                "Internal error in ceso",
+                format!(
+                    "The provider hit a bug ({what}). Nothing more was done; please report this."
+                ),
+            ))
+        }
+    }
+}
+
 type RpcResult<T> = Result<Response<T>, Status>;
 type EventStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -470,7 +495,7 @@ impl pb::provider_server::Provider for ProviderService {
                 "Provider configuration not known yet",
                 "Some provider arguments depend on values known only after apply; ceso needs url, user and password at plan time.",
             ),
-            Ok(config) => match self.provider.configure(&self.ctx(), &config).await {
+            Ok(config) => match guarded(self.provider.configure(&self.ctx(), &config)).await {
                 Ok(data) => {
                     *self.data.write().expect("lock") = Some(data);
                     Diagnostics::new()
@@ -488,7 +513,7 @@ impl pb::provider_server::Provider for ProviderService {
         req: Request<pb::read_resource::Request>,
     ) -> RpcResult<pb::read_resource::Response> {
         let req = req.into_inner();
-        let result = async {
+        let result = guarded(async {
             let r = self.resource(&req.type_name)?;
             let state = decode(req.current_state.as_ref(), &r.ty, "current state")?;
             let new_state = match r.imp.read(&self.ctx(), &state).await? {
@@ -496,7 +521,7 @@ impl pb::provider_server::Provider for ProviderService {
                 None => Value::Null,
             };
             encode(&new_state, &r.ty, "new state")
-        }
+        })
         .await;
         Ok(Response::new(match result {
             Ok(state) => pb::read_resource::Response {
@@ -521,12 +546,12 @@ impl pb::provider_server::Provider for ProviderService {
         req: Request<pb::plan_resource_change::Request>,
     ) -> RpcResult<pb::plan_resource_change::Response> {
         let req = req.into_inner();
-        Ok(Response::new(self.plan(req).await.unwrap_or_else(|d| {
-            pb::plan_resource_change::Response {
+        Ok(Response::new(guarded(self.plan(req)).await.unwrap_or_else(
+            |d| pb::plan_resource_change::Response {
                 diagnostics: diags_to_proto(&d),
                 ..Default::default()
-            }
-        })))
+            },
+        )))
     }
 
     async fn apply_resource_change(
@@ -535,13 +560,15 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> RpcResult<pb::apply_resource_change::Response> {
         let req = req.into_inner();
         let prior = req.prior_state.clone();
-        Ok(Response::new(self.apply(req).await.unwrap_or_else(|d| {
-            pb::apply_resource_change::Response {
-                new_state: prior,
-                diagnostics: diags_to_proto(&d),
-                ..Default::default()
-            }
-        })))
+        Ok(Response::new(
+            guarded(self.apply(req)).await.unwrap_or_else(|d| {
+                pb::apply_resource_change::Response {
+                    new_state: prior,
+                    diagnostics: diags_to_proto(&d),
+                    ..Default::default()
+                }
+            }),
+        ))
     }
 
     async fn import_resource_state(
@@ -549,7 +576,7 @@ impl pb::provider_server::Provider for ProviderService {
         req: Request<pb::import_resource_state::Request>,
     ) -> RpcResult<pb::import_resource_state::Response> {
         let req = req.into_inner();
-        let result = async {
+        let result = guarded(async {
             let r = self.resource(&req.type_name)?;
             let imported = r.imp.import(&self.ctx(), &req.id).await?;
             imported
@@ -564,7 +591,7 @@ impl pb::provider_server::Provider for ProviderService {
                     })
                 })
                 .collect::<Result<Vec<_>, Diagnostics>>()
-        }
+        })
         .await;
         Ok(Response::new(match result {
             Ok(imported_resources) => pb::import_resource_state::Response {
@@ -595,7 +622,7 @@ impl pb::provider_server::Provider for ProviderService {
         req: Request<pb::read_data_source::Request>,
     ) -> RpcResult<pb::read_data_source::Response> {
         let req = req.into_inner();
-        let result = async {
+        let result = guarded(async {
             let d = self.data_source(&req.type_name)?;
             let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
             let ctx = self.ctx();
@@ -604,7 +631,7 @@ impl pb::provider_server::Provider for ProviderService {
                 _ = ctx.cancel.cancelled() => return Err(Diagnostics::from_error("Cancelled", "Terraform asked the provider to stop.")),
             };
             encode(&state, &d.ty, "data source state")
-        }
+        })
         .await;
         Ok(Response::new(match result {
             Ok(state) => pb::read_data_source::Response {
@@ -879,6 +906,21 @@ mod tests {
         }
     }
 
+    struct Panics;
+
+    #[async_trait]
+    impl DataSource for Panics {
+        fn type_name(&self) -> &'static str {
+            "test_panics"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(Block::new().attribute(Attribute::string("id").computed()))
+        }
+        async fn read(&self, _ctx: &Context, _config: &Value) -> Result<Value, Diagnostics> {
+            panic!("boom")
+        }
+    }
+
     struct TestProvider;
 
     #[async_trait]
@@ -900,7 +942,7 @@ mod tests {
             vec![Arc::new(Thing)]
         }
         fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
-            vec![Arc::new(Slow)]
+            vec![Arc::new(Slow), Arc::new(Panics)]
         }
     }
 
@@ -1091,5 +1133,20 @@ mod tests {
             .expect("read ends after Stop")
             .unwrap();
         assert_eq!(resp.diagnostics[0].summary, "Cancelled");
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_diagnostic() {
+        let (svc, _) = service();
+        let resp = svc
+            .read_data_source(Request::new(pb::read_data_source::Request {
+                type_name: "test_panics".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.diagnostics[0].summary, "Internal error in ceso");
+        assert!(resp.diagnostics[0].detail.contains("boom"));
     }
 }
