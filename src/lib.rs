@@ -8,4 +8,5 @@ pub mod docs;
 pub mod framework;
 pub mod protocol;
 pub mod provider;
+pub mod resources;
 pub mod vsphere;

@@ -28,6 +28,39 @@ pub fn from_value<T: DeserializeOwned>(value: &Value, ty: &Type) -> Result<T, Di
     })
 }
 
+/// Reads a planned value into a model struct: values still unknown (computed ones the apply
+/// will set) read as `None`.
+pub fn from_planned<T: DeserializeOwned>(value: &Value, ty: &Type) -> Result<T, Diagnostics> {
+    from_value(&unknown_to_null(value), ty)
+}
+
+/// `value` with every unknown replaced by null.
+pub fn unknown_to_null(value: &Value) -> Value {
+    match value {
+        Value::Unknown => Value::Null,
+        Value::List(items) => Value::List(items.iter().map(unknown_to_null).collect()),
+        Value::Set(items) => Value::Set(items.iter().map(unknown_to_null).collect()),
+        Value::Tuple(items) => Value::Tuple(items.iter().map(unknown_to_null).collect()),
+        Value::Map(items) => Value::Map(
+            items
+                .iter()
+                .map(|(k, v)| (k.clone(), unknown_to_null(v)))
+                .collect(),
+        ),
+        Value::Object(items) => Value::Object(
+            items
+                .iter()
+                .map(|(k, v)| (k.clone(), unknown_to_null(v)))
+                .collect(),
+        ),
+        Value::Dynamic { ty, value } => Value::Dynamic {
+            ty: ty.clone(),
+            value: Box::new(unknown_to_null(value)),
+        },
+        other => other.clone(),
+    }
+}
+
 /// Writes a model struct as a value of type `ty`.
 pub fn to_value<T: Serialize>(model: &T, ty: &Type) -> Result<Value, Diagnostics> {
     let json = serde_json::to_vec(model).map_err(|e| {

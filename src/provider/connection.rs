@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
-use crate::framework::Diagnostics;
+use crate::framework::{Context, Diagnostics};
 use crate::vsphere::{Client, ConnectConfig, Error, ErrorKind};
 
 /// The configured endpoint; the session opens on first use and is shared by every resource.
@@ -37,6 +37,14 @@ impl Connection {
             client.logout().await;
         }
     }
+}
+
+/// The logged-in client of the configured endpoint, for a resource or data source call.
+pub async fn client(ctx: &Context) -> Result<Arc<Client>, Diagnostics> {
+    let conn = ctx.data::<Connection>()?;
+    conn.client()
+        .await
+        .map_err(|e| error_diagnostics("connect to the vSphere endpoint", &e))
 }
 
 /// Turns a client error into a diagnostic: summary "Unable to {action}", detail with vSphere's

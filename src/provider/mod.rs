@@ -16,7 +16,7 @@ use crate::framework::{
 };
 
 pub use config::ProviderModel;
-pub use connection::{error_diagnostics, Connection};
+pub use connection::{client, error_diagnostics, Connection};
 
 /// The provider's type name: resources are called `ceso_*`.
 pub const TYPE_NAME: &str = "ceso";
@@ -88,7 +88,7 @@ impl Provider for Ceso {
     }
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
-        Vec::new()
+        vec![Arc::new(crate::resources::vlan::Vlan)]
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {

@@ -2,13 +2,17 @@
 //! login with the session cookie reused by every call, one re-login on an expired session,
 //! and logout.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use url::Url;
 
+use super::batch::ReadBatcher;
 use super::error::{Error, ErrorKind, Result};
 use super::methods::{CurrentTime, Login, Logout, Method, RetrieveServiceContent};
 use super::secret::Secret;
+use super::task::TaskWaiter;
 use super::tls::TlsPolicy;
 use super::transport::Transport;
 use super::types::{AboutInfo, ManagedObjectReference, ServiceContent};
@@ -66,6 +70,9 @@ pub struct Client {
     content: ServiceContent,
     user: String,
     password: Secret,
+    views: Mutex<HashMap<String, ManagedObjectReference>>,
+    tasks: TaskWaiter,
+    reads: ReadBatcher,
 }
 
 impl std::fmt::Debug for Client {
@@ -107,6 +114,9 @@ impl Client {
             content,
             user: config.user,
             password: config.password,
+            views: Mutex::new(HashMap::new()),
+            tasks: TaskWaiter::default(),
+            reads: ReadBatcher::default(),
         };
         client.login().await?;
         Ok(client)
@@ -167,6 +177,9 @@ impl Client {
             Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
                 tracing::info!(url = %self.transport.url(), "session expired; logging in again");
                 self.login().await?;
+                // Views and collectors belong to the dead session.
+                self.views.lock().expect("lock").clear();
+                self.tasks.reset();
                 self.transport.call(method).await
             }
             other => other,
@@ -178,8 +191,29 @@ impl Client {
         Ok(self.call(&CurrentTime::default()).await?.returnval)
     }
 
+    /// The container views this session keeps, by container and types.
+    pub(crate) fn views(&self) -> &Mutex<HashMap<String, ManagedObjectReference>> {
+        &self.views
+    }
+
+    /// The read batcher of this session.
+    pub(crate) fn read_batcher(&self) -> &ReadBatcher {
+        &self.reads
+    }
+
+    /// The task waiter of this session.
+    pub(crate) fn task_waiter(&self) -> &TaskWaiter {
+        &self.tasks
+    }
+
+    /// The transport, for datastore file access with the session cookie.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// Logs out; errors are ignored (the session expires on its own).
     pub async fn logout(&self) {
+        self.destroy_views().await;
         if let Ok(this) = self.session_manager() {
             if let Err(e) = self.transport.call(&Logout { this }).await {
                 tracing::debug!(error = %e, "logout failed");

@@ -57,6 +57,17 @@ impl RequestWriter {
         self
     }
 
+    /// Writes `<name xsi:type="T">text</name>` (values of `anyType` fields such as
+    /// `OptionValue.value`).
+    pub fn typed_text(&mut self, name: &str, xsi_type: &str, text: &str) -> &mut Self {
+        let mut e = BytesStart::new(name);
+        e.push_attribute(("xsi:type", xsi_type));
+        self.event(Event::Start(e));
+        self.event(Event::Text(BytesText::new(text)));
+        self.event(Event::End(BytesEnd::new(name)));
+        self
+    }
+
     /// Writes a managed object reference argument: `<name type="T">value</name>`.
     pub fn moref(&mut self, name: &str, r: &ManagedObjectReference) -> &mut Self {
         self.event(Event::Start(
@@ -101,26 +112,35 @@ enum BodyContent<'a> {
     Fault(Error),
 }
 
-/// Decodes a SOAP response body into `T`, the method's response type (whose fields are the
-/// response element's children, usually `returnval`). A SOAP fault becomes a typed [`Error`].
-pub fn decode_response<T: DeserializeOwned>(xml: &str) -> Result<T> {
+/// The inner XML of a SOAP response's `<MethodResponse>` element; a SOAP fault becomes a typed
+/// [`Error`].
+pub fn response_inner(xml: &str) -> Result<&str> {
     match locate_body(xml)? {
         BodyContent::Fault(e) => Err(e),
-        BodyContent::Response(inner) => {
-            let wrapped = format!("<r>{inner}</r>");
-            let mut de = quick_xml::de::Deserializer::from_str(&wrapped);
-            serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                Error::new(
-                    ErrorKind::Decode,
-                    format!(
-                        "cannot decode the vSphere response at {}: {}",
-                        e.path(),
-                        e.inner()
-                    ),
-                )
-            })
-        }
+        BodyContent::Response(inner) => Ok(inner),
     }
+}
+
+/// Decodes the inner XML of a response element into `T` with serde (whose fields are the
+/// response element's children, usually `returnval`); a decode error names the field.
+pub fn serde_decode<T: DeserializeOwned>(inner: &str) -> Result<T> {
+    let wrapped = format!("<r>{inner}</r>");
+    let mut de = quick_xml::de::Deserializer::from_str(&wrapped);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format!(
+                "cannot decode the vSphere response at {}: {}",
+                e.path(),
+                e.inner()
+            ),
+        )
+    })
+}
+
+/// Decodes a whole SOAP response body into `T` (see [`serde_decode`]).
+pub fn decode_response<T: DeserializeOwned>(xml: &str) -> Result<T> {
+    serde_decode(response_inner(xml)?)
 }
 
 fn not_soap(detail: impl std::fmt::Display) -> Error {

@@ -1,16 +1,18 @@
 //! vSphere SOAP methods, each paired with its response type (see [`Method`]).
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::envelope::RequestWriter;
+use super::envelope::{serde_decode, RequestWriter};
+use super::error::Result;
+use super::property::PropertyFilterSpec;
 use super::secret::Secret;
 use super::types::{ManagedObjectReference, ServiceContent, UserSession};
+use super::xml::{parse_fragment, Node};
 
 /// A SOAP method: its name, how its arguments are written, and what it returns.
 pub trait Method {
-    /// The decoded response (the content of the `<NameResponse>` element).
-    type Response: DeserializeOwned;
+    /// The decoded response.
+    type Response;
     /// The method name, e.g. `RetrieveServiceContent`.
     const NAME: &'static str;
     /// Whether calling it twice is harmless (only such calls may be retried).
@@ -22,6 +24,12 @@ pub trait Method {
     /// Whether the body contains secrets (then the wire log shows it redacted).
     fn has_secrets(&self) -> bool {
         false
+    }
+    /// Decodes the inner XML of the `<NameResponse>` element.
+    fn decode(inner: &str) -> Result<Self::Response>;
+    /// The method's SOAP name for this call (for method types that serve several calls).
+    fn method_name(&self) -> &'static str {
+        Self::NAME
     }
 }
 
@@ -52,6 +60,9 @@ impl Default for RetrieveServiceContent {
 impl Method for RetrieveServiceContent {
     type Response = Returnval<ServiceContent>;
     const NAME: &'static str = "RetrieveServiceContent";
+    fn decode(inner: &str) -> Result<Self::Response> {
+        serde_decode(inner)
+    }
     const IDEMPOTENT: bool = true;
     fn this(&self) -> &ManagedObjectReference {
         &self.this
@@ -71,6 +82,9 @@ pub struct Login {
 impl Method for Login {
     type Response = Returnval<UserSession>;
     const NAME: &'static str = "Login";
+    fn decode(inner: &str) -> Result<Self::Response> {
+        serde_decode(inner)
+    }
     const IDEMPOTENT: bool = false;
     fn this(&self) -> &ManagedObjectReference {
         &self.this
@@ -93,6 +107,9 @@ pub struct Logout {
 impl Method for Logout {
     type Response = Void;
     const NAME: &'static str = "Logout";
+    fn decode(inner: &str) -> Result<Self::Response> {
+        serde_decode(inner)
+    }
     const IDEMPOTENT: bool = true;
     fn this(&self) -> &ManagedObjectReference {
         &self.this
@@ -115,15 +132,216 @@ impl Default for CurrentTime {
 impl Method for CurrentTime {
     type Response = Returnval<String>;
     const NAME: &'static str = "CurrentTime";
+    fn decode(inner: &str) -> Result<Self::Response> {
+        serde_decode(inner)
+    }
     const IDEMPOTENT: bool = true;
     fn this(&self) -> &ManagedObjectReference {
         &self.this
     }
 }
 
+/// The response of a method returning at most one element, as a node tree (`None` when the
+/// response element is empty, as vSphere sends "unset").
+fn decode_optional_node(inner: &str) -> Result<Option<Node>> {
+    Ok(parse_fragment(inner)?
+        .into_iter()
+        .find(|n| n.name == "returnval"))
+}
+
+/// Declares a method whose arguments are written by a closure over its fields.
+/// The SOAP name of a method: the struct's name unless given.
+macro_rules! soap_name {
+    ($name:ident) => {
+        stringify!($name)
+    };
+    ($name:ident, $soap:literal) => {
+        $soap
+    };
+}
+
+macro_rules! node_method {
+    (
+        $(#[$doc:meta])* $name:ident $(as $soap:literal)? { $($field:ident : $ty:ty),* $(,)? }
+        returns $resp:ty, decode $decode:expr, idempotent $idem:expr,
+        write |$s:ident, $w:ident| $body:block
+    ) => {
+        $(#[$doc])*
+        pub struct $name {
+            /// The object the method is invoked on.
+            pub this: ManagedObjectReference,
+            $(#[allow(missing_docs)] pub $field: $ty,)*
+        }
+
+        impl Method for $name {
+            type Response = $resp;
+            const NAME: &'static str = soap_name!($name $(, $soap)?);
+            const IDEMPOTENT: bool = $idem;
+            fn this(&self) -> &ManagedObjectReference {
+                &self.this
+            }
+            #[allow(unused_variables)]
+            fn write_args(&self, $w: &mut RequestWriter) {
+                let $s = self;
+                $body
+            }
+            fn decode(inner: &str) -> Result<Self::Response> {
+                $decode(inner)
+            }
+        }
+    };
+}
+
+fn decode_void(_inner: &str) -> Result<()> {
+    Ok(())
+}
+
+fn decode_moref(inner: &str) -> Result<Option<ManagedObjectReference>> {
+    Ok(decode_optional_node(inner)?.and_then(|n| n.as_moref()))
+}
+
+fn require_moref(inner: &str) -> Result<ManagedObjectReference> {
+    decode_moref(inner)?.ok_or_else(|| {
+        super::error::Error::new(
+            super::error::ErrorKind::Decode,
+            "vSphere returned no object reference",
+        )
+    })
+}
+
+node_method! {
+    /// `PropertyCollector.RetrievePropertiesEx`: one page of the objects and properties a
+    /// filter spec selects.
+    RetrievePropertiesEx { spec: PropertyFilterSpec, max_objects: Option<u32> }
+    returns Option<Node>, decode decode_optional_node, idempotent true,
+    write |s, w| {
+        s.spec.write("specSet", w);
+        w.start("options", None);
+        if let Some(max) = s.max_objects {
+            w.text("maxObjects", &max.to_string());
+        }
+        w.end("options");
+    }
+}
+
+node_method! {
+    /// `PropertyCollector.ContinueRetrievePropertiesEx`: the next page after a token.
+    ContinueRetrievePropertiesEx { token: String }
+    returns Option<Node>, decode decode_optional_node, idempotent true,
+    write |s, w| { w.text("token", &s.token); }
+}
+
+node_method! {
+    /// `ViewManager.CreateContainerView`: a view of every object of some types below a container.
+    CreateContainerView { container: ManagedObjectReference, kinds: Vec<String>, recursive: bool }
+    returns ManagedObjectReference, decode require_moref, idempotent false,
+    write |s, w| {
+        w.moref("container", &s.container);
+        for k in &s.kinds {
+            w.text("type", k);
+        }
+        w.text("recursive", if s.recursive { "true" } else { "false" });
+    }
+}
+
+node_method! {
+    /// `View.DestroyView`.
+    DestroyView {}
+    returns (), decode decode_void, idempotent true,
+    write |s, w| {}
+}
+
+node_method! {
+    /// `PropertyCollector.CreatePropertyCollector`: a private collector (for update waits).
+    CreatePropertyCollector {}
+    returns ManagedObjectReference, decode require_moref, idempotent false,
+    write |s, w| {}
+}
+
+node_method! {
+    /// `PropertyCollector.CreateFilter`: watch the objects and properties of a spec.
+    CreateFilter { spec: PropertyFilterSpec, partial_updates: bool }
+    returns ManagedObjectReference, decode require_moref, idempotent false,
+    write |s, w| {
+        s.spec.write("spec", w);
+        w.text("partialUpdates", if s.partial_updates { "true" } else { "false" });
+    }
+}
+
+node_method! {
+    /// `PropertyFilter.DestroyPropertyFilter`.
+    DestroyPropertyFilter {}
+    returns (), decode decode_void, idempotent true,
+    write |s, w| {}
+}
+
+node_method! {
+    /// `PropertyCollector.WaitForUpdatesEx`: blocks until a watched property changes or
+    /// `max_wait_seconds` pass; `None` when nothing changed.
+    WaitForUpdatesEx { version: String, max_wait_seconds: u32 }
+    returns Option<Node>, decode decode_optional_node, idempotent true,
+    write |s, w| {
+        w.text("version", &s.version);
+        w.start("options", None);
+        w.text("maxWaitSeconds", &s.max_wait_seconds.to_string());
+        w.end("options");
+    }
+}
+
+node_method! {
+    /// `Task.CancelTask`.
+    CancelTask {}
+    returns (), decode decode_void, idempotent false,
+    write |s, w| {}
+}
+
+node_method! {
+    /// `SearchIndex.FindByInventoryPath`, e.g. `DC0/vm/web-01`.
+    FindByInventoryPath { path: String }
+    returns Option<ManagedObjectReference>, decode decode_moref, idempotent true,
+    write |s, w| { w.text("inventoryPath", &s.path); }
+}
+
+node_method! {
+    /// `SearchIndex.FindByUuid`: a VM by BIOS or instance UUID (or a host).
+    FindByUuid { datacenter: Option<ManagedObjectReference>, uuid: String, vm_search: bool, instance_uuid: bool }
+    returns Option<ManagedObjectReference>, decode decode_moref, idempotent true,
+    write |s, w| {
+        if let Some(dc) = &s.datacenter {
+            w.moref("datacenter", dc);
+        }
+        w.text("uuid", &s.uuid)
+            .text("vmSearch", if s.vm_search { "true" } else { "false" })
+            .text("instanceUuid", if s.instance_uuid { "true" } else { "false" });
+    }
+}
+
+node_method! {
+    /// `SessionManager.TerminateSession`.
+    TerminateSession { session_ids: Vec<String> }
+    returns (), decode decode_void, idempotent true,
+    write |s, w| {
+        for id in &s.session_ids {
+            w.text("sessionId", id);
+        }
+    }
+}
+
+node_method! {
+    /// `FileManager.DeleteDatastoreFile_Task`: deletes `[datastore] path`; returns the task.
+    DeleteDatastoreFileTask as "DeleteDatastoreFile_Task" { name: String, datacenter: Option<ManagedObjectReference> }
+    returns ManagedObjectReference, decode require_moref, idempotent false,
+    write |s, w| {
+        w.text("name", &s.name);
+        if let Some(dc) = &s.datacenter {
+            w.moref("datacenter", dc);
+        }
+    }
+}
+
 /// Writes the whole request envelope of `method`.
 pub fn request_body<M: Method>(method: &M) -> Vec<u8> {
-    let mut w = RequestWriter::new(M::NAME, method.this());
+    let mut w = RequestWriter::new(method.method_name(), method.this());
     method.write_args(&mut w);
     w.finish()
 }

@@ -4,16 +4,29 @@
 //! Architecture invariant: nothing here imports `framework` or `protocol`; errors are typed
 //! [`Error`]s, turned into diagnostics only at the provider edge.
 
+pub mod batch;
 pub mod client;
+pub mod datastore_file;
+pub mod device;
 pub mod envelope;
 pub mod error;
+pub mod finder;
+pub mod inventory;
 pub mod methods;
+pub mod network;
+pub mod property;
 pub mod secret;
+pub mod task;
 pub mod tls;
 pub mod transport;
 pub mod types;
+pub mod vm;
+pub mod xml;
 
 pub use client::{Client, ConnectConfig};
 pub use error::{Error, ErrorKind};
 pub use secret::Secret;
 pub use tls::TlsPolicy;
+
+#[cfg(test)]
+mod fixtures_test;

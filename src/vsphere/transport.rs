@@ -5,10 +5,10 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use url::Url;
 
-use super::envelope::decode_response;
+use super::envelope::response_inner;
 use super::error::{Error, ErrorKind, Result};
 use super::methods::{request_body, Method};
 use super::secret::Secret;
@@ -74,20 +74,38 @@ impl Transport {
         self.cookie.read().expect("lock").is_some()
     }
 
+    /// The HTTP client (for datastore file transfers).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Adds the session cookie to a request.
+    pub fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.cookie.read().expect("lock").as_ref() {
+            Some(cookie) => req.header(COOKIE, cookie.expose()),
+            None => req,
+        }
+    }
+
+    /// Classifies an HTTP error of a request to this endpoint.
+    pub fn error(&self, e: reqwest::Error) -> Error {
+        classify(&self.url, e)
+    }
+
     /// Calls `method`, retrying idempotent calls on transport errors.
     pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
         let body = request_body(method);
-        log_request::<M>(&body, method.has_secrets());
+        log_request(method.method_name(), &body, method.has_secrets());
         let mut attempt = 0;
         loop {
-            match self.post::<M>(body.clone()).await {
+            match self.post::<M>(body.clone(), method.method_name()).await {
                 Err(e)
                     if M::IDEMPOTENT
                         && e.kind == ErrorKind::Transport
                         && attempt < READ_RETRIES =>
                 {
                     attempt += 1;
-                    tracing::debug!(method = M::NAME, attempt, error = %e, "retrying a read after a transport error");
+                    tracing::debug!(method = method.method_name(), attempt, error = %e, "retrying a read after a transport error");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
                 other => return other,
@@ -95,19 +113,15 @@ impl Transport {
         }
     }
 
-    async fn post<M: Method>(&self, body: Vec<u8>) -> Result<M::Response> {
+    async fn post<M: Method>(&self, body: Vec<u8>, name: &str) -> Result<M::Response> {
         let soap_action = self.soap_action.read().expect("lock").clone();
-        let mut req = self
+        let req = self
             .http
             .post(self.url.clone())
             .header(CONTENT_TYPE, "text/xml; charset=utf-8")
             .header("SOAPAction", soap_action)
             .body(body);
-        if let Some(cookie) = self.cookie.read().expect("lock").as_ref() {
-            if let Ok(v) = HeaderValue::from_str(cookie.expose()) {
-                req = req.header(COOKIE, v);
-            }
-        }
+        let req = self.authed(req);
         let resp = req.send().await.map_err(|e| classify(&self.url, e))?;
         let status = resp.status();
         for value in resp.headers().get_all(SET_COOKIE) {
@@ -121,7 +135,7 @@ impl Transport {
             }
         }
         let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
-        tracing::trace!(target: "ceso::vsphere::wire", method = M::NAME, status = status.as_u16(), body = %redact(&text), "SOAP response");
+        tracing::trace!(target: "ceso::vsphere::wire", method = name, status = status.as_u16(), body = %redact(&text), "SOAP response");
         if !(status.is_success() || status.as_u16() == 500) {
             return Err(Error::new(
                 ErrorKind::NotVsphere,
@@ -131,7 +145,7 @@ impl Transport {
                 ),
             ));
         }
-        decode_response::<M::Response>(&text).map_err(|e| {
+        let inner = response_inner(&text).map_err(|e| {
             if e.kind == ErrorKind::NotVsphere {
                 Error::new(
                     ErrorKind::NotVsphere,
@@ -140,11 +154,12 @@ impl Transport {
             } else {
                 e
             }
-        })
+        })?;
+        M::decode(inner)
     }
 }
 
-fn log_request<M: Method>(body: &[u8], has_secrets: bool) {
+fn log_request(name: &str, body: &[u8], has_secrets: bool) {
     if tracing::enabled!(target: "ceso::vsphere::wire", tracing::Level::TRACE) {
         let text = String::from_utf8_lossy(body);
         let shown = if has_secrets {
@@ -152,7 +167,7 @@ fn log_request<M: Method>(body: &[u8], has_secrets: bool) {
         } else {
             text.to_string()
         };
-        tracing::trace!(target: "ceso::vsphere::wire", method = M::NAME, body = %shown, "SOAP request");
+        tracing::trace!(target: "ceso::vsphere::wire", method = name, body = %shown, "SOAP request");
     }
 }
 

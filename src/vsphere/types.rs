@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A reference to a server-side managed object, e.g. `VirtualMachine:vm-42`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ManagedObjectReference {
     /// The object's type, e.g. `VirtualMachine`.
     #[serde(rename = "@type")]

@@ -147,6 +147,14 @@ impl Drop for Vcsim {
 
 /// A blocking GET of `url` (loopback only), returning the body.
 pub fn http_get(url: &str) -> String {
+    let url = url.to_string();
+    // On a thread of its own, so async tests may call it too.
+    std::thread::spawn(move || http_get_blocking(&url))
+        .join()
+        .expect("GET thread")
+}
+
+fn http_get_blocking(url: &str) -> String {
     ceso::vsphere::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

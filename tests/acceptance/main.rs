@@ -6,3 +6,5 @@ mod cli;
 mod endpoint;
 mod harness;
 mod protocol;
+mod vlan;
+mod vsphere_client;

@@ -16,6 +16,11 @@
 // ComputeResource-typed reference (real vCenter resolves by moid alone; this
 // simulator keys objects by type and id). The peer also needs -tls.
 //
+// ceso additions (netsys.go, netpolicy.go) model standard-switch networking after the vSphere
+// API reference where the simulator falls short: HostNetworkSystem.UpdatePortGroup, a filled
+// HostPortGroup.computedPolicy, networkInfo kept as the host's config.network, and in the
+// vCenter model one Network object shared by every host carrying a port group of that name.
+//
 // Every SOAP call is counted per method: GET /vcsim-counts on the same address
 // returns {"total":{path:n},"methods":{path:{method:n}},"peak_inflight":n}, so a
 // test or benchmark can report round trips (read it before and after a command).
@@ -144,6 +149,9 @@ func main() {
 	if err := m.Create(); err != nil {
 		log.Fatal(err)
 	}
+	// ceso addition: standard port groups modelled after the vSphere API reference
+	// (UpdatePortGroup, computedPolicy, one vCenter Network shared by hosts); see netsys.go.
+	installNetworkModel()
 	if *alias {
 		for _, e := range simulator.Map.All("ClusterComputeResource") {
 			ref := e.Reference()

@@ -1,0 +1,4 @@
+//! The provider's managed resources, one module each (`mod.rs` CRUD, `model.rs` state <-> API,
+//! `schema.rs`).
+
+pub mod vlan;

@@ -1,0 +1,169 @@
+//! Datastore files over HTTPS (`/folder/PATH?dcPath=DC&dsName=DS`): streamed download with
+//! byte ranges, streamed upload, delete; the session cookie authenticates. Used by backup,
+//! restore and uploads.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, RANGE};
+use url::Url;
+
+use super::client::Client;
+use super::error::{Error, ErrorKind, Result};
+use super::methods::DeleteDatastoreFileTask;
+use tokio_util::sync::CancellationToken;
+
+/// A file on a datastore, e.g. `[datastore1] web-01/web-01-flat.vmdk` in datacenter `ha-datacenter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastoreFile {
+    /// Datacenter name (`ha-datacenter` on a standalone ESXi host).
+    pub datacenter: String,
+    /// Datastore name.
+    pub datastore: String,
+    /// Path inside the datastore.
+    pub path: String,
+}
+
+impl DatastoreFile {
+    /// Parses vSphere's `[datastore] path` notation.
+    pub fn parse(datacenter: &str, text: &str) -> Result<Self> {
+        let bad = || {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{text:?} is not a datastore path like \"[datastore1] dir/file\""),
+            )
+        };
+        let rest = text.trim().strip_prefix('[').ok_or_else(bad)?;
+        let (ds, path) = rest.split_once(']').ok_or_else(bad)?;
+        if ds.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            datacenter: datacenter.to_string(),
+            datastore: ds.to_string(),
+            path: path.trim().to_string(),
+        })
+    }
+
+    /// The `[datastore] path` notation.
+    pub fn display_path(&self) -> String {
+        format!("[{}] {}", self.datastore, self.path)
+    }
+
+    /// The file's URL on the endpoint whose SDK URL is `sdk`.
+    pub fn url(&self, sdk: &Url) -> Url {
+        let mut url = sdk.clone();
+        url.set_path(&format!("/folder/{}", self.path.trim_start_matches('/')));
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("dcPath", &self.datacenter)
+            .append_pair("dsName", &self.datastore);
+        url
+    }
+}
+
+fn http_error(file: &DatastoreFile, what: &str, status: reqwest::StatusCode) -> Error {
+    let kind = match status.as_u16() {
+        404 => ErrorKind::NotFound,
+        401 => ErrorKind::Auth,
+        403 => ErrorKind::Permission,
+        _ => ErrorKind::Transport,
+    };
+    Error::new(
+        kind,
+        format!("{what} {} failed: HTTP {status}", file.display_path()),
+    )
+}
+
+impl Client {
+    /// Streams a file's bytes (all, or `range`), without holding it in memory.
+    pub async fn download(
+        &self,
+        file: &DatastoreFile,
+        range: Option<Range<u64>>,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
+        let transport = self.transport();
+        let mut req = transport.authed(transport.http().get(file.url(transport.url())));
+        if let Some(r) = &range {
+            if r.is_empty() {
+                return Err(Error::new(ErrorKind::InvalidArgument, "empty byte range"));
+            }
+            req = req.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let resp = req.send().await.map_err(|e| transport.error(e))?;
+        if !resp.status().is_success() {
+            return Err(http_error(file, "download of", resp.status()));
+        }
+        Ok(resp
+            .bytes_stream()
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("download interrupted: {e}"))))
+    }
+
+    /// Uploads a file from a stream of `len` bytes, replacing any file at that path.
+    pub async fn upload<S>(&self, file: &DatastoreFile, body: S, len: u64) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
+        let transport = self.transport();
+        let resp = transport
+            .authed(transport.http().put(file.url(transport.url())))
+            .header(CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .map_err(|e| transport.error(e))?;
+        if !resp.status().is_success() {
+            return Err(http_error(file, "upload of", resp.status()));
+        }
+        Ok(())
+    }
+
+    /// Deletes a file (`FileManager.DeleteDatastoreFile_Task`: the HTTP interface has no
+    /// delete on every server); a file already gone is not an error.
+    pub async fn delete_file(self: &Arc<Self>, file: &DatastoreFile) -> Result<()> {
+        let file_manager =
+            self.service_content().file_manager.clone().ok_or_else(|| {
+                Error::new(ErrorKind::NotVsphere, "the endpoint has no file manager")
+            })?;
+        let datacenter = self.find_by_path(&file.datacenter).await.ok();
+        let task = self
+            .call(&DeleteDatastoreFileTask {
+                this: file_manager,
+                name: file.display_path(),
+                datacenter,
+            })
+            .await;
+        let result = match task {
+            Ok(task) => self
+                .wait_for_task(&task, None, &CancellationToken::new(), &|_| {})
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_builds_urls() {
+        let f = DatastoreFile::parse("ha-datacenter", "[datastore1] web/web-flat.vmdk").unwrap();
+        assert_eq!(f.datastore, "datastore1");
+        assert_eq!(f.path, "web/web-flat.vmdk");
+        let url = f.url(&Url::parse("https://esx1/sdk").unwrap());
+        assert_eq!(
+            url.as_str(),
+            "https://esx1/folder/web/web-flat.vmdk?dcPath=ha-datacenter&dsName=datastore1"
+        );
+        assert!(DatastoreFile::parse("dc", "no brackets").is_err());
+        assert!(DatastoreFile::parse("dc", "[] x").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! A snapshot of the inventory objects placement decisions need (datacenters, compute
+//! resources, hosts, datastores, networks, distributed switches), read in one round trip
+//! through a container view over all their types.
+
+use std::collections::BTreeMap;
+
+use super::client::Client;
+use super::error::{Error, ErrorKind, Result};
+use super::property::PropertySpec;
+use super::types::ManagedObjectReference;
+
+/// What a network name resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkRef {
+    /// A standard port group's network.
+    Standard {
+        /// The `Network` object.
+        obj: ManagedObjectReference,
+        /// Its name.
+        name: String,
+    },
+    /// A distributed port group.
+    Distributed {
+        /// The port group.
+        obj: ManagedObjectReference,
+        /// Its name.
+        name: String,
+        /// Its key.
+        key: String,
+        /// Its switch's UUID.
+        switch_uuid: String,
+    },
+}
+
+impl NetworkRef {
+    /// The network object.
+    pub fn obj(&self) -> &ManagedObjectReference {
+        match self {
+            NetworkRef::Standard { obj, .. } | NetworkRef::Distributed { obj, .. } => obj,
+        }
+    }
+
+    /// The network's name.
+    pub fn name(&self) -> &str {
+        match self {
+            NetworkRef::Standard { name, .. } | NetworkRef::Distributed { name, .. } => name,
+        }
+    }
+}
+
+/// One host.
+#[derive(Debug, Clone)]
+pub struct HostInfo {
+    /// The host.
+    pub obj: ManagedObjectReference,
+    /// Name.
+    pub name: String,
+    /// Its compute resource (cluster or standalone).
+    pub parent: Option<ManagedObjectReference>,
+    /// Datastores it sees.
+    pub datastores: Vec<ManagedObjectReference>,
+    /// Networks it has.
+    pub networks: Vec<ManagedObjectReference>,
+}
+
+/// The inventory snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Datacenters: (object, name, vmFolder).
+    pub datacenters: Vec<(
+        ManagedObjectReference,
+        String,
+        Option<ManagedObjectReference>,
+    )>,
+    /// Compute resource -> its root resource pool.
+    pub pools: BTreeMap<ManagedObjectReference, ManagedObjectReference>,
+    /// Compute resource -> its environment browser (supported guest OSes, hardware).
+    pub environment_browsers: BTreeMap<ManagedObjectReference, ManagedObjectReference>,
+    /// Hosts.
+    pub hosts: Vec<HostInfo>,
+    /// Datastores: (object, name, free bytes).
+    pub datastores: Vec<(ManagedObjectReference, String, i64)>,
+    /// Networks.
+    pub networks: Vec<NetworkRef>,
+}
+
+const KINDS: &[(&str, &[&str])] = &[
+    ("Datacenter", &["name", "vmFolder"]),
+    (
+        "ComputeResource",
+        &["name", "resourcePool", "environmentBrowser"],
+    ),
+    ("HostSystem", &["name", "parent", "datastore", "network"]),
+    ("Datastore", &["name", "summary.freeSpace"]),
+    ("Network", &["name"]),
+    (
+        "DistributedVirtualPortgroup",
+        &["name", "config.key", "config.distributedVirtualSwitch"],
+    ),
+    ("DistributedVirtualSwitch", &["uuid"]),
+];
+
+impl Inventory {
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Result<&HostInfo> {
+        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no host named {name:?}; hosts: {}",
+                    self.hosts
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
+    /// The host with reference `obj`.
+    pub fn host_by_ref(&self, obj: &ManagedObjectReference) -> Option<&HostInfo> {
+        self.hosts.iter().find(|h| &h.obj == obj)
+    }
+
+    /// The datastore named `name`.
+    pub fn datastore(&self, name: &str) -> Result<&(ManagedObjectReference, String, i64)> {
+        self.datastores.iter().find(|d| d.1 == name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no datastore named {name:?}; datastores: {}",
+                    self.datastores
+                        .iter()
+                        .map(|d| d.1.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
+    /// The network a VM NIC asks for: a port group name, or a network id (`network-12`,
+    /// `dvportgroup-42`, `HaNetwork-vlan-120`).
+    pub fn network(&self, name_or_id: &str) -> Result<&NetworkRef> {
+        let by_id = self.networks.iter().find(|n| n.obj().value == name_or_id);
+        let by_name: Vec<&NetworkRef> = self
+            .networks
+            .iter()
+            .filter(|n| n.name() == name_or_id)
+            .collect();
+        match (by_id, by_name.len()) {
+            (Some(n), _) => Ok(n),
+            (None, 1) => Ok(by_name[0]),
+            (None, 0) => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no network named {name_or_id:?}; networks: {}",
+                    self.networks
+                        .iter()
+                        .map(NetworkRef::name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            (None, _) => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "network name {name_or_id:?} is ambiguous: {}; use its id",
+                    by_name
+                        .iter()
+                        .map(|n| n.obj().value.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The root resource pool of the compute resource `host` belongs to.
+    pub fn pool_of(&self, host: &HostInfo) -> Option<&ManagedObjectReference> {
+        host.parent.as_ref().and_then(|p| self.pools.get(p))
+    }
+}
+
+impl Client {
+    /// Reads the inventory snapshot: one `RetrievePropertiesEx` (plus one to create the view
+    /// the first time in a session).
+    pub async fn inventory(&self) -> Result<Inventory> {
+        let kinds: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+        let objects = self
+            .retrieve_in_view(
+                &kinds,
+                KINDS
+                    .iter()
+                    .map(|(k, paths)| PropertySpec::new(k, paths))
+                    .collect(),
+            )
+            .await?;
+        let mut inv = Inventory::default();
+        let mut switches = BTreeMap::new();
+        for o in &objects {
+            if o.obj.kind.ends_with("DistributedVirtualSwitch") {
+                switches.insert(
+                    o.obj.clone(),
+                    o.text("uuid").unwrap_or_default().to_string(),
+                );
+            }
+        }
+        for o in objects {
+            let name = o.text("name").unwrap_or_default().to_string();
+            match o.obj.kind.as_str() {
+                "Datacenter" => inv
+                    .datacenters
+                    .push((o.obj.clone(), name, o.moref("vmFolder"))),
+                "ComputeResource" | "ClusterComputeResource" => {
+                    if let Some(pool) = o.moref("resourcePool") {
+                        inv.pools.insert(o.obj.clone(), pool);
+                    }
+                    if let Some(browser) = o.moref("environmentBrowser") {
+                        inv.environment_browsers.insert(o.obj.clone(), browser);
+                    }
+                }
+                "HostSystem" => inv.hosts.push(HostInfo {
+                    name,
+                    parent: o.moref("parent"),
+                    datastores: o.morefs("datastore"),
+                    networks: o.morefs("network"),
+                    obj: o.obj,
+                }),
+                "Datastore" => {
+                    let free = o.parse("summary.freeSpace").unwrap_or(0);
+                    inv.datastores.push((o.obj, name, free));
+                }
+                "Network" | "OpaqueNetwork" => {
+                    inv.networks.push(NetworkRef::Standard { obj: o.obj, name })
+                }
+                "DistributedVirtualPortgroup" => {
+                    let switch_uuid = o
+                        .moref("config.distributedVirtualSwitch")
+                        .and_then(|s| switches.get(&s).cloned())
+                        .unwrap_or_default();
+                    inv.networks.push(NetworkRef::Distributed {
+                        key: o.text("config.key").unwrap_or(&o.obj.value).to_string(),
+                        obj: o.obj,
+                        name,
+                        switch_uuid,
+                    });
+                }
+                _ => {}
+            }
+        }
+        inv.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(inv)
+    }
+}
