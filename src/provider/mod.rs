@@ -88,7 +88,10 @@ impl Provider for Ceso {
     }
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
-        vec![Arc::new(crate::resources::vlan::Vlan)]
+        vec![
+            Arc::new(crate::resources::vlan::Vlan),
+            Arc::new(crate::resources::vm::Vm),
+        ]
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {

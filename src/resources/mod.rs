@@ -2,3 +2,4 @@
 //! `schema.rs`).
 
 pub mod vlan;
+pub mod vm;

@@ -10,6 +10,7 @@ use url::Url;
 
 use super::batch::ReadBatcher;
 use super::error::{Error, ErrorKind, Result};
+use super::inventory::InventoryCache;
 use super::methods::{CurrentTime, Login, Logout, Method, RetrieveServiceContent};
 use super::secret::Secret;
 use super::task::TaskWaiter;
@@ -73,6 +74,7 @@ pub struct Client {
     views: Mutex<HashMap<String, ManagedObjectReference>>,
     tasks: TaskWaiter,
     reads: ReadBatcher,
+    inventory: InventoryCache,
 }
 
 impl std::fmt::Debug for Client {
@@ -117,6 +119,7 @@ impl Client {
             views: Mutex::new(HashMap::new()),
             tasks: TaskWaiter::default(),
             reads: ReadBatcher::default(),
+            inventory: InventoryCache::default(),
         };
         client.login().await?;
         Ok(client)
@@ -173,6 +176,10 @@ impl Client {
     /// Calls a method in this session; when the session has expired (`NotAuthenticated`),
     /// logs in again once and repeats the call.
     pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
+        if !M::IDEMPOTENT {
+            // Any write may change what the cached inventory says.
+            self.inventory.clear();
+        }
         match self.transport.call(method).await {
             Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
                 tracing::info!(url = %self.transport.url(), "session expired; logging in again");
@@ -194,6 +201,11 @@ impl Client {
     /// The container views this session keeps, by container and types.
     pub(crate) fn views(&self) -> &Mutex<HashMap<String, ManagedObjectReference>> {
         &self.views
+    }
+
+    /// The inventory cache of this session.
+    pub(crate) fn inventory_cache(&self) -> &InventoryCache {
+        &self.inventory
     }
 
     /// The read batcher of this session.

@@ -248,6 +248,7 @@ impl DeviceChange {
                 }
                 w.start("device", Some("VirtualDisk"))
                     .text("key", &disk.key.to_string());
+                write_device_info(w);
                 w.start("backing", Some("VirtualDiskFlatVer2BackingInfo"))
                     .text("fileName", &disk.file_name)
                     .text("diskMode", "persistent")
@@ -303,6 +304,15 @@ impl DeviceChange {
         }
         w.end("deviceChange");
     }
+}
+
+/// An empty `deviceInfo` (vSphere fills label and summary in; some servers need the element
+/// present on edits).
+fn write_device_info(w: &mut RequestWriter) {
+    w.start("deviceInfo", None)
+        .text("label", "")
+        .text("summary", "")
+        .end("deviceInfo");
 }
 
 #[cfg(test)]

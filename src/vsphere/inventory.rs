@@ -3,6 +3,8 @@
 //! through a container view over all their types.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::client::Client;
 use super::error::{Error, ErrorKind, Result};
@@ -251,6 +253,50 @@ impl Client {
             }
         }
         inv.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(inv)
+    }
+}
+
+/// How long a cached inventory snapshot serves reads (a refresh walk fits well inside it).
+const INVENTORY_TTL: Duration = Duration::from_secs(30);
+
+/// The last inventory snapshot, shared by concurrent reads; every write clears it.
+#[derive(Default)]
+pub struct InventoryCache {
+    slot: Mutex<Option<(Instant, Arc<Inventory>)>>,
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl InventoryCache {
+    /// Drops the snapshot.
+    pub fn clear(&self) {
+        *self.slot.lock().expect("lock") = None;
+    }
+
+    fn fresh(&self) -> Option<Arc<Inventory>> {
+        self.slot
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < INVENTORY_TTL)
+            .map(|(_, inv)| inv.clone())
+    }
+}
+
+impl Client {
+    /// The inventory snapshot, read at most once per [`INVENTORY_TTL`] however many callers
+    /// ask at once, and re-read after any write.
+    pub async fn inventory_cached(&self) -> Result<Arc<Inventory>> {
+        let cache = self.inventory_cache();
+        if let Some(inv) = cache.fresh() {
+            return Ok(inv);
+        }
+        let _one_fetch = cache.fetch.lock().await;
+        if let Some(inv) = cache.fresh() {
+            return Ok(inv);
+        }
+        let inv = Arc::new(self.inventory().await?);
+        *cache.slot.lock().expect("lock") = Some((Instant::now(), inv.clone()));
         Ok(inv)
     }
 }

@@ -65,7 +65,11 @@ impl Vcsim {
             .arg(&url_file)
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("VCSIM_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("start vcsim");
         let deadline = Instant::now() + Duration::from_secs(30);

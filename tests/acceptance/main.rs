@@ -7,4 +7,5 @@ mod endpoint;
 mod harness;
 mod protocol;
 mod vlan;
+mod vm;
 mod vsphere_client;

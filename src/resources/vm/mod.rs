@@ -1,0 +1,969 @@
+//! `ceso_vm`: the VM resource. Create from scratch or clone (CloneVM_Task on vCenter; on a
+//! standalone ESXi host, which has no clone API, the source's disks are copied with
+//! CopyVirtualDisk_Task and a VM is built around them), cloud-init through `guestinfo.*`,
+//! sizing, disks, network adapters, power state; read back from vSphere after every change.
+//!
+//! A create that fails after the VM exists returns the VM's state with the error, so Terraform
+//! taints it rather than losing track of it.
+
+mod model;
+mod plan;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::cty::Value;
+use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
+use crate::framework::typed::{from_planned, parse_duration, to_value};
+use crate::framework::{AttrPath, Context, Diagnostics, Resource, Schema};
+use crate::provider::{client, error_diagnostics};
+use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
+use crate::vsphere::inventory::{Inventory, NetworkRef};
+use crate::vsphere::types::ManagedObjectReference;
+use crate::vsphere::vm::{CloneSpec, ConfigSpec, PowerOp, VmInfo};
+use crate::vsphere::{Client, Error};
+
+use model::{datastore_of, DiskModel, VmModel};
+
+/// The `ceso_vm` resource.
+pub struct Vm;
+
+const TYPE: &str = "ceso_vm";
+/// Key of the SCSI controller ceso adds to a new VM.
+const CONTROLLER_KEY: i32 = -100;
+/// Reserved SCSI unit (the controller itself).
+const SCSI_RESERVED_UNIT: i64 = 7;
+
+fn model(v: &Value) -> Result<VmModel, Diagnostics> {
+    from_planned(v, &schema::schema().value_type())
+}
+
+fn value(m: &VmModel) -> Result<Value, Diagnostics> {
+    to_value(m, &schema::schema().value_type())
+}
+
+fn timeout(
+    m: &VmModel,
+    which: fn(&model::TimeoutsModel) -> Option<&String>,
+    default: u64,
+) -> Duration {
+    m.timeouts
+        .as_ref()
+        .and_then(which)
+        .and_then(|t| parse_duration(t).ok())
+        .unwrap_or(Duration::from_secs(default))
+}
+
+/// Where a new VM goes.
+struct Placement {
+    folder: ManagedObjectReference,
+    pool: ManagedObjectReference,
+    host: Option<ManagedObjectReference>,
+    datastore: String,
+    datacenter: ManagedObjectReference,
+}
+
+fn place(inv: &Inventory, m: &VmModel) -> Result<Placement, Diagnostics> {
+    let err = |attr: &str, e: Error| {
+        Diagnostics::from_attr_error(AttrPath::attr(attr), "Invalid placement", e.message)
+    };
+    let host = match m.host.as_deref() {
+        Some(name) => Some(inv.host(name).map_err(|e| err("host", e))?),
+        None => inv.hosts.first(),
+    };
+    let Some(host) = host else {
+        return Err(Diagnostics::from_error(
+            "Unable to place the VM",
+            "The endpoint has no host.",
+        ));
+    };
+    let pool = match m.resource_pool.as_deref() {
+        Some(id) => ManagedObjectReference::new("ResourcePool", id),
+        None => inv.pool_of(host).cloned().ok_or_else(|| {
+            Diagnostics::from_error(
+                "Unable to place the VM",
+                format!("Host {} has no resource pool.", host.name),
+            )
+        })?,
+    };
+    let datastore = match m.datastore.as_deref() {
+        Some(name) => inv
+            .datastore(name)
+            .map_err(|e| err("datastore", e))?
+            .1
+            .clone(),
+        None => inv
+            .datastores
+            .iter()
+            .filter(|d| host.datastores.contains(&d.0))
+            .max_by_key(|d| d.2)
+            .map(|d| d.1.clone())
+            .ok_or_else(|| {
+                Diagnostics::from_error(
+                    "Unable to place the VM",
+                    format!("Host {} sees no datastore.", host.name),
+                )
+            })?,
+    };
+    let (datacenter, _, vm_folder) = inv.datacenters.first().cloned().ok_or_else(|| {
+        Diagnostics::from_error("Unable to place the VM", "The endpoint has no datacenter.")
+    })?;
+    let folder = match m.folder.as_deref() {
+        Some(id) => ManagedObjectReference::new("Folder", id),
+        None => vm_folder.ok_or_else(|| {
+            Diagnostics::from_error("Unable to place the VM", "The datacenter has no VM folder.")
+        })?,
+    };
+    Ok(Placement {
+        folder,
+        pool,
+        host: m.host.as_ref().map(|_| host.obj.clone()),
+        datastore,
+        datacenter,
+    })
+}
+
+/// The NIC backing for a configured network.
+fn nic_backing(inv: &Inventory, network: &str, index: usize) -> Result<NicBacking, Diagnostics> {
+    match inv.network(network) {
+        Ok(NetworkRef::Standard { name, .. }) => Ok(NicBacking::Network { name: name.clone() }),
+        Ok(NetworkRef::Distributed {
+            key, switch_uuid, ..
+        }) => Ok(NicBacking::Distributed {
+            switch_uuid: switch_uuid.clone(),
+            portgroup_key: key.clone(),
+        }),
+        Err(e) => Err(Diagnostics::from_attr_error(
+            AttrPath::attr("network_interface")
+                .join_index(index)
+                .join_attr("network"),
+            "Unknown network",
+            e.message,
+        )),
+    }
+}
+
+/// The next free SCSI unit numbers, skipping the reserved 7.
+fn assign_units(disks: &[DiskModel], taken: &[i64]) -> Vec<i64> {
+    let mut used: Vec<i64> = taken.to_vec();
+    used.extend(disks.iter().filter_map(|d| d.unit_number));
+    disks
+        .iter()
+        .map(|d| {
+            d.unit_number.unwrap_or_else(|| {
+                let u = (0..64)
+                    .find(|u| *u != SCSI_RESERVED_UNIT && !used.contains(u))
+                    .unwrap_or(63);
+                used.push(u);
+                u
+            })
+        })
+        .collect()
+}
+
+/// Settings every create, clone and update applies the same way.
+fn settings_spec(plan: &VmModel, prior: Option<&VmModel>) -> ConfigSpec {
+    let changed = |f: fn(&VmModel) -> Option<i64>| -> Option<i64> {
+        let want = f(plan)?;
+        (prior.and_then(f) != Some(want)).then_some(want)
+    };
+    let changed_b = |f: fn(&VmModel) -> Option<bool>| -> Option<bool> {
+        let want = f(plan)?;
+        (prior.and_then(f) != Some(want)).then_some(want)
+    };
+    let alloc = |r: fn(&VmModel) -> Option<i64>, l: fn(&VmModel) -> Option<i64>| {
+        let (want_r, want_l) = (r(plan), l(plan));
+        let differs = prior.is_none_or(|p| r(p) != want_r || l(p) != want_l);
+        (differs && (want_r.is_some() || want_l.is_some()))
+            .then(|| (want_r.unwrap_or(0), want_l.unwrap_or(-1)))
+    };
+    let mut extra: Vec<(String, String)> = Vec::new();
+    let want = plan.extra_config.clone().unwrap_or_default();
+    let had = prior
+        .and_then(|p| p.extra_config.clone())
+        .unwrap_or_default();
+    for (k, v) in &want {
+        if had.get(k) != Some(v) {
+            extra.push((k.clone(), v.clone()));
+        }
+    }
+    for k in had.keys().filter(|k| !want.contains_key(*k)) {
+        extra.push((k.clone(), String::new()));
+    }
+    if prior.is_none_or(|p| p.cloud_init != plan.cloud_init) {
+        extra.extend(
+            plan.cloud_init_entries()
+                .into_iter()
+                .filter(|(_, v)| prior.is_some() || !v.is_empty()),
+        );
+    }
+    ConfigSpec {
+        guest_id: plan
+            .guest_id
+            .clone()
+            .filter(|g| prior.and_then(|p| p.guest_id.as_ref()) != Some(g)),
+        annotation: plan
+            .annotation
+            .clone()
+            .filter(|a| prior.and_then(|p| p.annotation.as_ref()) != Some(a)),
+        num_cpus: changed(|m| m.num_cpus),
+        cores_per_socket: changed(|m| m.cores_per_socket),
+        memory_mb: changed(|m| m.memory_mb),
+        memory_hot_add: changed_b(|m| m.memory_hot_add),
+        cpu_hot_add: changed_b(|m| m.cpu_hot_add),
+        cpu_allocation: alloc(|m| m.cpu_reservation_mhz, |m| m.cpu_limit_mhz),
+        memory_allocation: alloc(|m| m.memory_reservation_mb, |m| m.memory_limit_mb),
+        extra_config: extra,
+        cbt: changed_b(|m| m.enable_cbt),
+        firmware: plan
+            .firmware
+            .clone()
+            .filter(|f| prior.and_then(|p| p.firmware.as_ref()) != Some(f)),
+        ..ConfigSpec::default()
+    }
+}
+
+/// Device changes that take the VM's disks and NICs from `info` to `plan`.
+fn device_changes(
+    plan: &VmModel,
+    prior: Option<&VmModel>,
+    info: &VmInfo,
+    inv: &Inventory,
+    datastore: &str,
+) -> Result<Vec<DeviceChange>, Diagnostics> {
+    let mut changes = Vec::new();
+    let vm_disks: Vec<&Disk> = info
+        .devices
+        .iter()
+        .filter_map(|d| {
+            if let Device::Disk(d) = d {
+                Some(d)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let controller = info.devices.iter().find_map(|d| match d {
+        Device::Controller { key, kind, bus: 0 }
+            if kind.contains("SCSI") || kind.contains("LsiLogic") || kind.contains("BusLogic") =>
+        {
+            Some(*key)
+        }
+        _ => None,
+    });
+    let prior_disks = prior.and_then(|p| p.disk.clone()).unwrap_or_default();
+    let planned_disks = plan.disk.clone().unwrap_or_default();
+    // Disks known by label in state, matched to the VM's disks by device key.
+    let existing = |label: &str| -> Option<&Disk> {
+        let key = prior_disks.iter().find(|p| p.label == label)?.key?;
+        vm_disks.iter().copied().find(|d| i64::from(d.key) == key)
+    };
+    let new_disks: Vec<DiskModel> = planned_disks
+        .iter()
+        .filter(|d| existing(&d.label).is_none())
+        .cloned()
+        .collect();
+    let taken: Vec<i64> = vm_disks.iter().map(|d| i64::from(d.unit_number)).collect();
+    let units = assign_units(&new_disks, &taken);
+    let mut next_key = -101;
+    for d in &planned_disks {
+        if let Some(current) = existing(&d.label) {
+            let want_kb = d.size_gb * 1024 * 1024;
+            if want_kb > current.capacity_kb {
+                changes.push(DeviceChange::Disk {
+                    op: Operation::Edit,
+                    disk: Disk {
+                        capacity_kb: want_kb,
+                        ..current.clone()
+                    },
+                    file_op: false,
+                });
+            }
+        }
+    }
+    for (d, unit) in new_disks.iter().zip(units) {
+        let controller_key = controller.unwrap_or(CONTROLLER_KEY);
+        changes.push(DeviceChange::Disk {
+            op: Operation::Add,
+            disk: Disk {
+                key: next_key,
+                controller_key,
+                unit_number: unit as i32,
+                capacity_kb: d.size_gb * 1024 * 1024,
+                file_name: format!("[{}]", d.datastore.as_deref().unwrap_or(datastore)),
+                thin: d.thin.unwrap_or(true),
+            },
+            file_op: true,
+        });
+        next_key -= 1;
+    }
+    for p in &prior_disks {
+        if !planned_disks.iter().any(|d| d.label == p.label) {
+            if let Some(current) = existing(&p.label) {
+                changes.push(DeviceChange::Disk {
+                    op: Operation::Remove,
+                    disk: current.clone(),
+                    file_op: true,
+                });
+            }
+        }
+    }
+    // Network adapters, by position.
+    let vm_nics: Vec<&Nic> = info
+        .devices
+        .iter()
+        .filter_map(|d| {
+            if let Device::Nic(n) = d {
+                Some(n)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let planned_nics = plan.network_interface.clone().unwrap_or_default();
+    let mut nic_key = -201;
+    for (i, want) in planned_nics.iter().enumerate() {
+        let backing = nic_backing(inv, &want.network, i)?;
+        let adapter = want
+            .adapter_type
+            .clone()
+            .unwrap_or_else(|| "vmxnet3".to_string());
+        let fresh = |key: i32| Nic {
+            key,
+            adapter_type: adapter.clone(),
+            mac_address: want.mac_address.clone(),
+            address_type: if want.mac_address.is_some() {
+                "manual"
+            } else {
+                "generated"
+            }
+            .to_string(),
+            backing: backing.clone(),
+        };
+        match vm_nics.get(i) {
+            Some(current) if current.adapter_type == adapter => {
+                let mac_changed =
+                    want.mac_address.is_some() && want.mac_address != current.mac_address;
+                if current.backing != backing || mac_changed {
+                    let mut edited = fresh(current.key);
+                    if !mac_changed {
+                        edited.mac_address = current.mac_address.clone();
+                        edited.address_type = current.address_type.clone();
+                    }
+                    changes.push(DeviceChange::Nic {
+                        op: Operation::Edit,
+                        nic: edited,
+                    });
+                }
+            }
+            Some(current) => {
+                changes.push(DeviceChange::Nic {
+                    op: Operation::Remove,
+                    nic: (*current).clone(),
+                });
+                changes.push(DeviceChange::Nic {
+                    op: Operation::Add,
+                    nic: fresh(nic_key),
+                });
+                nic_key -= 1;
+            }
+            None => {
+                changes.push(DeviceChange::Nic {
+                    op: Operation::Add,
+                    nic: fresh(nic_key),
+                });
+                nic_key -= 1;
+            }
+        }
+    }
+    for extra in vm_nics.iter().skip(planned_nics.len()) {
+        changes.push(DeviceChange::Nic {
+            op: Operation::Remove,
+            nic: (*extra).clone(),
+        });
+    }
+    Ok(changes)
+}
+
+/// Whether applying `spec` to a running VM needs it powered off first.
+fn needs_power_off(spec: &ConfigSpec, info: &VmInfo) -> Option<String> {
+    if info.power_state != "poweredOn" {
+        return None;
+    }
+    if spec.num_cpus.is_some_and(|n| n < info.num_cpus)
+        || (spec.num_cpus.is_some() && !info.cpu_hot_add)
+    {
+        return Some(
+            "changing vCPUs of a running VM needs CPU hot add (and never removes vCPUs)".into(),
+        );
+    }
+    if spec.memory_mb.is_some_and(|m| m < info.memory_mb)
+        || (spec.memory_mb.is_some() && !info.memory_hot_add)
+    {
+        return Some(
+            "changing memory of a running VM needs memory hot add (and never removes memory)"
+                .into(),
+        );
+    }
+    if spec.cores_per_socket.is_some()
+        || spec.cpu_hot_add.is_some()
+        || spec.memory_hot_add.is_some()
+        || spec.firmware.is_some()
+        || spec.guest_id.is_some()
+    {
+        return Some("cores per socket, hot-add settings, firmware and guest OS change only while the VM is off".into());
+    }
+    None
+}
+
+impl Vm {
+    async fn read_model(
+        &self,
+        client: &Arc<Client>,
+        prior: &VmModel,
+    ) -> Result<Option<VmModel>, Error> {
+        let info = match find_vm(client, prior).await? {
+            Some(vm) => match client.vm_info(&vm).await {
+                Ok(i) => i,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            },
+            None => return Ok(None),
+        };
+        let inv = client.inventory_cached().await?;
+        Ok(Some(VmModel::from_info(&info, &inv, prior)))
+    }
+
+    /// Reads the VM back and turns it into the apply result, with `diags` attached.
+    async fn finish(
+        &self,
+        client: &Arc<Client>,
+        vm: &ManagedObjectReference,
+        plan: &VmModel,
+        mut diags: Diagnostics,
+    ) -> ApplyResult {
+        let mut handle = plan.clone();
+        handle.moid = Some(vm.value.clone());
+        match self.read_model(client, &handle).await {
+            Ok(Some(state)) => match value(&state) {
+                Ok(v) => ApplyResult {
+                    state: v,
+                    private: None,
+                    diags,
+                },
+                Err(d) => {
+                    diags.extend(d);
+                    ApplyResult::failed(Value::Null, diags)
+                }
+            },
+            Ok(None) => {
+                diags.error(
+                    "VM disappeared",
+                    format!("{vm} no longer exists after the operation."),
+                );
+                ApplyResult::failed(Value::Null, diags)
+            }
+            Err(e) => {
+                diags.extend(error_diagnostics("read the VM back", &e));
+                // Keep tracking what exists, with what is known of it.
+                match value(&VmModel {
+                    moid: Some(vm.value.clone()),
+                    ..plan.clone()
+                }) {
+                    Ok(v) => ApplyResult {
+                        state: crate::framework::typed::unknown_to_null(&v),
+                        private: None,
+                        diags,
+                    },
+                    Err(_) => ApplyResult::failed(Value::Null, diags),
+                }
+            }
+        }
+    }
+
+    /// Makes the VM (from scratch or a clone); returns it, with no device or power changes yet
+    /// beyond what creation itself does.
+    async fn make_vm(
+        &self,
+        client: &Arc<Client>,
+        plan: &VmModel,
+        inv: &Inventory,
+        at: &Placement,
+        limit: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<ManagedObjectReference, Diagnostics> {
+        let action =
+            |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
+        if let Some(clone) = plan.clone.as_ref().and_then(|c| c.first()) {
+            let source = find_source(client, &clone.template).await?;
+            let src = client
+                .vm_info(&source)
+                .await
+                .map_err(|e| action("read the clone source of", &e))?;
+            if client.about().is_vcenter() {
+                let mut config = settings_spec(plan, None);
+                config.name = None;
+                let linked_snapshot = if clone.linked_clone.unwrap_or(false) {
+                    let snap = client
+                        .properties(&source, &["snapshot.currentSnapshot"])
+                        .await
+                        .ok()
+                        .and_then(|o| o.moref("snapshot.currentSnapshot"));
+                    Some(snap.ok_or_else(|| Diagnostics::from_attr_error(AttrPath::attr("clone").join_index(0).join_attr("linked_clone"), "Linked clone needs a snapshot", format!("Template {:?} has no snapshot to link to; take one, or set linked_clone = false.", clone.template)))?)
+                } else {
+                    None
+                };
+                let ds = inv.datastore(&at.datastore).ok().map(|d| d.0.clone());
+                let spec = CloneSpec {
+                    pool: Some(at.pool.clone()),
+                    host: at.host.clone(),
+                    datastore: ds,
+                    linked_snapshot,
+                    config,
+                };
+                return client
+                    .clone_vm(&source, &at.folder, &plan.name, &spec, Some(limit), cancel)
+                    .await
+                    .map_err(|e| action("clone", &e));
+            }
+            // Standalone ESXi: copy each disk, then build the VM around the copies.
+            let mut changes = vec![DeviceChange::ScsiController {
+                key: CONTROLLER_KEY,
+                bus: 0,
+                kind: "ParaVirtualSCSIController".into(),
+            }];
+            let mut copied: Vec<String> = Vec::new();
+            let src_disks: Vec<&Disk> = src
+                .devices
+                .iter()
+                .filter_map(|d| {
+                    if let Device::Disk(d) = d {
+                        Some(d)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            for (i, d) in src_disks.iter().enumerate() {
+                let dest = format!("[{}] {}/{}_{}.vmdk", at.datastore, plan.name, plan.name, i);
+                if let Err(e) = client
+                    .copy_virtual_disk(
+                        &d.file_name,
+                        &dest,
+                        Some(&at.datacenter),
+                        Some(limit),
+                        cancel,
+                    )
+                    .await
+                {
+                    cleanup_files(client, inv, &copied).await;
+                    return Err(action("copy a disk for", &e));
+                }
+                copied.push(dest.clone());
+                changes.push(DeviceChange::Disk {
+                    op: Operation::Add,
+                    disk: Disk {
+                        key: -101 - i as i32,
+                        controller_key: CONTROLLER_KEY,
+                        unit_number: if i as i64 >= SCSI_RESERVED_UNIT {
+                            i as i32 + 1
+                        } else {
+                            i as i32
+                        },
+                        capacity_kb: d.capacity_kb,
+                        file_name: dest,
+                        thin: d.thin,
+                    },
+                    file_op: false,
+                });
+            }
+            let mut spec = settings_spec(plan, None);
+            spec.name = Some(plan.name.clone());
+            spec.vm_path = Some(format!("[{}]", at.datastore));
+            spec.guest_id = spec.guest_id.or(Some(src.guest_id.clone()));
+            spec.num_cpus = spec.num_cpus.or(Some(src.num_cpus));
+            spec.memory_mb = spec.memory_mb.or(Some(src.memory_mb));
+            spec.firmware = spec.firmware.or(Some(src.firmware.clone()));
+            spec.device_changes = changes;
+            return match client
+                .create_vm(
+                    &at.folder,
+                    &at.pool,
+                    at.host.as_ref(),
+                    &spec,
+                    Some(limit),
+                    cancel,
+                )
+                .await
+            {
+                Ok(vm) => Ok(vm),
+                Err(e) => {
+                    cleanup_files(client, inv, &copied).await;
+                    Err(action("create", &e))
+                }
+            };
+        }
+        let mut spec = settings_spec(plan, None);
+        spec.name = Some(plan.name.clone());
+        spec.vm_path = Some(format!("[{}]", at.datastore));
+        spec.version = plan.hardware_version.map(|v| format!("vmx-{v}"));
+        spec.guest_id = spec.guest_id.or(Some("otherGuest64".into()));
+        let mut changes = vec![DeviceChange::ScsiController {
+            key: CONTROLLER_KEY,
+            bus: 0,
+            kind: "ParaVirtualSCSIController".into(),
+        }];
+        let empty = VmInfo::default();
+        changes.extend(device_changes(plan, None, &empty, inv, &at.datastore)?);
+        spec.device_changes = changes;
+        client
+            .create_vm(
+                &at.folder,
+                &at.pool,
+                at.host.as_ref(),
+                &spec,
+                Some(limit),
+                cancel,
+            )
+            .await
+            .map_err(|e| action("create", &e))
+    }
+
+    /// Applies settings and device changes to an existing VM, powering it off and on around
+    /// changes that need it (only with allow_power_cycle), then reconciles the power state.
+    async fn converge(
+        &self,
+        client: &Arc<Client>,
+        vm: &ManagedObjectReference,
+        plan: &VmModel,
+        prior: Option<&VmModel>,
+        limit: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), Diagnostics> {
+        let info = client
+            .vm_info(vm)
+            .await
+            .map_err(|e| error_diagnostics("read the VM", &e))?;
+        let inv = client
+            .inventory_cached()
+            .await
+            .map_err(|e| error_diagnostics("read the inventory", &e))?;
+        let datastore = plan
+            .datastore
+            .clone()
+            .or_else(|| {
+                info.devices.iter().find_map(|d| {
+                    if let Device::Disk(d) = d {
+                        datastore_of(&d.file_name)
+                    } else {
+                        None
+                    }
+                })
+            })
+            .unwrap_or_default();
+        let mut spec = if prior.is_some() {
+            settings_spec(plan, prior)
+        } else {
+            ConfigSpec::default()
+        };
+        if prior.is_none() && plan.clone.is_some() {
+            // A clone already carries the settings; adjust only its devices.
+            spec = ConfigSpec::default();
+        }
+        if prior.is_some_and(|p| p.name != plan.name) {
+            spec.name = Some(plan.name.clone());
+        }
+        let reference = if prior.is_none() { None } else { prior };
+        spec.device_changes = device_changes(
+            plan,
+            reference.or(Some(&VmModel::from_info(&info, &inv, plan))),
+            &info,
+            &inv,
+            &datastore,
+        )?;
+        let action =
+            |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
+        let mut cycled = false;
+        if !spec.is_empty() {
+            if let Some(why) = needs_power_off(&spec, &info) {
+                if !plan.allow_power_cycle.unwrap_or(false) {
+                    return Err(Diagnostics::from_error(format!("Unable to change VM {:?} while it runs", plan.name), format!("{why}; set allow_power_cycle = true to let ceso power it off and on again.")));
+                }
+                client
+                    .power_vm(vm, PowerOp::Off, Some(limit), cancel)
+                    .await
+                    .map_err(|e| action("power off", &e))?;
+                cycled = true;
+            }
+            client
+                .reconfigure_vm(vm, &spec, Some(limit), cancel)
+                .await
+                .map_err(|e| action("reconfigure", &e))?;
+        }
+        let current = if cycled {
+            "poweredOff".to_string()
+        } else {
+            info.power_state.clone()
+        };
+        let want = plan.power_state.as_deref().unwrap_or("on");
+        let step = match (want, current.as_str()) {
+            ("on", "poweredOn") | ("off", "poweredOff") | ("suspended", "suspended") => None,
+            ("on", _) => Some(PowerOp::On),
+            ("off", _) => Some(PowerOp::Off),
+            ("suspended", "poweredOn") => Some(PowerOp::Suspend),
+            ("suspended", _) => {
+                client
+                    .power_vm(vm, PowerOp::On, Some(limit), cancel)
+                    .await
+                    .map_err(|e| action("power on", &e))?;
+                Some(PowerOp::Suspend)
+            }
+            _ => None,
+        };
+        if let Some(op) = step {
+            client
+                .power_vm(vm, op, Some(limit), cancel)
+                .await
+                .map_err(|e| action("change the power state of", &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes files copied for a clone that never became a VM (best effort, logged).
+async fn cleanup_files(client: &Arc<Client>, inv: &Inventory, files: &[String]) {
+    let dc = inv
+        .datacenters
+        .first()
+        .map(|d| d.1.clone())
+        .unwrap_or_default();
+    for f in files {
+        if let Ok(file) = crate::vsphere::datastore_file::DatastoreFile::parse(&dc, f) {
+            if let Err(e) = client.delete_file(&file).await {
+                tracing::warn!(file = %f, error = %e, "could not remove a copied disk after a failed clone");
+            }
+        }
+    }
+}
+
+/// The VM a state refers to: by moid, else by instance UUID.
+async fn find_vm(client: &Client, m: &VmModel) -> Result<Option<ManagedObjectReference>, Error> {
+    if let Some(moid) = &m.moid {
+        return Ok(Some(ManagedObjectReference::new("VirtualMachine", moid)));
+    }
+    match m.id.as_deref() {
+        Some(uuid) => match client.find_vm_by_uuid(uuid, true).await {
+            Ok(vm) => Ok(Some(vm)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        },
+        None => Ok(None),
+    }
+}
+
+/// A VM given by inventory path, instance or BIOS UUID, or name.
+async fn find_any(client: &Client, text: &str) -> Result<ManagedObjectReference, Error> {
+    if text.contains('/') {
+        return client.find_by_path(text).await;
+    }
+    let looks_like_uuid = text.len() == 36 && text.chars().filter(|c| *c == '-').count() == 4;
+    if looks_like_uuid {
+        if let Ok(vm) = client.find_vm_by_uuid(text, true).await {
+            return Ok(vm);
+        }
+        if let Ok(vm) = client.find_vm_by_uuid(text, false).await {
+            return Ok(vm);
+        }
+    }
+    client.find_by_name("VirtualMachine", text).await
+}
+
+async fn find_source(client: &Client, text: &str) -> Result<ManagedObjectReference, Diagnostics> {
+    find_any(client, text).await.map_err(|e| {
+        Diagnostics::from_attr_error(
+            AttrPath::attr("clone").join_index(0).join_attr("template"),
+            "Unknown clone source",
+            e.message,
+        )
+    })
+}
+
+#[async_trait]
+impl Resource for Vm {
+    fn type_name(&self) -> &'static str {
+        TYPE
+    }
+
+    fn schema(&self) -> Schema {
+        schema::schema()
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
+        plan::validate(config, diags);
+    }
+
+    async fn modify_plan(&self, ctx: &Context, req: &mut PlanRequest<'_>) {
+        plan::modify(ctx, req).await;
+    }
+
+    async fn create(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
+        let plan = match model(req.planned) {
+            Ok(m) => m,
+            Err(d) => return ApplyResult::failed(Value::Null, d),
+        };
+        let client = match client(ctx).await {
+            Ok(c) => c,
+            Err(d) => return ApplyResult::failed(Value::Null, d),
+        };
+        let limit = timeout(&plan, |t| t.create.as_ref(), 30 * 60);
+        let inv = match client.inventory_cached().await {
+            Ok(i) => i,
+            Err(e) => {
+                return ApplyResult::failed(
+                    Value::Null,
+                    error_diagnostics("read the inventory", &e),
+                )
+            }
+        };
+        let at = match place(&inv, &plan) {
+            Ok(p) => p,
+            Err(d) => return ApplyResult::failed(Value::Null, d),
+        };
+        let vm = match self
+            .make_vm(&client, &plan, &inv, &at, limit, &ctx.cancel)
+            .await
+        {
+            Ok(vm) => vm,
+            Err(d) => return ApplyResult::failed(Value::Null, d),
+        };
+        // From here on the VM exists: every failure returns its state so it stays tracked.
+        let diags = match self
+            .converge(&client, &vm, &plan, None, limit, &ctx.cancel)
+            .await
+        {
+            Ok(()) => Diagnostics::new(),
+            Err(d) => d,
+        };
+        self.finish(&client, &vm, &plan, diags).await
+    }
+
+    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
+        let prior = model(state)?;
+        let client = client(ctx).await?;
+        match self.read_model(&client, &prior).await {
+            Ok(Some(m)) => value(&m).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(error_diagnostics("read the VM", &e)),
+        }
+    }
+
+    async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
+        let (plan, prior) = match (model(req.planned), model(req.prior)) {
+            (Ok(p), Ok(q)) => (p, q),
+            (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
+        };
+        let client = match client(ctx).await {
+            Ok(c) => c,
+            Err(d) => return ApplyResult::failed(req.prior.clone(), d),
+        };
+        let vm = match find_vm(&client, &prior).await {
+            Ok(Some(vm)) => vm,
+            Ok(None) => {
+                return ApplyResult::failed(
+                    Value::Null,
+                    Diagnostics::from_error(
+                        "VM not found",
+                        "The VM was deleted outside Terraform; the next plan re-creates it.",
+                    ),
+                )
+            }
+            Err(e) => {
+                return ApplyResult::failed(req.prior.clone(), error_diagnostics("find the VM", &e))
+            }
+        };
+        let limit = timeout(&plan, |t| t.update.as_ref(), 30 * 60);
+        let diags = match self
+            .converge(&client, &vm, &plan, Some(&prior), limit, &ctx.cancel)
+            .await
+        {
+            Ok(()) => Diagnostics::new(),
+            Err(d) => d,
+        };
+        self.finish(&client, &vm, &plan, diags).await
+    }
+
+    async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics {
+        let prior = match model(req.prior) {
+            Ok(m) => m,
+            Err(d) => return d,
+        };
+        let client = match client(ctx).await {
+            Ok(c) => c,
+            Err(d) => return d,
+        };
+        let vm = match find_vm(&client, &prior).await {
+            Ok(Some(vm)) => vm,
+            Ok(None) => return Diagnostics::new(),
+            Err(e) => return error_diagnostics("find the VM", &e),
+        };
+        let info = match client.vm_info(&vm).await {
+            Ok(i) => i,
+            Err(e) if e.is_not_found() => return Diagnostics::new(),
+            Err(e) => return error_diagnostics("read the VM", &e),
+        };
+        if info.has_snapshots && !prior.force_destroy.unwrap_or(false) {
+            return Diagnostics::from_error(
+                format!("Unable to destroy VM {:?}", prior.name),
+                "The VM has snapshots that no ceso_snapshot in this configuration manages; destroying it would delete them. Remove them first, or set force_destroy = true.",
+            );
+        }
+        let limit = timeout(&prior, |t| t.delete.as_ref(), 10 * 60);
+        if info.power_state != "poweredOff" {
+            if let Err(e) = client
+                .power_vm(&vm, PowerOp::Off, Some(limit), &ctx.cancel)
+                .await
+            {
+                if !e.is_not_found() && e.fault.as_deref() != Some("InvalidPowerState") {
+                    return error_diagnostics(&format!("power off VM {:?}", prior.name), &e);
+                }
+            }
+        }
+        match client.destroy(&vm).await {
+            Ok(()) => Diagnostics::new(),
+            Err(e) => error_diagnostics(&format!("destroy VM {:?}", prior.name), &e),
+        }
+    }
+
+    fn supports_import(&self) -> bool {
+        true
+    }
+
+    async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
+        let client = client(ctx).await?;
+        let vm = find_any(&client, id).await.map_err(|e| {
+            Diagnostics::from_error(
+                "Unable to import ceso_vm",
+                format!("{}. Give an inventory path (/DC0/vm/web-01), an instance or BIOS UUID, or a unique name.", e.message),
+            )
+        })?;
+        let info = client
+            .vm_info(&vm)
+            .await
+            .map_err(|e| error_diagnostics("read the VM", &e))?;
+        let m = VmModel {
+            id: Some(info.instance_uuid.clone()),
+            moid: Some(vm.value.clone()),
+            name: info.name.clone(),
+            ..VmModel::default()
+        };
+        Ok(vec![ImportedResource {
+            type_name: TYPE.to_string(),
+            state: value(&m)?,
+            private: Vec::new(),
+        }])
+    }
+}
