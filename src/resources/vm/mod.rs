@@ -677,14 +677,11 @@ impl Vm {
         if prior.is_some_and(|p| p.name != plan.name) {
             spec.name = Some(plan.name.clone());
         }
-        let reference = if prior.is_none() { None } else { prior };
-        spec.device_changes = device_changes(
-            plan,
-            reference.or(Some(&VmModel::from_info(&info, &inv, plan))),
-            &info,
-            &inv,
-            &datastore,
-        )?;
+        // What state knows of the disks; right after a create or clone, the VM as it came out.
+        let reference = prior
+            .cloned()
+            .unwrap_or_else(|| VmModel::from_info(&info, &inv, plan));
+        spec.device_changes = device_changes(plan, Some(&reference), &info, &inv, &datastore)?;
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
         let mut cycled = false;
