@@ -269,6 +269,7 @@ impl DeviceChange {
                     .unwrap_or("VirtualVmxnet3");
                 w.start("device", Some(kind))
                     .text("key", &nic.key.to_string());
+                write_device_info(w);
                 match &nic.backing {
                     NicBacking::Network { name } => {
                         w.start("backing", Some("VirtualEthernetCardNetworkBackingInfo"))
@@ -309,7 +310,7 @@ impl DeviceChange {
 /// An empty `deviceInfo` (vSphere fills label and summary in; some servers need the element
 /// present on edits).
 fn write_device_info(w: &mut RequestWriter) {
-    w.start("deviceInfo", None)
+    w.start("deviceInfo", Some("Description"))
         .text("label", "")
         .text("summary", "")
         .end("deviceInfo");

@@ -339,6 +339,34 @@ node_method! {
     }
 }
 
+/// A call of a method that returns nothing, with its arguments written by a closure.
+pub struct PlainCall<'a> {
+    /// The SOAP method.
+    pub name: &'static str,
+    /// The object it is invoked on.
+    pub this: &'a ManagedObjectReference,
+    /// Writes the arguments after `_this`.
+    pub args: &'a (dyn Fn(&mut RequestWriter) + Send + Sync),
+}
+
+impl Method for PlainCall<'_> {
+    type Response = ();
+    const NAME: &'static str = "";
+    const IDEMPOTENT: bool = false;
+    fn this(&self) -> &ManagedObjectReference {
+        self.this
+    }
+    fn write_args(&self, w: &mut RequestWriter) {
+        (self.args)(w)
+    }
+    fn decode(_inner: &str) -> Result<()> {
+        Ok(())
+    }
+    fn method_name(&self) -> &'static str {
+        self.name
+    }
+}
+
 /// Writes the whole request envelope of `method`.
 pub fn request_body<M: Method>(method: &M) -> Vec<u8> {
     let mut w = RequestWriter::new(method.method_name(), method.this());

@@ -484,6 +484,35 @@ impl Client {
         result_moref(result, "CloneVM_Task")
     }
 
+    /// `FileManager.MakeDirectory`: creates `[datastore] dir` (and its parents); an existing
+    /// directory is fine.
+    pub async fn make_directory(
+        &self,
+        path: &str,
+        datacenter: Option<&ManagedObjectReference>,
+    ) -> Result<()> {
+        let manager =
+            self.service_content().file_manager.clone().ok_or_else(|| {
+                Error::new(ErrorKind::NotVsphere, "the endpoint has no file manager")
+            })?;
+        let args = |w: &mut RequestWriter| {
+            w.text("name", path);
+            if let Some(dc) = datacenter {
+                w.moref("datacenter", dc);
+            }
+            w.text("createParentDirectories", "true");
+        };
+        let call = super::methods::PlainCall {
+            name: "MakeDirectory",
+            this: &manager,
+            args: &args,
+        };
+        match self.call(&call).await {
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
     /// `VirtualDiskManager.CopyVirtualDisk_Task`: copies a disk (with its extents) between
     /// datastore paths, e.g. `[ds1] tpl/tpl.vmdk` to `[ds1] web/web.vmdk`.
     pub async fn copy_virtual_disk(

@@ -240,3 +240,263 @@ fn vm_lifecycle_on_esxi() {
     ws.run(&destroy).ok("destroy");
     assert!(s.vm("web-01").is_none(), "VM left behind");
 }
+
+#[test]
+fn disks_and_adapters_on_vcenter() {
+    require_acc!();
+    let sim = Vcsim::start(&[]);
+    let s = Sim::connect(&sim);
+    let ws = Workspace::from_example("resources/ceso_vm/multi-disk").against(&sim);
+    ws.init();
+    ws.apply().ok("create");
+    let vm = s.vm("db-01").expect("created");
+    assert_eq!(
+        (
+            vm.num_cpus,
+            vm.cores_per_socket,
+            vm.memory_mb,
+            vm.power_state.as_str()
+        ),
+        (4, 2, 8192, "poweredOff")
+    );
+    assert_eq!(disks_gb(&vm), vec![20, 50]);
+    assert_eq!(
+        nic_networks(&vm),
+        vec!["VM Network".to_string(), "VM Network".to_string()]
+    );
+    let macs: Vec<Option<String>> = vm
+        .devices
+        .iter()
+        .filter_map(|d| {
+            if let Device::Nic(n) = d {
+                Some(n.mac_address.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(macs[1].as_deref(), Some("00:50:56:01:02:03"));
+    let second = ws.plan_exit_code();
+    assert_eq!(second.code, 0, "second plan not empty: {}", second.stdout);
+
+    // Grow the data disk and move the second adapter to the distributed port group.
+    let vars = ["data_gb=80", "backend_network=DC0_DVPG0"];
+    apply_vars(&ws, &vars).ok("update");
+    let vm = s.vm("db-01").unwrap();
+    assert_eq!(disks_gb(&vm), vec![20, 80]);
+    let dvpg =
+        s.rt.block_on(
+            s.client
+                .find_by_name("DistributedVirtualPortgroup", "DC0_DVPG0"),
+        )
+        .unwrap();
+    assert_eq!(
+        nic_networks(&vm)[1],
+        dvpg.value,
+        "second NIC now on the distributed port group"
+    );
+    let after = plan_vars(&ws, &vars);
+    assert_eq!(
+        after.code, 0,
+        "plan after update not empty: {}",
+        after.stdout
+    );
+
+    // Drift: memory changed by hand (the VM is off) -> the plan puts it back.
+    let spec = ceso::vsphere::vm::ConfigSpec {
+        memory_mb: Some(2048),
+        ..Default::default()
+    };
+    s.rt.block_on(s.client.reconfigure_vm(
+        &s.vm_ref("db-01"),
+        &spec,
+        None,
+        &CancellationToken::new(),
+    ))
+    .unwrap();
+    let drift = plan_vars(&ws, &vars);
+    assert_eq!(drift.code, 2);
+    assert!(drift.stdout.contains("2048 -> 8192"), "{}", drift.stdout);
+    apply_vars(&ws, &vars).ok("repair");
+    assert_eq!(s.vm("db-01").unwrap().memory_mb, 8192);
+
+    let mut destroy = vec!["destroy", "-auto-approve", "-no-color"];
+    for v in &vars {
+        destroy.extend(["-var", v]);
+    }
+    ws.run(&destroy).ok("destroy");
+    assert!(s.vm("db-01").is_none());
+}
+
+/// Decodes a `gzip+base64` guestinfo value.
+fn gunzip_b64(text: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+fn download(s: &Sim, dc: &str, path: &str) -> Option<Vec<u8>> {
+    use futures::StreamExt;
+    let file = ceso::vsphere::datastore_file::DatastoreFile::parse(dc, path).unwrap();
+    s.rt.block_on(async {
+        let mut stream = Box::pin(s.client.download(&file, None).await.ok()?);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.ok()?);
+        }
+        Some(out)
+    })
+}
+
+fn upload(s: &Sim, dc: &str, path: &str, data: Vec<u8>) {
+    let file = ceso::vsphere::datastore_file::DatastoreFile::parse(dc, path).unwrap();
+    let len = data.len() as u64;
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(data))]);
+    s.rt.block_on(s.client.upload(&file, body, len)).unwrap();
+}
+
+fn clone_with_cloud_init(model: &[&str]) {
+    let esx = model.contains(&"-esx");
+    let sim = Vcsim::start(model);
+    let s = Sim::connect(&sim);
+    let source = {
+        let vms =
+            s.rt.block_on(s.client.retrieve_all("VirtualMachine", &["name"]))
+                .unwrap();
+        vms[0].text("name").unwrap().to_string()
+    };
+    let src = s.vm(&source).unwrap();
+    // Give the source disks real bytes (the simulator makes them empty), as an ESXi flat extent.
+    let dc = if esx { "ha-datacenter" } else { "DC0" };
+    let content: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let src_disks: Vec<String> = src
+        .devices
+        .iter()
+        .filter_map(|d| {
+            if let Device::Disk(d) = d {
+                Some(d.file_name.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    for f in &src_disks {
+        upload(&s, dc, &f.replace(".vmdk", "-flat.vmdk"), content.clone());
+        if download(&s, dc, f).is_none() {
+            upload(&s, dc, f, b"# Disk DescriptorFile\n".to_vec());
+        }
+    }
+    let ws = Workspace::from_example("resources/ceso_vm/cloud-init").against(&sim);
+    ws.init();
+    let var = format!("template={source}");
+    let clones_before = sim.counts()["methods"]["/sdk"]["CloneVM_Task"]
+        .as_u64()
+        .unwrap_or(0);
+    apply_vars(&ws, &[&var]).ok("clone");
+    let vm = s.vm("app-01").expect("clone created");
+    assert_eq!(
+        (vm.num_cpus, vm.memory_mb, vm.power_state.as_str(), vm.cbt),
+        (2, 4096, "poweredOn", true)
+    );
+    assert_eq!(
+        vm.guest_id, src.guest_id,
+        "guest OS comes from the template"
+    );
+    let clones = sim.counts()["methods"]["/sdk"]["CloneVM_Task"]
+        .as_u64()
+        .unwrap_or(0)
+        - clones_before;
+    if esx {
+        // No clone API on ESXi: the disks were copied, byte for byte.
+        assert_eq!(clones, 0);
+        let copies: Vec<String> = vm
+            .devices
+            .iter()
+            .filter_map(|d| {
+                if let Device::Disk(d) = d {
+                    Some(d.file_name.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(copies.len(), src_disks.len());
+        for f in &copies {
+            let got =
+                download(&s, dc, &f.replace(".vmdk", "-flat.vmdk")).expect("copied flat extent");
+            assert_eq!(got, content, "{f} does not hold the source's bytes");
+        }
+    } else {
+        assert_eq!(clones, 1, "vCenter clones with CloneVM_Task");
+    }
+    let ec = &vm.extra_config;
+    assert_eq!(
+        ec.get("guestinfo.userdata.encoding").map(String::as_str),
+        Some("gzip+base64")
+    );
+    assert!(gunzip_b64(&ec["guestinfo.userdata"]).contains("hostname: app-01"));
+    let meta = gunzip_b64(&ec["guestinfo.metadata"]);
+    assert!(
+        meta.contains("local-hostname: app-01") && meta.contains("network.encoding: base64"),
+        "{meta}"
+    );
+    let second = plan_vars(&ws, &[&var]);
+    assert_eq!(second.code, 0, "second plan not empty: {}", second.stdout);
+    ws.run(&["destroy", "-auto-approve", "-no-color", "-var", &var])
+        .ok("destroy");
+    assert!(s.vm("app-01").is_none());
+    assert!(s.vm(&source).is_some(), "the template must survive");
+}
+
+#[test]
+fn clone_with_cloud_init_on_vcenter() {
+    require_acc!();
+    clone_with_cloud_init(&[]);
+}
+
+#[test]
+fn clone_on_standalone_esxi_copies_disks() {
+    require_acc!();
+    clone_with_cloud_init(&["-esx"]);
+}
+
+#[test]
+fn bad_vm_input_is_caught_before_apply() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let base = "name = \"x\"\nmemory_mb = 1024\n";
+    let cases: &[(&str, &[&str])] = &[
+        ("name = \"x\"\nmemory_mb = 1024\nnum_cpus = 3\ncores_per_socket = 2", &["multiple of cores_per_socket"]),
+        ("name = \"x\"\nmemory_mb = 1023", &["multiple of 4"]),
+        ("name = \"x\"\nmemory_mb = 1024\ndisk {\n label = \"a\"\n size_gb = 1\n}\ndisk {\n label = \"a\"\n size_gb = 2\n}", &["Duplicate disk label"]),
+        ("name = \"x\"\nmemory_mb = 1024\ndisk {\n label = \"a\"\n size_gb = 1\n unit_number = 7\n}", &["Reserved unit number"]),
+        ("name = \"x\"\nmemory_mb = 1024\nnetwork_interface {\n network = \"nope\"\n}", &["Unknown network", "nope"]),
+        ("name = \"x\"\nmemory_mb = 1024\nnetwork_interface {\n network = \"VM Network\"\n mac_address = \"00:11:22:33:44:55\"\n}", &["VMware's range"]),
+        ("name = \"x\"\nmemory_mb = 1024\nguest_id = \"ubuntu64Gust\"", &["Unknown guest OS", "ubuntu64Guest"]),
+        ("name = \"x\"", &["memory_mb is required"]),
+        ("name = \"x\"\nmemory_mb = 1024\nfirmware = \"uefi\"", &["`bios`, `efi`"]),
+        ("name = \"x\"\nmemory_mb = 1024\nclone {\n template = \"no-such-template\"\n}", &["Unknown clone source"]),
+        ("name = \"x\"\nmemory_mb = 1024\nclone {\n template = \"ha-host_VM0\"\n linked_clone = true\n}", &["Linked clones need vCenter"]),
+    ];
+    let _ = base;
+    for (body, needles) in cases {
+        let ws = Workspace::empty().against(&sim);
+        ws.write("main.tf", &format!("terraform {{\n  required_providers {{\n    ceso = {{ source = \"choiceomg/ceso\" }}\n  }}\n}}\nresource \"ceso_vm\" \"x\" {{\n{body}\n}}\n"));
+        ws.init();
+        let out = ws.run(&["plan", "-no-color"]);
+        let t = text(&out);
+        assert_eq!(out.code, 1, "{body}: plan should fail: {t}");
+        for n in *needles {
+            assert!(t.contains(n), "{body}: expected {n:?} in: {t}");
+        }
+    }
+}

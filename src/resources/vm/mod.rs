@@ -257,6 +257,8 @@ fn device_changes(
     });
     let prior_disks = prior.and_then(|p| p.disk.clone()).unwrap_or_default();
     let planned_disks = plan.disk.clone().unwrap_or_default();
+    // With no disk blocks, disks are not managed (a clone keeps its template's).
+    let manage_disks = !planned_disks.is_empty();
     // Disks known by label in state, matched to the VM's disks by device key.
     let existing = |label: &str| -> Option<&Disk> {
         let key = prior_disks.iter().find(|p| p.label == label)?.key?;
@@ -270,7 +272,7 @@ fn device_changes(
     let taken: Vec<i64> = vm_disks.iter().map(|d| i64::from(d.unit_number)).collect();
     let units = assign_units(&new_disks, &taken);
     let mut next_key = -101;
-    for d in &planned_disks {
+    for d in planned_disks.iter().filter(|_| manage_disks) {
         if let Some(current) = existing(&d.label) {
             let want_kb = d.size_gb * 1024 * 1024;
             if want_kb > current.capacity_kb {
@@ -301,7 +303,7 @@ fn device_changes(
         });
         next_key -= 1;
     }
-    for p in &prior_disks {
+    for p in prior_disks.iter().filter(|_| manage_disks) {
         if !planned_disks.iter().any(|d| d.label == p.label) {
             if let Some(current) = existing(&p.label) {
                 changes.push(DeviceChange::Disk {
@@ -380,7 +382,12 @@ fn device_changes(
             }
         }
     }
-    for extra in vm_nics.iter().skip(planned_nics.len()) {
+    // With no adapter blocks, adapters are not managed.
+    for extra in vm_nics
+        .iter()
+        .skip(planned_nics.len())
+        .filter(|_| !planned_nics.is_empty())
+    {
         changes.push(DeviceChange::Nic {
             op: Operation::Remove,
             nic: (*extra).clone(),
@@ -537,6 +544,13 @@ impl Vm {
                 kind: "ParaVirtualSCSIController".into(),
             }];
             let mut copied: Vec<String> = Vec::new();
+            client
+                .make_directory(
+                    &format!("[{}] {}", at.datastore, plan.name),
+                    Some(&at.datacenter),
+                )
+                .await
+                .map_err(|e| action("make the directory of", &e))?;
             let src_disks: Vec<&Disk> = src
                 .devices
                 .iter()
@@ -665,22 +679,19 @@ impl Vm {
                 })
             })
             .unwrap_or_default();
-        let mut spec = if prior.is_some() {
-            settings_spec(plan, prior)
-        } else {
-            ConfigSpec::default()
+        // What state knows; right after a create or clone, the VM as it came out (so whatever
+        // creation did not apply, e.g. settings a clone ignored, is applied now).
+        let reference = match prior {
+            Some(p) => p.clone(),
+            None => VmModel {
+                cloud_init: None,
+                ..VmModel::from_info(&info, &inv, plan)
+            },
         };
-        if prior.is_none() && plan.clone.is_some() {
-            // A clone already carries the settings; adjust only its devices.
-            spec = ConfigSpec::default();
-        }
-        if prior.is_some_and(|p| p.name != plan.name) {
+        let mut spec = settings_spec(plan, Some(&reference));
+        if reference.name != plan.name {
             spec.name = Some(plan.name.clone());
         }
-        // What state knows of the disks; right after a create or clone, the VM as it came out.
-        let reference = prior
-            .cloned()
-            .unwrap_or_else(|| VmModel::from_info(&info, &inv, plan));
         spec.device_changes = device_changes(plan, Some(&reference), &info, &inv, &datastore)?;
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
@@ -951,12 +962,41 @@ impl Resource for Vm {
             .vm_info(&vm)
             .await
             .map_err(|e| error_diagnostics("read the VM", &e))?;
-        let m = VmModel {
-            id: Some(info.instance_uuid.clone()),
-            moid: Some(vm.value.clone()),
-            name: info.name.clone(),
+        // Every disk (labelled disk0, disk1, ... in device order) and adapter becomes managed.
+        let disks: Vec<DiskModel> = info
+            .devices
+            .iter()
+            .filter_map(|d| {
+                if let Device::Disk(d) = d {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .enumerate()
+            .map(|(n, d)| DiskModel {
+                label: format!("disk{n}"),
+                key: Some(i64::from(d.key)),
+                ..DiskModel::default()
+            })
+            .collect();
+        let nics: Vec<model::NicModel> = info
+            .devices
+            .iter()
+            .filter(|d| matches!(d, Device::Nic(_)))
+            .map(|_| model::NicModel::default())
+            .collect();
+        let seed = VmModel {
+            disk: Some(disks),
+            network_interface: Some(nics),
+            power_state: Some("on".into()),
             ..VmModel::default()
         };
+        let inv = client
+            .inventory_cached()
+            .await
+            .map_err(|e| error_diagnostics("read the inventory", &e))?;
+        let m = VmModel::from_info(&info, &inv, &seed);
         Ok(vec![ImportedResource {
             type_name: TYPE.to_string(),
             state: value(&m)?,

@@ -254,16 +254,25 @@ impl VmModel {
             bios_uuid: Some(info.bios_uuid.clone()),
             ip_addresses: Some(info.ip_addresses.clone()),
             default_ip: info.default_ip.clone(),
-            disk: if disks.is_empty() && prior.disk.is_none() {
-                None
+            // Disks and adapters are managed only when the configuration lists some; with none
+            // listed (e.g. a clone keeping its template's), they are left alone and not shown.
+            // (An absent block list is an empty list, as Terraform plans it.)
+            disk: Some(if prior.disk.as_ref().is_some_and(|d| !d.is_empty()) {
+                disks.into_iter().map(|(_, d)| d).collect()
             } else {
-                Some(disks.into_iter().map(|(_, d)| d).collect())
-            },
-            network_interface: if nics.is_empty() && prior.network_interface.is_none() {
-                None
-            } else {
-                Some(nics)
-            },
+                Vec::new()
+            }),
+            network_interface: Some(
+                if prior
+                    .network_interface
+                    .as_ref()
+                    .is_some_and(|n| !n.is_empty())
+                {
+                    nics
+                } else {
+                    Vec::new()
+                },
+            ),
             clone: prior.clone.clone(),
             cloud_init: prior.cloud_init.clone(),
             timeouts: prior.timeouts.clone(),
