@@ -172,6 +172,67 @@ def _state_resources(tfdir: Path, rtype: str) -> list[dict]:
     return out
 
 
+PANIC_MARK = b"http: panic serving"
+
+
+def simulator_panics(vc: B.Vcsim) -> int:
+    """Requests the simulator dropped with a Go panic so far (its log)."""
+    try:
+        return vc.log.read_bytes().count(PANIC_MARK)
+    except OSError:
+        return 0
+
+
+def _progress(counts: dict) -> int:
+    """SOAP calls so far, long polls excluded (a client stuck on them makes no progress)."""
+    return sum(c for m in counts.get("methods", {}).values() for k, c in m.items() if k != "WaitForUpdatesEx")
+
+
+def run_watched(cmd, *, cwd, env, timeout: float, vc: B.Vcsim, stall_s: float) -> dict:
+    """B.run with a watchdog: every 2 s it reads /vcsim-counts (keeping the highest
+    peak_inflight it sees, since each read resets it) and gives up on the command once no
+    SOAP call other than WaitForUpdatesEx has arrived for stall_s seconds: a client whose
+    task updates the simulator lost waits forever (see the report of `simulator_panics`)."""
+    cmd = [str(c) for c in cmd]
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    peak, last, last_change = 0, None, t0
+    stalled, timed_out = None, False
+    try:
+        while True:
+            try:
+                out, err = p.communicate(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.perf_counter()
+            if now - t0 > timeout:
+                timed_out = True
+            else:
+                try:
+                    c = vc.counts()
+                except (OSError, ValueError):
+                    continue
+                peak = max(peak, c.get("peak_inflight") or 0)
+                prog = _progress(c)
+                if prog != last:
+                    last, last_change = prog, now
+                elif now - last_change > stall_s:
+                    n = simulator_panics(vc)
+                    stalled = (f"stalled: no SOAP call but WaitForUpdatesEx for {stall_s:.0f} s "
+                               f"(after {now - t0:.0f} s; simulator log: {n} request(s) dropped by a panic"
+                               f"{', see ' + str(vc.log) if n else ''})")
+            if timed_out or stalled:
+                B._killgroup(p)
+                out, err = p.communicate()
+                break
+    finally:
+        B._killgroup(p)
+    return {"rc": p.returncode, "out": out.decode("utf-8", "replace"), "err": err.decode("utf-8", "replace"),
+            "secs": time.perf_counter() - t0, "peak_inflight": peak, "stalled": stalled, "timed_out": timed_out}
+
+
 class Side:
     """One provider against one fresh simulator, for one N."""
 
@@ -202,34 +263,43 @@ class Side:
         env = B.tf_env(self.cfg)
         if self.side == "ours":
             env.update(CESO_URL=vc.url, CESO_USER="u", CESO_PASSWORD="p", CESO_ALLOW_UNVERIFIED_SSL="true")
+        panics0 = simulator_panics(vc)
         c0 = vc.counts()  # also resets the simulator's peak_inflight
         poller = B.HwmPoller(log)
         poller.start()
         try:
-            rc, out, err, secs = B.run([self.args.terraform, *argv, "-input=false", "-no-color",
-                                        f"-parallelism={self.args.parallelism}"],
-                                       cwd=self.tfdir, env=env, timeout=step_timeout(self.n, self.args),
-                                       check=False)
+            w = run_watched([self.args.terraform, *argv, "-input=false", "-no-color",
+                             f"-parallelism={self.args.parallelism}"],
+                            cwd=self.tfdir, env=env, timeout=step_timeout(self.n, self.args),
+                            vc=vc, stall_s=self.args.stall_seconds)
         finally:
             poller.stop.set()
             poller.join(5)
         c1 = vc.counts()
-        (self.work / f"{step}.stdout").write_text(out)
-        (self.work / f"{step}.stderr").write_text(err)
+        (self.work / f"{step}.stdout").write_text(w["out"])
+        (self.work / f"{step}.stderr").write_text(w["err"])
         tot, meth = _delta(c0, c1)
         calls = sum(tot.values())
         res = {
-            "wall_s": round(secs, 3),
-            "exit_code": rc,
+            "wall_s": round(w["secs"], 3),
+            "exit_code": w["rc"],
             "soap_calls": calls,
             "soap_calls_per_vm": round(calls / self.n, 2),
             "soap_calls_by_path": tot,
             "soap_methods": meth,
-            "peak_inflight": c1.get("peak_inflight"),
+            "peak_inflight": max(w["peak_inflight"], c1.get("peak_inflight") or 0),
             "rss": _rss(B.read_records(log)[first:], poller),
         }
-        if rc not in ok_codes:
-            raise StepError(res, f"terraform {argv[0]} exit {rc}\n{B._tail(err or out, 40)}")
+        panics = simulator_panics(vc) - panics0
+        if panics:
+            res["simulator_panics"] = panics
+        if w["stalled"]:
+            raise Stalled(res, f"terraform {argv[0]}: {w['stalled']}")
+        if w["timed_out"]:
+            raise StepError(res, f"terraform {argv[0]} timed out after {step_timeout(self.n, self.args)} s\n"
+                                 f"{B._tail(w['err'] or w['out'], 40)}")
+        if w["rc"] not in ok_codes:
+            raise StepError(res, f"terraform {argv[0]} exit {w['rc']}\n{B._tail(w['err'] or w['out'], 40)}")
         return res
 
     def measure(self) -> dict:
@@ -247,6 +317,9 @@ class Side:
                 out["init_s"] = round(secs, 3)
             applied = False
             for step in STEPS:
+                if out.get("stalled"):
+                    out["steps"][step] = {"skipped": "an earlier step stalled"}
+                    continue
                 if step != "destroy" and any("error" in s for s in out["steps"].values()):
                     out["steps"][step] = {"skipped": "an earlier step failed"}
                     continue
@@ -268,8 +341,6 @@ class Side:
                                 hosts[a.get("host")] = hosts.get(a.get("host"), 0) + 1
                             r["hosts"] = hosts
                             r["power_states"] = sorted({str(a.get("power_state")) for a in vms})
-                        else:
-                            r["power_states"] = sorted({str(a.get("power_state")) for a in vms})
                         if len(vms) != self.n:
                             raise StepError(r, f"state holds {len(vms)} {self.rtype}, not {self.n}")
                     if step == "plan":
@@ -290,6 +361,8 @@ class Side:
                     out["steps"][step] = r
                 except StepError as e:
                     out["steps"][step] = dict(e.res, error=str(e))
+                    if isinstance(e, Stalled):
+                        out["stalled"] = f"{step}: {e}"
                     print(f"bench: vms: N={self.n} {self.side}: {step}: error: {e}", file=sys.stderr, flush=True)
                 except (B.BenchError, OSError, subprocess.SubprocessError) as e:
                     out["steps"][step] = {"error": str(e)}
@@ -303,6 +376,10 @@ class StepError(Exception):
     def __init__(self, res: dict, msg: str):
         super().__init__(msg)
         self.res = res
+
+
+class Stalled(StepError):
+    """The simulator stopped answering usefully; this attempt is over (the caller may retry)."""
 
 
 # --------------------------------------------------------------------------- report
@@ -378,7 +455,10 @@ def print_table(doc: dict) -> None:
                 n = int(n_key)
                 flat = sorted(((m, c, p) for p, mm in meth.items() for m, c in mm.items()), key=lambda x: -x[1])
                 top = ", ".join(f"{m}{'' if p == '/sdk' else ' ' + p} {c} ({c / n:.1f}/VM)" for m, c, p in flat[:5])
-                print(f"N={n_key} {side:4} {step:7} peak {st.get('peak_inflight')} in flight; top calls: {top}")
+                pan = f"; {st['simulator_panics']} simulator panic(s)" if st.get("simulator_panics") else ""
+                print(f"N={n_key} {side:4} {step:7} peak {st.get('peak_inflight')} in flight{pan}; top calls: {top}")
+            for f in s.get("failed_attempts", []):
+                print(f"N={n_key} {side:4} an earlier attempt was abandoned: {f.get('stalled', '').splitlines()[0]}")
 
 
 # --------------------------------------------------------------------------- driver
@@ -399,6 +479,11 @@ def main() -> int:
     ap.add_argument("--vcsim", type=Path, default=TESTBED / "bin/vcsim")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON output (default: target/bench/vms.json, or vms-check.json with --check)")
+    ap.add_argument("--stall-seconds", type=float, default=60,
+                    help="give up on a step once the simulator saw no SOAP call but WaitForUpdatesEx "
+                         "for this long (default: %(default)s)")
+    ap.add_argument("--attempts", type=int, default=2,
+                    help="runs of one provider and N on a fresh simulator when one stalls (default: %(default)s)")
     ap.add_argument("--timeout-base", type=float, default=60)
     ap.add_argument("--timeout-per-vm", type=float, default=3)
     ap.add_argument("--check", action="store_true",
@@ -473,13 +558,25 @@ def main() -> int:
                 if side == "peer" and args.peer_max_vms is not None and n > args.peer_max_vms:
                     run[side] = {"skipped": f"N={n} > --peer-max-vms {args.peer_max_vms}"}
                     continue
-                try:
-                    t0 = time.perf_counter()
-                    run[side] = Side(side, binaries[side]["snapshot"], n, args, scratch / f"n{n}" / side).measure()
-                    run[side]["total_s"] = round(time.perf_counter() - t0, 1)
-                except (B.BenchError, OSError, subprocess.SubprocessError) as e:
-                    run[side] = {"error": str(e)}
-                    print(f"bench: vms: N={n} {side}: error: {e}", file=sys.stderr, flush=True)
+                failed = []
+                for attempt in range(1, args.attempts + 1):
+                    try:
+                        t0 = time.perf_counter()
+                        r = Side(side, binaries[side]["snapshot"], n, args,
+                                 scratch / f"n{n}" / f"{side}-{attempt}").measure()
+                        r["total_s"] = round(time.perf_counter() - t0, 1)
+                    except (B.BenchError, OSError, subprocess.SubprocessError) as e:
+                        r = {"error": str(e)}
+                        print(f"bench: vms: N={n} {side}: error: {e}", file=sys.stderr, flush=True)
+                    if not r.get("stalled") or attempt == args.attempts:
+                        break
+                    print(f"bench: vms: N={n} {side}: attempt {attempt} stalled; again on a fresh simulator",
+                          file=sys.stderr, flush=True)
+                    failed.append(r)
+                r["attempt"] = attempt
+                if failed:
+                    r["failed_attempts"] = failed
+                run[side] = r
                 for step, s in run[side].get("steps", {}).items():
                     if "error" in s:
                         errors.append(f"N={n} {side} {step}: {s['error'].splitlines()[0]}")

@@ -2,9 +2,11 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and the import rules between layers.
 
+pub mod actions;
 pub mod cty;
 pub mod data_sources;
 pub mod docs;
+pub mod engine;
 pub mod framework;
 pub mod protocol;
 pub mod provider;

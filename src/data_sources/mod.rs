@@ -1,3 +1,4 @@
 //! The provider's data sources, one module each.
 
 pub mod endpoint;
+pub mod snapshots;

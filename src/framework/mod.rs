@@ -18,6 +18,6 @@ pub(crate) mod walk;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use path::AttrPath;
 pub use resource::{
-    ApplyRequest, Context, DataSource, ImportedResource, Provider, ProviderData, Resource,
+    Action, ApplyRequest, Context, DataSource, ImportedResource, Provider, ProviderData, Resource,
 };
 pub use schema::{Attribute, Block, NestedBlock, Nesting, Schema};

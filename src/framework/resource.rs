@@ -58,8 +58,35 @@ pub trait Provider: Send + Sync + 'static {
     fn resources(&self) -> Vec<Arc<dyn Resource>>;
     /// The data source types.
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>>;
+    /// The action types (Terraform 1.14+ `action` blocks).
+    fn actions(&self) -> Vec<Arc<dyn Action>> {
+        Vec::new()
+    }
     /// Releases what `configure` opened (e.g. logs out) when the plugin shuts down.
     async fn stop(&self, _data: ProviderData) {}
+}
+
+/// An action: an operation Terraform invokes on purpose (not a resource's lifecycle), reporting
+/// progress while it runs.
+#[async_trait]
+pub trait Action: Send + Sync {
+    /// Its type name, e.g. `ceso_snapshot_revert`.
+    fn type_name(&self) -> &'static str;
+    /// Its configuration schema.
+    fn schema(&self) -> Schema;
+    /// Checks the configuration beyond what attribute validators check.
+    fn validate(&self, _config: &Value, _diags: &mut Diagnostics) {}
+    /// Checks, at plan time, that the action can run.
+    async fn plan(&self, _ctx: &Context, _config: &Value) -> Diagnostics {
+        Diagnostics::new()
+    }
+    /// Runs the action; `progress` reports steps as they happen.
+    async fn invoke(
+        &self,
+        ctx: &Context,
+        config: &Value,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Diagnostics;
 }
 
 /// A data source: reads something from the world at plan time.

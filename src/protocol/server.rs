@@ -14,7 +14,7 @@ use crate::framework::plan::{normalise_replace, plan_attributes};
 use crate::framework::resource::{ApplyRequest, PlanRequest};
 use crate::framework::validate::validate_config;
 use crate::framework::{
-    AttrPath, Context, DataSource, Diagnostics, Provider, ProviderData, Resource, Schema,
+    Action, AttrPath, Context, DataSource, Diagnostics, Provider, ProviderData, Resource, Schema,
 };
 
 use super::convert::{decode, diags_to_proto, encode, has_unknown, path_to_proto, schema_to_proto};
@@ -40,6 +40,7 @@ pub struct ProviderService {
     provider_schema: Schema,
     resources: HashMap<String, Typed<dyn Resource>>,
     data_sources: HashMap<String, Typed<dyn DataSource>>,
+    actions: HashMap<String, Typed<dyn Action>>,
     data: RwLock<Option<ProviderData>>,
     cancel: CancellationToken,
 }
@@ -80,11 +81,20 @@ impl ProviderService {
                 (d.type_name().to_string(), Typed::new(d, s))
             })
             .collect();
+        let actions = provider
+            .actions()
+            .into_iter()
+            .map(|a| {
+                let s = a.schema();
+                (a.type_name().to_string(), Typed::new(a, s))
+            })
+            .collect();
         Self {
             provider_schema: provider.schema(),
             provider,
             resources,
             data_sources,
+            actions,
             data: RwLock::new(None),
             cancel: CancellationToken::new(),
         }
@@ -117,6 +127,29 @@ impl ProviderService {
         self.data_sources
             .get(name)
             .ok_or_else(|| unknown_type("data source", name))
+    }
+
+    fn action(&self, name: &str) -> Result<&Typed<dyn Action>, Diagnostics> {
+        self.actions
+            .get(name)
+            .ok_or_else(|| unknown_type("action", name))
+    }
+
+    /// Decodes and validates an action's configuration.
+    fn action_config(
+        &self,
+        name: &str,
+        config: Option<&pb::DynamicValue>,
+    ) -> Result<(Arc<dyn Action>, Value), Diagnostics> {
+        let a = self.action(name)?;
+        let value = decode(config, &a.ty, "action configuration")?;
+        let mut diags = Diagnostics::new();
+        validate_config(&a.schema.block, &value, &AttrPath::root(), &mut diags);
+        a.imp.validate(&value, &mut diags);
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Ok((a.imp.clone(), value))
     }
 
     fn capabilities(&self) -> pb::ServerCapabilities {
@@ -348,7 +381,14 @@ impl pb::provider_server::Provider for ProviderService {
             functions: Vec::new(),
             ephemeral_resources: Vec::new(),
             list_resources: Vec::new(),
-            actions: Vec::new(),
+            actions: {
+                let mut names: Vec<_> = self.actions.keys().cloned().collect();
+                names.sort();
+                names
+                    .into_iter()
+                    .map(|type_name| m::ActionMetadata { type_name })
+                    .collect()
+            },
         }))
     }
 
@@ -371,7 +411,18 @@ impl pb::provider_server::Provider for ProviderService {
             functions: HashMap::new(),
             ephemeral_resource_schemas: HashMap::new(),
             list_resource_schemas: HashMap::new(),
-            action_schemas: HashMap::new(),
+            action_schemas: self
+                .actions
+                .iter()
+                .map(|(k, a)| {
+                    (
+                        k.clone(),
+                        pb::ActionSchema {
+                            schema: Some(schema_to_proto(&a.schema)),
+                        },
+                    )
+                })
+                .collect(),
             diagnostics: Vec::new(),
             provider_meta: None,
             server_capabilities: Some(self.capabilities()),
@@ -753,8 +804,18 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::plan_action::Request>,
     ) -> RpcResult<pb::plan_action::Response> {
+        let req = req.into_inner();
+        let diags = match self.action_config(&req.action_type, req.config.as_ref()) {
+            Err(d) => d,
+            Ok((action, config)) => {
+                let ctx = self.ctx();
+                guarded(async { Ok::<_, Diagnostics>(action.plan(&ctx, &config).await) })
+                    .await
+                    .unwrap_or_else(|d| d)
+            }
+        };
         Ok(Response::new(pb::plan_action::Response {
-            diagnostics: diags_to_proto(&unknown_type("action", &req.into_inner().action_type)),
+            diagnostics: diags_to_proto(&diags),
             deferred: None,
         }))
     }
@@ -765,21 +826,56 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::invoke_action::Request>,
     ) -> RpcResult<Self::InvokeActionStream> {
-        use pb::invoke_action::event::{Completed, Type as EventType};
-        let name = req.into_inner().action_type;
-        Ok(Response::new(one_event(pb::invoke_action::Event {
-            r#type: Some(EventType::Completed(Completed {
-                diagnostics: diags_to_proto(&unknown_type("action", &name)),
-            })),
-        })))
+        use pb::invoke_action::event::{Completed, Progress, Type as EventType};
+        let req = req.into_inner();
+        let (action, config) = match self.action_config(&req.action_type, req.config.as_ref()) {
+            Ok(x) => x,
+            Err(d) => {
+                return Ok(Response::new(one_event(pb::invoke_action::Event {
+                    r#type: Some(EventType::Completed(Completed {
+                        diagnostics: diags_to_proto(&d),
+                    })),
+                })))
+            }
+        };
+        // Progress streams to Terraform while the action runs; the last event says how it ended.
+        let (tx, rx) =
+            tokio::sync::mpsc::unbounded_channel::<Result<pb::invoke_action::Event, Status>>();
+        let ctx = self.ctx();
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let progress = move |message: String| {
+                let _ = progress_tx.send(Ok(pb::invoke_action::Event {
+                    r#type: Some(EventType::Progress(Progress { message })),
+                }));
+            };
+            let diags = guarded(async {
+                Ok::<_, Diagnostics>(action.invoke(&ctx, &config, &progress).await)
+            })
+            .await
+            .unwrap_or_else(|d| d);
+            let _ = tx.send(Ok(pb::invoke_action::Event {
+                r#type: Some(EventType::Completed(Completed {
+                    diagnostics: diags_to_proto(&diags),
+                })),
+            }));
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 
     async fn validate_action_config(
         &self,
         req: Request<pb::validate_action_config::Request>,
     ) -> RpcResult<pb::validate_action_config::Response> {
+        let req = req.into_inner();
+        let diags = match self.action_config(&req.type_name, req.config.as_ref()) {
+            Ok(_) => Diagnostics::new(),
+            Err(d) => d,
+        };
         Ok(Response::new(pb::validate_action_config::Response {
-            diagnostics: diags_to_proto(&unknown_type("action", &req.into_inner().type_name)),
+            diagnostics: diags_to_proto(&diags),
         }))
     }
 

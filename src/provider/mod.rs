@@ -81,6 +81,10 @@ impl Provider for Ceso {
         Ok(Arc::new(Connection::new(connect)))
     }
 
+    fn actions(&self) -> Vec<Arc<dyn crate::framework::Action>> {
+        vec![Arc::new(crate::actions::snapshot_revert::SnapshotRevert)]
+    }
+
     async fn stop(&self, data: ProviderData) {
         if let Ok(conn) = data.downcast::<Connection>() {
             conn.close().await;
@@ -89,12 +93,16 @@ impl Provider for Ceso {
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
         vec![
+            Arc::new(crate::resources::snapshot::Snapshot),
             Arc::new(crate::resources::vlan::Vlan),
             Arc::new(crate::resources::vm::Vm),
         ]
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
-        vec![Arc::new(crate::data_sources::endpoint::Endpoint)]
+        vec![
+            Arc::new(crate::data_sources::endpoint::Endpoint),
+            Arc::new(crate::data_sources::snapshots::Snapshots),
+        ]
     }
 }

@@ -1,5 +1,6 @@
 //! The provider's managed resources, one module each (`mod.rs` CRUD, `model.rs` state <-> API,
 //! `schema.rs`).
 
+pub mod snapshot;
 pub mod vlan;
 pub mod vm;

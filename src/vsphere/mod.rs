@@ -16,6 +16,7 @@ pub mod methods;
 pub mod network;
 pub mod property;
 pub mod secret;
+pub mod snapshot;
 pub mod task;
 pub mod tls;
 pub mod transport;

@@ -201,6 +201,10 @@ impl Client {
             tokio::spawn(async move { me.poll_updates(collector).await });
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // Safety net: if the update stream stays silent about this task (some servers only
+        // report a filter created during a pending long poll once something else changes),
+        // read the task's info directly, backing off from 1 s to 15 s.
+        let mut silent_for = Duration::from_secs(1);
         let outcome = loop {
             let info = rx.borrow_and_update().clone();
             if let Some(info) = info {
@@ -226,6 +230,16 @@ impl Client {
                     break Err(Error::new(ErrorKind::Cancelled, format!("{task} was cancelled on request")));
                 }
                 _ = sleep => break Err(Error::new(ErrorKind::Timeout, format!("{task} did not finish in time"))),
+                _ = tokio::time::sleep(silent_for) => {
+                    silent_for = (silent_for * 2).min(Duration::from_secs(15));
+                    if let Ok(o) = self.properties(task, &["info"]).await {
+                        if let Some(info) = o.get("info").map(TaskInfo::from_node) {
+                            if info.is_done() {
+                                break Ok(info);
+                            }
+                        }
+                    }
+                }
             }
         };
         self.forget_waiter(task);

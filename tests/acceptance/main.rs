@@ -6,6 +6,7 @@ mod cli;
 mod endpoint;
 mod harness;
 mod protocol;
+mod snapshot;
 mod vlan;
 mod vm;
 mod vsphere_client;

@@ -32,12 +32,17 @@ struct Plugin {
 
 impl Plugin {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let (client_cert_pem, client_key_pem) = generate_client_certificate().unwrap();
         let started = Instant::now();
         let mut child = Command::new(provider_binary())
             .env("TF_PLUGIN_MAGIC_COOKIE", MAGIC_COOKIE_VALUE)
             .env("PLUGIN_PROTOCOL_VERSIONS", "5,6")
             .env("PLUGIN_CLIENT_CERT", &client_cert_pem)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -289,13 +294,18 @@ async fn newer_rpcs_answer_with_diagnostics_not_errors() {
 
     let plan = client
         .plan_action(pb::plan_action::Request {
-            action_type: "ceso_snapshot_revert".into(),
+            action_type: "ceso_nope".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(first_summary(&plan.diagnostics).contains("action"));
+    assert!(first_summary(&plan.diagnostics).contains("Unknown action type"));
+    assert!(meta
+        .actions
+        .iter()
+        .any(|a| a.type_name == "ceso_snapshot_revert"));
+    assert!(schema.action_schemas.contains_key("ceso_snapshot_revert"));
     let mut invoke = client
         .invoke_action(pb::invoke_action::Request {
             action_type: "x".into(),
@@ -423,4 +433,189 @@ fn exits_when_terraform_is_killed() {
     }
     std::thread::sleep(Duration::from_millis(100));
     assert!(!socket.exists(), "socket left behind");
+}
+
+/// The `ceso_snapshot_revert` action (Terraform 1.14+ only, so driven here by a gRPC client):
+/// PlanAction checks the snapshot, InvokeAction streams progress and reverts the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_revert_action_streams_progress_and_reverts() {
+    crate::require_acc!();
+    let sim = crate::harness::Vcsim::start(&["-esx"]);
+    let plugin = Plugin::start_with(&[
+        ("CESO_URL", sim.url.as_str()),
+        ("CESO_USER", "u"),
+        ("CESO_PASSWORD", "p"),
+    ]);
+    let mut client = pb::provider_client::ProviderClient::new(plugin.channel().await);
+    let schema = client
+        .get_schema(pb::get_provider_schema::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    let provider_ty = ceso::cty::Type::from_json_bytes(&{
+        // The provider block's type: every attribute null (the environment supplies them).
+        let block = schema.provider.unwrap().block.unwrap();
+        let attrs: serde_json::Map<String, serde_json::Value> = block
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), serde_json::from_slice(&a.r#type).unwrap()))
+            .collect();
+        serde_json::to_vec(&serde_json::json!(["object", attrs])).unwrap()
+    })
+    .unwrap();
+    let null_config = ceso::cty::Value::Object(match &provider_ty {
+        ceso::cty::Type::Object { attrs, .. } => attrs
+            .keys()
+            .map(|k| (k.clone(), ceso::cty::Value::Null))
+            .collect(),
+        _ => unreachable!(),
+    });
+    let configured = client
+        .configure(pb::configure::Request {
+            config: Some(pb::DynamicValue {
+                msgpack: ceso::cty::to_msgpack(&null_config, &provider_ty).unwrap(),
+                json: vec![],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        configured.diagnostics.is_empty(),
+        "{:?}",
+        configured.diagnostics
+    );
+
+    // A VM with two snapshots; the current one is the second.
+    ceso::vsphere::tls::install_crypto_provider();
+    let vs = std::sync::Arc::new(
+        ceso::vsphere::Client::connect(ceso::vsphere::ConnectConfig {
+            url: sim.url.parse().unwrap(),
+            user: "u".into(),
+            password: ceso::vsphere::Secret::new("p"),
+            tls: ceso::vsphere::TlsPolicy::Insecure,
+            timeout: Duration::from_secs(10),
+        })
+        .await
+        .unwrap(),
+    );
+    let vm = vs.retrieve_all("VirtualMachine", &["name"]).await.unwrap()[0]
+        .obj
+        .clone();
+    let never = tokio_util::sync::CancellationToken::new();
+    let first = vs
+        .create_snapshot(
+            &vm,
+            &ceso::vsphere::snapshot::NewSnapshot {
+                name: "first",
+                ..Default::default()
+            },
+            None,
+            &never,
+        )
+        .await
+        .unwrap();
+    let _second = vs
+        .create_snapshot(
+            &vm,
+            &ceso::vsphere::snapshot::NewSnapshot {
+                name: "second",
+                ..Default::default()
+            },
+            None,
+            &never,
+        )
+        .await
+        .unwrap();
+
+    let action_ty = ceso::cty::Type::object([
+        ("vm_id", ceso::cty::Type::String),
+        ("snapshot_id", ceso::cty::Type::String),
+        ("suppress_power_on", ceso::cty::Type::Bool),
+    ]);
+    let config = |snap: &str| {
+        let v = ceso::cty::Value::Object(
+            [
+                (
+                    "vm_id".to_string(),
+                    ceso::cty::Value::String(vm.value.clone()),
+                ),
+                (
+                    "snapshot_id".to_string(),
+                    ceso::cty::Value::String(snap.to_string()),
+                ),
+                ("suppress_power_on".to_string(), ceso::cty::Value::Null),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        Some(pb::DynamicValue {
+            msgpack: ceso::cty::to_msgpack(&v, &action_ty).unwrap(),
+            json: vec![],
+        })
+    };
+    let bad = client
+        .plan_action(pb::plan_action::Request {
+            action_type: "ceso_snapshot_revert".into(),
+            config: config("snapshot-999"),
+            client_capabilities: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first_summary(&bad.diagnostics).contains("Unknown snapshot"),
+        "{:?}",
+        bad.diagnostics
+    );
+    let ok = client
+        .plan_action(pb::plan_action::Request {
+            action_type: "ceso_snapshot_revert".into(),
+            config: config(&first.value),
+            client_capabilities: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.diagnostics.is_empty(), "{:?}", ok.diagnostics);
+
+    let mut events = client
+        .invoke_action(pb::invoke_action::Request {
+            action_type: "ceso_snapshot_revert".into(),
+            config: config(&first.value),
+            client_capabilities: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut progress = Vec::new();
+    let mut completed = None;
+    while let Some(event) = events.next().await {
+        match event.unwrap().r#type {
+            Some(pb::invoke_action::event::Type::Progress(p)) => progress.push(p.message),
+            Some(pb::invoke_action::event::Type::Completed(c)) => completed = Some(c),
+            None => {}
+        }
+    }
+    let completed = completed.expect("a completed event");
+    assert!(
+        completed.diagnostics.is_empty(),
+        "{:?}",
+        completed.diagnostics
+    );
+    assert!(
+        progress.len() >= 2 && progress[0].contains("Reverting"),
+        "{progress:?}"
+    );
+    let current = vs
+        .properties(&vm, &["snapshot.currentSnapshot"])
+        .await
+        .unwrap()
+        .moref("snapshot.currentSnapshot");
+    assert_eq!(
+        current.as_ref(),
+        Some(&first),
+        "the VM is back at the first snapshot"
+    );
 }

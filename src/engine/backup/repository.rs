@@ -1,0 +1,409 @@
+//! The repository handle: init, open, and reading the backups it holds (list, show).
+//!
+//! Layout of a repository (any [`Backend`]):
+//! ```text
+//! config                          RepoConfig (JSON, never encrypted)
+//! chunks/<2 hex>/<64 hex>         chunk objects (see `envelope`)
+//! manifests/<backup id>           one per committed backup (see `manifest`)
+//! locks/repository/<holder>       leases (see `lock`)
+//! ```
+//! Writing backups is in `session` and `write`, restoring in `restore`, checking in `verify`,
+//! and the two deleting operations, prune and gc, in `maintenance`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{SubsecRound, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use super::backend::{Backend, PutOutcome};
+use super::chunk::{validate_chunk_size, ChunkHasher, DEFAULT_CHUNK_SIZE};
+use super::config::{CompressionConfig, RepoConfig, CONFIG_KEY, REPOSITORY_FORMAT};
+use super::crypto::{KdfParams, KeySource, Keys};
+use super::envelope::{Codec, ObjectKind, ZSTD_LEVEL};
+use super::error::{Error, Result};
+use super::lock::LockOptions;
+use super::manifest::{BackupId, BackupSummary, Manifest, MANIFEST_PREFIX};
+
+/// Manifests are never larger than this once decompressed (a 64 TiB disk in 4 MiB chunks
+/// lists 16 M chunk ids, about 1.1 GB of JSON).
+pub(crate) const MAX_MANIFEST_LEN: usize = 2 << 30;
+
+/// How a repository is created.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunk size (default 4 MiB): a power of two from 64 KiB to 64 MiB, fixed for life.
+    pub chunk_size: u32,
+    /// Encrypt with a key from this passphrase or key file (default: no encryption).
+    pub key: Option<KeySource>,
+    /// Argon2id costs for a passphrase (default [`KdfParams::recommended`]).
+    pub kdf: Option<KdfParams>,
+    /// zstd level (default 3).
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            key: None,
+            kdf: None,
+            compression_level: ZSTD_LEVEL,
+        }
+    }
+}
+
+/// An open repository. Cheap to clone; clones share the backend and keys.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) config: Arc<RepoConfig>,
+    pub(crate) codec: Codec,
+    pub(crate) hasher: ChunkHasher,
+    pub(crate) parallelism: usize,
+    pub(crate) lock_options: LockOptions,
+}
+
+fn default_parallelism() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(2, 16)
+}
+
+impl Repository {
+    /// Creates a repository in an empty location and opens it. Fails with
+    /// [`Error::AlreadyExists`] if the location already has a `config`.
+    pub async fn init(backend: Arc<dyn Backend>, options: InitOptions) -> Result<Repository> {
+        validate_chunk_size(options.chunk_size)?;
+        if !(1..=19).contains(&options.compression_level) {
+            return Err(Error::InvalidArgument(format!(
+                "zstd level {} is outside 1..=19",
+                options.compression_level
+            )));
+        }
+        let (keys, encryption) = match &options.key {
+            Some(source) => {
+                let (keys, config) = Keys::create(source, options.kdf.clone())?;
+                (Some(Arc::new(keys)), Some(config))
+            }
+            None => (None, None),
+        };
+        let mut id = [0u8; 16];
+        rand::fill(&mut id);
+        let config = RepoConfig {
+            format: REPOSITORY_FORMAT,
+            repository_id: hex::encode(id),
+            created: Utc::now().trunc_subsecs(3),
+            chunk_size: options.chunk_size,
+            compression: CompressionConfig {
+                algorithm: "zstd".into(),
+                level: options.compression_level,
+            },
+            encryption,
+        };
+        let outcome = backend
+            .put_if_absent(CONFIG_KEY, Bytes::from(config.to_json()))
+            .await?;
+        if outcome == PutOutcome::AlreadyExists {
+            return Err(Error::AlreadyExists {
+                what: format!("a repository at {}", backend.location()),
+            });
+        }
+        Ok(Self::assemble(backend, config, keys))
+    }
+
+    /// Opens an existing repository; `key` unlocks an encrypted one.
+    pub async fn open(backend: Arc<dyn Backend>, key: Option<KeySource>) -> Result<Repository> {
+        let bytes = match backend.get(CONFIG_KEY).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::NotARepository {
+                    location: backend.location(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let config = RepoConfig::from_json(&bytes)?;
+        let keys = match (&config.encryption, key) {
+            (Some(enc), Some(source)) => {
+                // Argon2id is deliberately slow: keep it off the async threads.
+                let enc = enc.clone();
+                let keys = tokio::task::spawn_blocking(move || Keys::unlock(&source, &enc))
+                    .await
+                    .map_err(|e| Error::Kdf(e.to_string()))??;
+                Some(Arc::new(keys))
+            }
+            (Some(_), None) => return Err(Error::KeyRequired),
+            (None, Some(_)) => return Err(Error::KeyNotExpected),
+            (None, None) => None,
+        };
+        Ok(Self::assemble(backend, config, keys))
+    }
+
+    fn assemble(backend: Arc<dyn Backend>, config: RepoConfig, keys: Option<Arc<Keys>>) -> Self {
+        let hasher = match &keys {
+            Some(keys) => ChunkHasher::Keyed(keys.chunk_id_key()),
+            None => ChunkHasher::Plain,
+        };
+        Self {
+            backend,
+            codec: Codec::new(keys, config.compression.level),
+            config: Arc::new(config),
+            hasher,
+            parallelism: default_parallelism(),
+            lock_options: LockOptions::default(),
+        }
+    }
+
+    /// Sets how many chunks are processed at once (hashing, compression, transfers); memory
+    /// use of a backup or restore is about `2 x parallelism x chunk size`. Default: twice the
+    /// cores, 2 to 16.
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
+    }
+
+    /// Sets lease timing (TTL, wait, clock skew).
+    pub fn with_lock_options(mut self, options: LockOptions) -> Self {
+        self.lock_options = options;
+        self
+    }
+
+    /// The repository's config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Whether objects are encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.codec.encrypted()
+    }
+
+    /// The ids of all committed backups, oldest first.
+    pub async fn backup_ids(&self) -> Result<Vec<BackupId>> {
+        let mut ids: Vec<BackupId> = self
+            .backend
+            .list(MANIFEST_PREFIX)
+            .try_filter_map(|meta| async move { Ok(BackupId::from_object_key(&meta.key)) })
+            .try_collect()
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads one backup's manifest.
+    pub async fn show(&self, id: &BackupId) -> Result<Manifest> {
+        let stored = self.backend.get(&id.object_key()).await?;
+        let codec = self.codec.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            let json =
+                codec.decode(ObjectKind::Manifest, id.as_str(), &stored, MAX_MANIFEST_LEN)?;
+            Manifest::from_json(&id, &json)
+        })
+        .await
+        .map_err(|e| Error::io("decoding a manifest", std::io::Error::other(e)))?
+    }
+
+    /// Every manifest, oldest first, each read or failed on its own.
+    pub(crate) async fn all_manifests(&self) -> Result<Vec<(BackupId, Result<Manifest>)>> {
+        let ids = self.backup_ids().await?;
+        let manifests = futures::stream::iter(ids)
+            .map(|id| async move {
+                let manifest = self.show(&id).await;
+                (id, manifest)
+            })
+            .buffered(self.parallelism)
+            .collect()
+            .await;
+        Ok(manifests)
+    }
+
+    /// Every manifest, oldest first; fails on the first that cannot be read.
+    pub(crate) async fn all_manifests_strict(&self) -> Result<Vec<Manifest>> {
+        self.all_manifests()
+            .await?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Summaries of all backups, oldest first (by start time, then id).
+    pub async fn list(&self) -> Result<Vec<BackupSummary>> {
+        let mut summaries: Vec<BackupSummary> = self
+            .all_manifests_strict()
+            .await?
+            .iter()
+            .map(Manifest::summary)
+            .collect();
+        summaries.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        Ok(summaries)
+    }
+
+    /// The newest backup of the VM with this UUID, the base for its next incremental.
+    pub async fn latest(&self, vm_uuid: &str) -> Result<Option<Manifest>> {
+        Ok(self
+            .all_manifests_strict()
+            .await?
+            .into_iter()
+            .filter(|m| m.vm.uuid == vm_uuid)
+            .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id))))
+    }
+
+    pub(crate) async fn store_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let codec = self.codec.clone();
+        let json = manifest.to_json();
+        let name = manifest.id.to_string();
+        let stored =
+            tokio::task::spawn_blocking(move || codec.encode(ObjectKind::Manifest, &name, &json))
+                .await
+                .map_err(|e| Error::io("encoding a manifest", std::io::Error::other(e)))?;
+        match self
+            .backend
+            .put_if_absent(&manifest.id.object_key(), Bytes::from(stored))
+            .await?
+        {
+            PutOutcome::Created => Ok(()),
+            PutOutcome::AlreadyExists => Err(Error::AlreadyExists {
+                what: format!("backup {}", manifest.id),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::backend::LocalBackend;
+    use super::super::crypto::{test_kdf, Passphrase};
+    use super::super::test_support::{image, local_repo, request, write_image};
+    use super::*;
+
+    fn pass(p: &str) -> Option<KeySource> {
+        Some(KeySource::Passphrase(Passphrase::new(p)))
+    }
+
+    #[tokio::test]
+    async fn init_once_then_open_checks_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        assert!(matches!(
+            Repository::open(backend.clone(), None).await,
+            Err(Error::NotARepository { .. })
+        ));
+        let options = InitOptions {
+            chunk_size: 1 << 16,
+            key: pass("right"),
+            kdf: Some(test_kdf()),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), options.clone())
+            .await
+            .unwrap();
+        assert!(repo.encrypted());
+        assert!(matches!(
+            Repository::init(backend.clone(), options).await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        let config = std::fs::read_to_string(dir.path().join("config")).unwrap();
+        assert!(
+            config.contains("\"argon2id\"") && config.contains("key_check"),
+            "{config}"
+        );
+        assert!(!config.contains("right"));
+
+        let err = Repository::open(backend.clone(), pass("wrong"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::WrongKey), "{err}");
+        assert!(matches!(
+            Repository::open(backend.clone(), None).await,
+            Err(Error::KeyRequired)
+        ));
+        Repository::open(backend, pass("right")).await.unwrap();
+        assert!(matches!(
+            Repository::init(
+                Arc::new(LocalBackend::new(dir.path().join("x"))),
+                InitOptions {
+                    chunk_size: 1000,
+                    ..InitOptions::default()
+                }
+            )
+            .await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn encrypted_repository_round_trip_and_tampered_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        let options = InitOptions {
+            chunk_size: 1 << 16,
+            key: pass("secret"),
+            kdf: Some(test_kdf()),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), options).await.unwrap();
+        let data = image(5 * 65536 + 100, 7, &[(65536, 2 * 65536)]);
+        let manifest = write_image(&repo, request("enc-vm"), &data).await;
+        // Plain BLAKE3 of the chunk's data is not its id: ids are keyed.
+        let plain_id = ChunkHasher::Plain.id(&data[..65536]);
+        assert_ne!(manifest.disks[0].chunks[0], Some(plain_id));
+        let chunk_file = dir
+            .path()
+            .join(manifest.disks[0].chunks[0].unwrap().object_key());
+        let stored = std::fs::read(&chunk_file).unwrap();
+        assert!(
+            !stored
+                .windows(64)
+                .any(|w| data[..65536].windows(64).next() == Some(w)),
+            "chunk content is not stored in the clear"
+        );
+
+        let reopened = Repository::open(backend.clone(), pass("secret"))
+            .await
+            .unwrap();
+        let mut restored = Vec::new();
+        reopened
+            .read_disk(&manifest.disks[0], &mut restored)
+            .await
+            .unwrap();
+        assert!(restored == data);
+
+        let mut tampered = stored.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x40;
+        std::fs::write(&chunk_file, tampered).unwrap();
+        let err = reopened
+            .read_disk(&manifest.disks[0], &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Authentication { .. }), "{err}");
+        let listed = reopened.list().await.unwrap();
+        assert_eq!(listed.len(), 1, "manifests stay readable");
+        let report = reopened.verify(Default::default()).await.unwrap();
+        assert_eq!(report.problems.len(), 1);
+        assert!(report.problems[0].problem.contains("failed authentication"));
+    }
+
+    #[tokio::test]
+    async fn list_show_and_latest() {
+        let (_dir, repo) = local_repo(1 << 16).await;
+        let a = write_image(&repo, request("a"), &image(70_000, 1, &[])).await;
+        let b = write_image(&repo, request("b"), &image(70_000, 2, &[])).await;
+        let a2 = write_image(&repo, request("a"), &image(70_000, 3, &[])).await;
+        let listed = repo.list().await.unwrap();
+        let ids: Vec<_> = listed.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(ids, [a.id.clone(), b.id.clone(), a2.id.clone()]);
+        assert_eq!(listed[0].disks[0].capacity, 70_000);
+        assert_eq!(repo.show(&b.id).await.unwrap(), b);
+        assert_eq!(repo.latest("uuid-a").await.unwrap().unwrap().id, a2.id);
+        assert!(repo.latest("uuid-none").await.unwrap().is_none());
+        let missing: BackupId = "2020-01-01T00-00-00Z-000000".parse().unwrap();
+        assert!(repo.show(&missing).await.unwrap_err().is_not_found());
+    }
+}

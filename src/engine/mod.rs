@@ -1,0 +1,3 @@
+//! Engines: long-running work built on the lower layers (`vsphere`), never on `framework`.
+
+pub mod backup;

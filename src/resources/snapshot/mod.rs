@@ -1,0 +1,386 @@
+//! `ceso_snapshot`: a VM snapshot that can be renamed in place, imported, survives drift
+//! (removed out of band: planned for re-creation, never an error), and reverts the VM on
+//! purpose when `revert_trigger` changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::cty::Value;
+use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource};
+use crate::framework::typed::{from_planned, to_value};
+use crate::framework::validator::matches;
+use crate::framework::{Attribute, Block, Context, Diagnostics, Resource, Schema};
+use crate::provider::{client, error_diagnostics};
+use crate::vsphere::snapshot::{SnapshotInfo, SnapshotTree};
+use crate::vsphere::types::ManagedObjectReference;
+use crate::vsphere::{Client, Error};
+
+/// The `ceso_snapshot` resource.
+pub struct Snapshot;
+
+const TYPE: &str = "ceso_snapshot";
+/// Time limit of snapshot tasks.
+const TASK_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// The resource's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotModel {
+    pub id: Option<String>,
+    pub vm_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub memory: Option<bool>,
+    pub quiesce: Option<bool>,
+    pub revert_trigger: Option<String>,
+    pub suppress_power_on: Option<bool>,
+    pub create_time: Option<String>,
+    pub parent_id: Option<String>,
+    pub quiesced: Option<bool>,
+    pub is_current: Option<bool>,
+}
+
+/// The resource's schema.
+pub fn schema() -> Schema {
+    Schema::new(
+        Block::new()
+            .description("A snapshot of a VM. Renaming is done in place; changing `revert_trigger` reverts the VM to this snapshot on purpose.")
+            .attribute(Attribute::string("id").computed().use_state_for_unknown().description("The snapshot's id, e.g. `snapshot-42`."))
+            .attribute(Attribute::string("vm_id").required().requires_replace().description("The VM: a `ceso_vm`'s `id` (instance UUID) or its `moid`."))
+            .attribute(Attribute::string("name").required().validate(matches(r"^.{1,80}$", "1 to 80 characters")).description("Snapshot name (renamed in place)."))
+            .attribute(Attribute::string("description").default_value(Value::String(String::new())).description("Description (changed in place)."))
+            .attribute(Attribute::bool("memory").default_value(Value::Bool(false)).requires_replace().description("Include the VM's memory (a running VM resumes from it on revert)."))
+            .attribute(Attribute::bool("quiesce").default_value(Value::Bool(false)).requires_replace().description("Quiesce the guest file systems first. Needs VMware Tools running in the guest; without them the snapshot is refused with an error saying so."))
+            .attribute(Attribute::string("revert_trigger").optional().description("Any value; when it changes (not on create), apply reverts the VM to this snapshot. The plan shows the change."))
+            .attribute(Attribute::bool("suppress_power_on").optional().description("On revert, leave the VM powered off even if the snapshot was taken while it ran."))
+            .attribute(Attribute::string("create_time").computed().use_state_for_unknown().description("When the snapshot was taken (RFC 3339)."))
+            .attribute(Attribute::string("parent_id").computed().description("The parent snapshot's id; null for a root snapshot."))
+            .attribute(Attribute::bool("quiesced").computed().use_state_for_unknown().description("Whether the guest was quiesced."))
+            .attribute(Attribute::bool("is_current").computed().description("Whether this is the VM's current snapshot.")),
+    )
+}
+
+fn model(v: &Value) -> Result<SnapshotModel, Diagnostics> {
+    from_planned(v, &schema().value_type())
+}
+
+fn value(m: &SnapshotModel) -> Result<Value, Diagnostics> {
+    to_value(m, &schema().value_type())
+}
+
+/// The VM of `vm_id` (instance UUID or moid); `None` when it no longer exists.
+async fn find_vm(client: &Client, vm_id: &str) -> Result<Option<ManagedObjectReference>, Error> {
+    if vm_id.starts_with("vm-") {
+        let vm = ManagedObjectReference::new("VirtualMachine", vm_id);
+        return match client.find_by_ref(&vm).await {
+            Ok(vm) => Ok(Some(vm)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    match client.find_vm_by_uuid(vm_id, true).await {
+        Ok(vm) => Ok(Some(vm)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn state_from(prior: &SnapshotModel, tree: &SnapshotTree, s: &SnapshotInfo) -> SnapshotModel {
+    SnapshotModel {
+        id: Some(s.obj.value.clone()),
+        name: s.name.clone(),
+        description: Some(s.description.clone()),
+        create_time: Some(s.create_time.clone()),
+        parent_id: s.parent.as_ref().map(|p| p.value.clone()),
+        quiesced: Some(s.quiesced),
+        is_current: Some(tree.current.as_ref() == Some(&s.obj)),
+        quiesce: prior.quiesce.or(Some(s.quiesced)),
+        memory: prior.memory.or(Some(false)),
+        ..prior.clone()
+    }
+}
+
+impl Snapshot {
+    async fn read_model(
+        &self,
+        client: &Client,
+        prior: &SnapshotModel,
+    ) -> Result<Option<SnapshotModel>, Error> {
+        let Some(vm) = find_vm(client, &prior.vm_id).await? else {
+            return Ok(None);
+        };
+        let tree = match client.snapshot_tree(&vm).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(id) = prior.id.as_deref() else {
+            return Ok(None);
+        };
+        Ok(tree.by_id(id).map(|s| state_from(prior, &tree, s)))
+    }
+
+    async fn finish(
+        &self,
+        client: &Arc<Client>,
+        handle: SnapshotModel,
+        mut diags: Diagnostics,
+    ) -> ApplyResult {
+        match self.read_model(client, &handle).await {
+            Ok(Some(m)) => match value(&m) {
+                Ok(v) => ApplyResult {
+                    state: v,
+                    private: None,
+                    diags,
+                },
+                Err(d) => ApplyResult::failed(Value::Null, d),
+            },
+            Ok(None) => {
+                diags.error(
+                    "Snapshot disappeared",
+                    "The snapshot no longer exists after the operation.",
+                );
+                ApplyResult::failed(Value::Null, diags)
+            }
+            Err(e) => {
+                diags.extend(error_diagnostics("read the snapshot back", &e));
+                ApplyResult::failed(Value::Null, diags)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Resource for Snapshot {
+    fn type_name(&self) -> &'static str {
+        TYPE
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    async fn create(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
+        let plan = match model(req.planned) {
+            Ok(m) => m,
+            Err(d) => return ApplyResult::failed(Value::Null, d),
+        };
+        let client = match client(ctx).await {
+            Ok(c) => c,
+            Err(d) => return ApplyResult::failed(Value::Null, d),
+        };
+        let vm = match find_vm(&client, &plan.vm_id).await {
+            Ok(Some(vm)) => vm,
+            Ok(None) => {
+                return ApplyResult::failed(
+                    Value::Null,
+                    Diagnostics::from_attr_error(
+                        crate::framework::AttrPath::attr("vm_id"),
+                        "Unknown VM",
+                        format!("No VM with id {:?}.", plan.vm_id),
+                    ),
+                )
+            }
+            Err(e) => {
+                return ApplyResult::failed(Value::Null, error_diagnostics("find the VM", &e))
+            }
+        };
+        if plan.quiesce.unwrap_or(false) {
+            let tools = client
+                .properties(&vm, &["guest.toolsRunningStatus"])
+                .await
+                .ok()
+                .and_then(|o| o.text("guest.toolsRunningStatus").map(str::to_string))
+                .unwrap_or_default();
+            if tools != "guestToolsRunning" {
+                return ApplyResult::failed(
+                    Value::Null,
+                    Diagnostics::from_attr_error(
+                        crate::framework::AttrPath::attr("quiesce"),
+                        "Unable to quiesce the guest",
+                        format!(
+                            "quiesce = true needs VMware Tools running in the guest, and they are not (tools status: {}). Start the guest with VMware Tools, or set quiesce = false for a crash-consistent snapshot.",
+                            if tools.is_empty() { "unknown" } else { tools.as_str() }
+                        ),
+                    ),
+                );
+            }
+        }
+        let snap = match client
+            .create_snapshot(
+                &vm,
+                &crate::vsphere::snapshot::NewSnapshot {
+                    name: &plan.name,
+                    description: plan.description.as_deref().unwrap_or(""),
+                    memory: plan.memory.unwrap_or(false),
+                    quiesce: plan.quiesce.unwrap_or(false),
+                },
+                Some(TASK_LIMIT),
+                &ctx.cancel,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                return ApplyResult::failed(
+                    Value::Null,
+                    error_diagnostics(&format!("create snapshot {:?}", plan.name), &e),
+                )
+            }
+        };
+        let handle = SnapshotModel {
+            id: Some(snap.value),
+            ..plan
+        };
+        self.finish(&client, handle, Diagnostics::new()).await
+    }
+
+    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
+        let prior = model(state)?;
+        let client = client(ctx).await?;
+        match self.read_model(&client, &prior).await {
+            Ok(Some(m)) => value(&m).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(error_diagnostics("read the snapshot", &e)),
+        }
+    }
+
+    async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
+        let (plan, prior) = match (model(req.planned), model(req.prior)) {
+            (Ok(p), Ok(q)) => (p, q),
+            (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
+        };
+        let client = match client(ctx).await {
+            Ok(c) => c,
+            Err(d) => return ApplyResult::failed(req.prior.clone(), d),
+        };
+        let snap = ManagedObjectReference::new(
+            "VirtualMachineSnapshot",
+            prior.id.as_deref().unwrap_or_default(),
+        );
+        let mut diags = Diagnostics::new();
+        let rename = (plan.name != prior.name).then_some(plan.name.as_str());
+        let redescribe = (plan.description != prior.description)
+            .then(|| plan.description.as_deref().unwrap_or(""));
+        if rename.is_some() || redescribe.is_some() {
+            if let Err(e) = client.rename_snapshot(&snap, rename, redescribe).await {
+                diags.extend(error_diagnostics(
+                    &format!("rename snapshot {:?}", prior.name),
+                    &e,
+                ));
+            }
+        }
+        if !diags.has_errors() && plan.revert_trigger != prior.revert_trigger {
+            if let Err(e) = client
+                .revert_to_snapshot(
+                    &snap,
+                    plan.suppress_power_on.unwrap_or(false),
+                    Some(TASK_LIMIT),
+                    &ctx.cancel,
+                )
+                .await
+            {
+                diags.extend(error_diagnostics(
+                    &format!("revert to snapshot {:?}", plan.name),
+                    &e,
+                ));
+            }
+        }
+        let handle = SnapshotModel {
+            id: prior.id.clone(),
+            ..plan
+        };
+        self.finish(&client, handle, diags).await
+    }
+
+    async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics {
+        let prior = match model(req.prior) {
+            Ok(m) => m,
+            Err(d) => return d,
+        };
+        let client = match client(ctx).await {
+            Ok(c) => c,
+            Err(d) => return d,
+        };
+        let Some(id) = prior.id.as_deref() else {
+            return Diagnostics::new();
+        };
+        let snap = ManagedObjectReference::new("VirtualMachineSnapshot", id);
+        match client
+            .remove_snapshot(&snap, Some(TASK_LIMIT), &ctx.cancel)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Diagnostics::new(),
+            Err(e) => return error_diagnostics(&format!("remove snapshot {:?}", prior.name), &e),
+        }
+        let mut diags = Diagnostics::new();
+        if let Ok(Some(vm)) = find_vm(&client, &prior.vm_id).await {
+            match client.consolidate_if_needed(&vm, Some(TASK_LIMIT), &ctx.cancel).await {
+                Ok(true) => diags.warning(
+                    "Disks consolidated",
+                    format!("Removing snapshot {:?} left the VM needing disk consolidation; ceso ran ConsolidateVMDisks_Task.", prior.name),
+                ),
+                Ok(false) => {}
+                Err(e) => diags.extend(error_diagnostics("consolidate the VM's disks", &e)),
+            }
+        }
+        diags
+    }
+
+    fn supports_import(&self) -> bool {
+        true
+    }
+
+    async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
+        let bad = |why: String| {
+            Diagnostics::from_error(
+                "Unable to import ceso_snapshot",
+                format!("{why}. Use VM_ID/SNAPSHOT_NAME or VM_ID/SNAPSHOT_ID (VM_ID: instance UUID or moid)."),
+            )
+        };
+        let (vm_id, which) = id
+            .split_once('/')
+            .ok_or_else(|| bad(format!("{id:?} has no '/'")))?;
+        let client = client(ctx).await?;
+        let vm = find_vm(&client, vm_id)
+            .await
+            .map_err(|e| error_diagnostics("find the VM", &e))?
+            .ok_or_else(|| bad(format!("no VM with id {vm_id:?}")))?;
+        let tree = client
+            .snapshot_tree(&vm)
+            .await
+            .map_err(|e| error_diagnostics("read the snapshots", &e))?;
+        let found: Vec<&SnapshotInfo> = match tree.by_id(which) {
+            Some(s) => vec![s],
+            None => tree.snapshots.iter().filter(|s| s.name == which).collect(),
+        };
+        let s = match found.as_slice() {
+            [one] => *one,
+            [] => return Err(bad(format!("VM {vm_id} has no snapshot named or with id {which:?}"))),
+            many => {
+                return Err(bad(format!(
+                    "snapshot name {which:?} is ambiguous: {} snapshots have it ({}); import by id instead",
+                    many.len(),
+                    many.iter().map(|s| s.obj.value.as_str()).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+        let m = SnapshotModel {
+            id: Some(s.obj.value.clone()),
+            vm_id: vm_id.to_string(),
+            name: s.name.clone(),
+            description: Some(s.description.clone()),
+            memory: Some(false),
+            quiesce: Some(s.quiesced),
+            ..SnapshotModel::default()
+        };
+        Ok(vec![ImportedResource {
+            type_name: TYPE.to_string(),
+            state: value(&m)?,
+            private: Vec::new(),
+        }])
+    }
+}
