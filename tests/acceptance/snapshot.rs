@@ -260,3 +260,39 @@ fn ambiguous_import_and_quiesce_without_tools() {
     assert!(t.contains("needs VMware Tools running in the guest"), "{t}");
     assert!(s.tree(&off).snapshots.is_empty(), "nothing created");
 }
+
+#[test]
+fn removal_consolidates_disks_when_vsphere_asks() {
+    require_acc!();
+    // The launcher's flag makes RemoveSnapshot_Task leave runtime.consolidationNeeded set.
+    let sim = Vcsim::start(&["-esx", "-consolidation-needed-after-remove"]);
+    let s = Sim::connect(&sim);
+    let vm = s.vm_in("poweredOn");
+    let var = format!("vm_id={vm}");
+    let ws = Workspace::empty().against(&sim);
+    ws.write("main.tf", &format!("{HEADER}resource \"ceso_snapshot\" \"x\" {{\n  vm_id = var.vm_id\n  name = \"tmp\"\n}}\n"));
+    ws.init();
+    ws.run(&["apply", "-auto-approve", "-no-color", "-var", &var])
+        .ok("create");
+    let before = sim.counts()["methods"]["/sdk"]["ConsolidateVMDisks_Task"]
+        .as_u64()
+        .unwrap_or(0);
+    let out = ws
+        .run(&["destroy", "-auto-approve", "-no-color", "-var", &var])
+        .ok("destroy");
+    assert!(text(&out).contains("Disks consolidated"), "{}", text(&out));
+    assert_eq!(
+        sim.counts()["methods"]["/sdk"]["ConsolidateVMDisks_Task"]
+            .as_u64()
+            .unwrap_or(0),
+        before + 1
+    );
+    let needed =
+        s.rt.block_on(s.client.properties(
+            &ManagedObjectReference::new("VirtualMachine", &vm),
+            &["runtime.consolidationNeeded"],
+        ))
+        .unwrap();
+    assert_eq!(needed.bool("runtime.consolidationNeeded"), Some(false));
+    assert!(s.tree(&vm).snapshots.is_empty());
+}

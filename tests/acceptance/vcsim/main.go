@@ -20,6 +20,10 @@
 // API reference where the simulator falls short: HostNetworkSystem.UpdatePortGroup, a filled
 // HostPortGroup.computedPolicy, networkInfo kept as the host's config.network, and in the
 // vCenter model one Network object shared by every host carrying a port group of that name.
+// snapshot.go models RenameSnapshot, ConsolidateVMDisks_Task (and the
+// -consolidation-needed-after-remove flag), reverts that restore the snapshot's recorded power
+// state, and removal of current/root snapshots without the simulator's panic.
+// -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
 // Every SOAP call is counted per method: GET /vcsim-counts on the same address
 // returns {"total":{path:n},"methods":{path:{method:n}},"peak_inflight":n}, so a
