@@ -141,6 +141,12 @@ pub struct ObjectContent {
 impl ObjectContent {
     /// Reads one `objects`/`returnval` element of a retrieve result.
     pub fn from_node(node: &Node) -> Result<Self> {
+        Self::from_owned(node.clone())
+    }
+
+    /// Reads one `objects`/`returnval` element, taking its value subtrees without copying
+    /// them (the bulk-read path).
+    pub fn from_owned(node: Node) -> Result<Self> {
         let obj = node.moref_of("obj").ok_or_else(|| {
             Error::new(
                 ErrorKind::Decode,
@@ -148,11 +154,29 @@ impl ObjectContent {
             )
         })?;
         let mut props = BTreeMap::new();
-        for p in node.children_named("propSet") {
-            if let (Some(name), Some(val)) = (p.text_of("name"), p.child("val")) {
-                props.insert(name.to_string(), val.clone());
+        let mut rest = Vec::new();
+        for p in node.children {
+            if p.name != "propSet" {
+                rest.push(p);
+                continue;
+            }
+            let mut name = None;
+            let mut val = None;
+            for c in p.children {
+                match c.name.as_str() {
+                    "name" => name = Some(c.text),
+                    "val" => val = Some(c),
+                    _ => {}
+                }
+            }
+            if let (Some(name), Some(val)) = (name, val) {
+                props.insert(name, val);
             }
         }
+        let node = Node {
+            children: rest,
+            ..Node::default()
+        };
         let mut missing = BTreeMap::new();
         for m in node.children_named("missingSet") {
             let path = m.text_of("path").unwrap_or_default().to_string();
@@ -209,14 +233,16 @@ fn read_result(node: Option<Node>) -> Result<(Vec<ObjectContent>, Option<String>
     let Some(node) = node else {
         return Ok((Vec::new(), None));
     };
-    let objects = node
-        .children_named("objects")
-        .map(ObjectContent::from_node)
-        .collect::<Result<Vec<_>>>()?;
     let token = node
         .text_of("token")
         .map(str::to_string)
         .filter(|t| !t.is_empty());
+    let objects = node
+        .children
+        .into_iter()
+        .filter(|n| n.name == "objects")
+        .map(ObjectContent::from_owned)
+        .collect::<Result<Vec<_>>>()?;
     Ok((objects, token))
 }
 

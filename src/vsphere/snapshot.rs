@@ -40,6 +40,9 @@ pub struct SnapshotTree {
     pub snapshots: Vec<SnapshotInfo>,
     /// The current snapshot.
     pub current: Option<ManagedObjectReference>,
+    /// Bytes of each snapshot's own files (state and memory), by snapshot id, where the VM's
+    /// file layout reports them.
+    pub sizes: std::collections::BTreeMap<String, i64>,
 }
 
 impl SnapshotTree {
@@ -81,6 +84,38 @@ impl SnapshotTree {
 
 fn no_args(_: &mut RequestWriter) {}
 
+/// Sizes of the files each snapshot's layout names (`dataKey`, `memoryKey`).
+fn snapshot_sizes(
+    layouts: Option<&Node>,
+    files: Option<&Node>,
+) -> std::collections::BTreeMap<String, i64> {
+    let size_of = |key: i64| -> Option<i64> {
+        files?
+            .children
+            .iter()
+            .find(|f| f.parse_of::<i64>("key") == Some(key))
+            .and_then(|f| f.parse_of("size"))
+    };
+    layouts
+        .map(|l| {
+            l.children
+                .iter()
+                .filter_map(|s| {
+                    let id = s.moref_of("key")?.value;
+                    let keys = [s.parse_of::<i64>("dataKey"), s.parse_of::<i64>("memoryKey")];
+                    let sizes: Vec<i64> = keys
+                        .into_iter()
+                        .flatten()
+                        .filter(|k| *k >= 0)
+                        .filter_map(size_of)
+                        .collect();
+                    (!sizes.is_empty()).then(|| (id, sizes.iter().sum()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What to snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct NewSnapshot<'a> {
@@ -95,10 +130,15 @@ pub struct NewSnapshot<'a> {
 }
 
 impl Client {
-    /// A VM's snapshot tree (one round trip, batched with other reads).
+    /// A VM's snapshot tree with the snapshots' file sizes (one round trip, batched with
+    /// other reads).
     pub async fn snapshot_tree(&self, vm: &ManagedObjectReference) -> Result<SnapshotTree> {
-        let o = self.read_batched(vm, &["snapshot"]).await?;
-        Ok(SnapshotTree::from_node(o.get("snapshot")))
+        let o = self
+            .read_batched(vm, &["snapshot", "layoutEx.snapshot", "layoutEx.file"])
+            .await?;
+        let mut tree = SnapshotTree::from_node(o.get("snapshot"));
+        tree.sizes = snapshot_sizes(o.get("layoutEx.snapshot"), o.get("layoutEx.file"));
+        Ok(tree)
     }
 
     /// `VirtualMachine.CreateSnapshot_Task`; returns the snapshot.

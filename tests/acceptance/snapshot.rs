@@ -107,6 +107,21 @@ fn snapshot_chain_rename_revert_delete_import() {
     assert_eq!(tree.snapshots[0].description, "clean install");
     let plan = ws.run(&["plan", "-detailed-exitcode", "-no-color", "-var", &var]);
     assert_eq!(plan.code, 0, "second plan not empty: {}", plan.stdout);
+    let show = ws.show_json();
+    let state = resource_values(&show, "ceso_snapshot.base");
+    assert_eq!(state["parent_id"], serde_json::Value::Null);
+    assert_eq!(
+        resource_values(&show, "ceso_snapshot.before_upgrade")["parent_id"],
+        base.value.as_str()
+    );
+    assert_eq!(
+        resource_values(&show, "ceso_snapshot.before_upgrade")["is_current"],
+        true
+    );
+    assert!(
+        state["size_bytes"].as_i64().is_some_and(|n| n >= 0),
+        "size from the file layout: {state}"
+    );
 
     // The data source sees the same tree.
     let ds = Workspace::from_example("data-sources/ceso_snapshots").against(&sim);
@@ -191,7 +206,6 @@ fn snapshot_chain_rename_revert_delete_import() {
     ws.run(&["destroy", "-auto-approve", "-no-color", "-var", &var])
         .ok("destroy");
     assert!(s.tree(&vm).snapshots.is_empty());
-    let _ = resource_values;
 }
 
 #[test]

@@ -40,6 +40,7 @@ pub struct SnapshotModel {
     pub parent_id: Option<String>,
     pub quiesced: Option<bool>,
     pub is_current: Option<bool>,
+    pub size_bytes: Option<i64>,
 }
 
 /// The resource's schema.
@@ -58,7 +59,8 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("create_time").computed().use_state_for_unknown().description("When the snapshot was taken (RFC 3339)."))
             .attribute(Attribute::string("parent_id").computed().description("The parent snapshot's id; null for a root snapshot."))
             .attribute(Attribute::bool("quiesced").computed().use_state_for_unknown().description("Whether the guest was quiesced."))
-            .attribute(Attribute::bool("is_current").computed().description("Whether this is the VM's current snapshot.")),
+            .attribute(Attribute::bool("is_current").computed().description("Whether this is the VM's current snapshot."))
+            .attribute(Attribute::number("size_bytes").computed().description("Bytes of the snapshot's own files (state and memory) as the VM's file layout reports them; null when vSphere does not report it.")),
     )
 }
 
@@ -96,6 +98,7 @@ fn state_from(prior: &SnapshotModel, tree: &SnapshotTree, s: &SnapshotInfo) -> S
         parent_id: s.parent.as_ref().map(|p| p.value.clone()),
         quiesced: Some(s.quiesced),
         is_current: Some(tree.current.as_ref() == Some(&s.obj)),
+        size_bytes: tree.sizes.get(&s.obj.value).copied(),
         quiesce: prior.quiesce.or(Some(s.quiesced)),
         memory: prior.memory.or(Some(false)),
         ..prior.clone()
