@@ -77,6 +77,16 @@ fn generate_server_certificate(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "localhost");
+    mark_as_plugin_ca(&mut params);
+    let cert = params.self_signed(&key)?;
+    let der = cert.der().clone();
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Ok((der, key_der))
+}
+
+/// Makes a certificate a self-signed CA for server and client auth, as go-plugin's are (each
+/// side trusts exactly the other's certificate as its own root).
+fn mark_as_plugin_ca(params: &mut rcgen::CertificateParams) {
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::DigitalSignature,
@@ -87,10 +97,6 @@ fn generate_server_certificate(
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    let cert = params.self_signed(&key)?;
-    let der = cert.der().clone();
-    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    Ok((der, key_der))
 }
 
 /// Accepts exactly one client certificate and verifies the client's handshake signature.
@@ -164,16 +170,7 @@ impl ClientCertVerifier for PinnedClientCert {
 pub fn generate_client_certificate() -> Result<(String, String), MtlsError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512)?;
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::DigitalSignature,
-        rcgen::KeyUsagePurpose::KeyEncipherment,
-        rcgen::KeyUsagePurpose::KeyCertSign,
-    ];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    mark_as_plugin_ca(&mut params);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }

@@ -353,3 +353,52 @@ pub fn resource_values<'a>(show: &'a serde_json::Value, address: &str) -> &'a se
         .map(|r| &r["values"])
         .unwrap_or_else(|| panic!("{address} not in state: {show}"))
 }
+
+/// ceso's own vSphere client logged in to a simulator, for reading its state in assertions and
+/// making out-of-band changes (drift); with a runtime of its own so plain tests can use it.
+pub struct SimClient {
+    /// The runtime the client's calls run on.
+    pub rt: tokio::runtime::Runtime,
+    /// The logged-in client.
+    pub client: std::sync::Arc<ceso::vsphere::Client>,
+}
+
+impl SimClient {
+    /// Logs in to `sim`.
+    pub fn connect(sim: &Vcsim) -> Self {
+        ceso::vsphere::tls::install_crypto_provider();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt
+            .block_on(ceso::vsphere::Client::connect(
+                ceso::vsphere::ConnectConfig {
+                    url: sim.url.parse().unwrap(),
+                    user: "u".into(),
+                    password: ceso::vsphere::Secret::new("p"),
+                    tls: ceso::vsphere::TlsPolicy::Insecure,
+                    timeout: Duration::from_secs(10),
+                },
+            ))
+            .expect("login to the simulator");
+        Self {
+            rt,
+            client: std::sync::Arc::new(client),
+        }
+    }
+
+    /// Runs a future on the client's runtime.
+    pub fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+}
+
+/// Terraform's output with white space folded (it wraps diagnostics to the terminal width).
+pub fn folded(out: &TfRun) -> String {
+    format!("{}\n{}", out.stdout, out.stderr)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,11 +1,9 @@
 //! `ceso_snapshot` and `ceso_snapshots` through real Terraform, checking the snapshot tree the
 //! simulator reports.
 
-use std::time::Duration;
-
 use ceso::vsphere::snapshot::SnapshotTree;
 use ceso::vsphere::types::ManagedObjectReference;
-use ceso::vsphere::{Client, ConnectConfig, Secret, TlsPolicy};
+use ceso::vsphere::Client;
 
 use crate::harness::{resource_values, TfRun, Vcsim, Workspace};
 use crate::require_acc;
@@ -17,24 +15,10 @@ struct Sim {
 
 impl Sim {
     fn connect(sim: &Vcsim) -> Self {
-        ceso::vsphere::tls::install_crypto_provider();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = rt
-            .block_on(Client::connect(ConnectConfig {
-                url: sim.url.parse().unwrap(),
-                user: "u".into(),
-                password: Secret::new("p"),
-                tls: TlsPolicy::Insecure,
-                timeout: Duration::from_secs(10),
-            }))
-            .unwrap();
+        let c = crate::harness::SimClient::connect(sim);
         Sim {
-            rt,
-            client: std::sync::Arc::new(client),
+            rt: c.rt,
+            client: c.client,
         }
     }
 

@@ -1,33 +1,17 @@
 //! `ceso_vlan` through real Terraform against the simulator, with assertions on the hosts'
 //! network configuration and the distributed switches as the simulator reports them.
 
-use std::time::Duration;
-
 use ceso::vsphere::network::{DvPortGroupSpec, DvsVlan, HostNetwork};
 use ceso::vsphere::types::ManagedObjectReference;
-use ceso::vsphere::{Client, ConnectConfig, Secret, TlsPolicy};
+use ceso::vsphere::Client;
 
-use crate::harness::{resource_values, Vcsim, Workspace};
+use crate::harness::{resource_values, SimClient, Vcsim, Workspace};
 use crate::require_acc;
 
 /// A client of the simulator, for reading its state (and making out-of-band changes).
 fn sim_client(sim: &Vcsim) -> (tokio::runtime::Runtime, std::sync::Arc<Client>) {
-    ceso::vsphere::tls::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt
-        .block_on(Client::connect(ConnectConfig {
-            url: sim.url.parse().unwrap(),
-            user: "u".into(),
-            password: Secret::new("p"),
-            tls: TlsPolicy::Insecure,
-            timeout: Duration::from_secs(10),
-        }))
-        .expect("login");
-    (rt, std::sync::Arc::new(client))
+    let c = SimClient::connect(sim);
+    (c.rt, c.client)
 }
 
 fn hosts(rt: &tokio::runtime::Runtime, c: &Client) -> Vec<HostNetwork> {

@@ -1,12 +1,10 @@
 //! `ceso_vm` through real Terraform against the simulator, asserting on the VMs as the
 //! simulator reports them.
 
-use std::time::Duration;
-
 use ceso::vsphere::device::{Device, NicBacking};
 use ceso::vsphere::types::ManagedObjectReference;
 use ceso::vsphere::vm::{PowerOp, VmInfo};
-use ceso::vsphere::{Client, ConnectConfig, Secret, TlsPolicy};
+use ceso::vsphere::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{resource_values, TfRun, Vcsim, Workspace};
@@ -19,24 +17,10 @@ struct Sim {
 
 impl Sim {
     fn connect(sim: &Vcsim) -> Self {
-        ceso::vsphere::tls::install_crypto_provider();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = rt
-            .block_on(Client::connect(ConnectConfig {
-                url: sim.url.parse().unwrap(),
-                user: "u".into(),
-                password: Secret::new("p"),
-                tls: TlsPolicy::Insecure,
-                timeout: Duration::from_secs(10),
-            }))
-            .expect("login");
+        let c = crate::harness::SimClient::connect(sim);
         Sim {
-            rt,
-            client: std::sync::Arc::new(client),
+            rt: c.rt,
+            client: c.client,
         }
     }
 

@@ -7,7 +7,7 @@
 //!   level 3 when that helps, and sealed with XChaCha20-Poly1305 when the repository is
 //!   encrypted ([`chunk`], [`envelope`], [`crypto`]).
 //! - A backup is one manifest listing every chunk of every disk, so each backup is a logical
-//!   full and an incremental just repeats unchanged ids ([`manifest`], [`write`], [`session`]).
+//!   full and an incremental just repeats unchanged ids ([`manifest`], [`mod@write`], [`session`]).
 //! - Objects are written atomically through one [`backend::Backend`] trait, local or S3.
 //!
 //! # Concurrency and garbage collection
