@@ -484,3 +484,138 @@ fn bad_vm_input_is_caught_before_apply() {
         }
     }
 }
+
+/// `SET.guest.ipAddress` in extraConfig is how the simulator lets a test play VMware Tools
+/// reporting an address.
+struct ReportIp(ManagedObjectReference, &'static str);
+
+impl ceso::vsphere::methods::Method for ReportIp {
+    type Response = ManagedObjectReference;
+    const NAME: &'static str = "ReconfigVM_Task";
+    const IDEMPOTENT: bool = false;
+    fn this(&self) -> &ManagedObjectReference {
+        &self.0
+    }
+    fn write_args(&self, w: &mut ceso::vsphere::envelope::RequestWriter) {
+        w.start("spec", None)
+            .start("extraConfig", None)
+            .text("key", "SET.guest.ipAddress")
+            .typed_text("value", "xsd:string", self.1)
+            .end("extraConfig")
+            .end("spec");
+    }
+    fn decode(inner: &str) -> ceso::vsphere::error::Result<ManagedObjectReference> {
+        Ok(ceso::vsphere::xml::parse_fragment(inner)?[0]
+            .as_moref()
+            .unwrap())
+    }
+}
+
+#[test]
+fn wait_for_ip_and_a_failed_create_stays_tracked() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let s = Sim::connect(&sim);
+    let config = |name: &str, timeout: &str| {
+        format!("terraform {{\n  required_providers {{\n    ceso = {{ source = \"choiceomg/ceso\" }}\n  }}\n}}\nresource \"ceso_vm\" \"w\" {{\n  name = \"{name}\"\n  memory_mb = 512\n  network_interface {{\n    network = \"VM Network\"\n  }}\n  wait_for_ip {{\n    timeout = \"{timeout}\"\n  }}\n}}\n")
+    };
+    // No address ever comes: the apply fails, and the VM is in state (tainted), not orphaned.
+    let ws = Workspace::empty().against(&sim);
+    ws.write("main.tf", &config("noip", "2s"));
+    ws.init();
+    let out = ws.apply();
+    assert_eq!(out.code, 1);
+    assert!(
+        text(&out).contains("No guest IP address in time"),
+        "{}",
+        text(&out)
+    );
+    let show = ws.show_json();
+    let tracked = &show["values"]["root_module"]["resources"][0];
+    assert_eq!(tracked["address"], "ceso_vm.w");
+    assert_eq!(tracked["tainted"], true, "{show}");
+    assert!(s.vm("noip").is_some());
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy the tainted VM");
+    assert!(s.vm("noip").is_none());
+
+    // The guest reports an address while apply waits: apply finishes and records it.
+    let ws = Workspace::empty().against(&sim);
+    ws.write("main.tf", &config("withip", "60s"));
+    ws.init();
+    let reporter = {
+        let client = s.client.clone();
+        s.rt.spawn(async move {
+            let vm = loop {
+                if let Ok(vm) = client.find_by_name("VirtualMachine", "withip").await {
+                    if client
+                        .properties(&vm, &["runtime.powerState"])
+                        .await
+                        .ok()
+                        .and_then(|o| o.text("runtime.powerState").map(str::to_string))
+                        .as_deref()
+                        == Some("poweredOn")
+                    {
+                        break vm;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            let task = client.call(&ReportIp(vm, "10.20.30.40")).await.unwrap();
+            client
+                .wait_for_task(&task, None, &CancellationToken::new(), &|_| {})
+                .await
+                .unwrap();
+        })
+    };
+    ws.apply().ok("create and wait for the IP");
+    s.rt.block_on(reporter).unwrap();
+    let show = ws.show_json();
+    assert_eq!(
+        resource_values(&show, "ceso_vm.w")["default_ip"],
+        "10.20.30.40"
+    );
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy");
+}
+
+#[test]
+fn destroy_refuses_to_lose_unmanaged_snapshots() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let s = Sim::connect(&sim);
+    let ws = Workspace::from_example("resources/ceso_vm").against(&sim);
+    ws.init();
+    ws.apply().ok("create");
+    let vm = s.vm_ref("web-01");
+    s.rt.block_on(s.client.create_snapshot(
+        &vm,
+        &ceso::vsphere::snapshot::NewSnapshot {
+            name: "by-hand",
+            ..Default::default()
+        },
+        None,
+        &CancellationToken::new(),
+    ))
+    .unwrap();
+    let out = ws.run(&["destroy", "-auto-approve", "-no-color"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        text(&out).contains("has snapshots") && text(&out).contains("force_destroy"),
+        "{}",
+        text(&out)
+    );
+    assert!(s.vm("web-01").is_some(), "the VM and its snapshot survive");
+    ws.write("force.auto.tfvars", "");
+    let forced = std::fs::read_to_string(ws.dir.path().join("resource.tf"))
+        .unwrap()
+        .replace(
+            "annotation = \"managed by Terraform\"",
+            "annotation = \"managed by Terraform\"\n  force_destroy = true",
+        );
+    ws.write("resource.tf", &forced);
+    ws.apply().ok("set force_destroy");
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("forced destroy");
+    assert!(s.vm("web-01").is_none());
+}

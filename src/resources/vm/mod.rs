@@ -742,6 +742,39 @@ impl Vm {
     }
 }
 
+/// Waits (create time only) until VMware Tools report a guest IP address, re-reading it every
+/// second; cancelled by StopProvider.
+async fn wait_for_ip(
+    client: &Arc<Client>,
+    vm: &ManagedObjectReference,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), Diagnostics> {
+    let started = std::time::Instant::now();
+    loop {
+        let ip = client
+            .properties(vm, &["guest.ipAddress"])
+            .await
+            .ok()
+            .and_then(|o| o.text("guest.ipAddress").map(str::to_string))
+            .filter(|ip| !ip.is_empty());
+        if ip.is_some() {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            return Err(Diagnostics::from_attr_error(
+                AttrPath::attr("wait_for_ip").join_index(0).join_attr("timeout"),
+                "No guest IP address in time",
+                format!("VMware Tools in {vm} reported no IP address within {limit:?}. The VM exists and is tracked (tainted); check that the guest boots with VMware Tools (open-vm-tools) and a network, or raise the timeout."),
+            ));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cancel.cancelled() => return Err(Diagnostics::from_error("Cancelled", "Stopped while waiting for the guest's IP address.")),
+        }
+    }
+}
+
 /// Deletes files copied for a clone that never became a VM (best effort, logged).
 async fn cleanup_files(client: &Arc<Client>, inv: &Inventory, files: &[String]) {
     let dc = inv
@@ -849,13 +882,25 @@ impl Resource for Vm {
             Err(d) => return ApplyResult::failed(Value::Null, d),
         };
         // From here on the VM exists: every failure returns its state so it stays tracked.
-        let diags = match self
+        let mut diags = match self
             .converge(&client, &vm, &plan, None, limit, &ctx.cancel)
             .await
         {
             Ok(()) => Diagnostics::new(),
             Err(d) => d,
         };
+        if let Some(wait) = plan.wait_for_ip.as_ref().and_then(|w| w.first()) {
+            if !diags.has_errors() {
+                let limit = wait
+                    .timeout
+                    .as_deref()
+                    .and_then(|t| parse_duration(t).ok())
+                    .unwrap_or(Duration::from_secs(300));
+                if let Err(d) = wait_for_ip(&client, &vm, limit, &ctx.cancel).await {
+                    diags.extend(d);
+                }
+            }
+        }
         self.finish(&client, &vm, &plan, diags).await
     }
 

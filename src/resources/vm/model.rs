@@ -48,6 +48,12 @@ pub struct CloudInitModel {
     pub vendor_data: Option<String>,
 }
 
+/// The wait_for_ip block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WaitForIpModel {
+    pub timeout: Option<String>,
+}
+
 /// The timeouts block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimeoutsModel {
@@ -92,6 +98,7 @@ pub struct VmModel {
     pub network_interface: Option<Vec<NicModel>>,
     pub clone: Option<Vec<CloneModel>>,
     pub cloud_init: Option<Vec<CloudInitModel>>,
+    pub wait_for_ip: Option<Vec<WaitForIpModel>>,
     pub timeouts: Option<TimeoutsModel>,
 }
 
@@ -275,6 +282,7 @@ impl VmModel {
             ),
             clone: prior.clone.clone(),
             cloud_init: prior.cloud_init.clone(),
+            wait_for_ip: prior.wait_for_ip.clone(),
             timeouts: prior.timeouts.clone(),
         }
     }

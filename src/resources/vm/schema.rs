@@ -96,6 +96,16 @@ pub fn schema() -> Schema {
             .block(NestedBlock::new("network_interface", Nesting::List, nic))
             .block(NestedBlock::new("clone", Nesting::List, clone).items(0, 1))
             .block(NestedBlock::new("cloud_init", Nesting::List, cloud_init).items(0, 1))
+            .block(
+                NestedBlock::new(
+                    "wait_for_ip",
+                    Nesting::List,
+                    Block::new()
+                        .description("At create time, wait until VMware Tools report an IP address (refresh never waits). A timeout fails the apply; the VM stays tracked (tainted).")
+                        .attribute(Attribute::string("timeout").optional().validate(crate::framework::validator::duration()).description("How long to wait. Defaults to `\"5m\"`.")),
+                )
+                .items(0, 1),
+            )
             .block(NestedBlock::timeouts(&["create", "update", "delete"])),
     )
 }
