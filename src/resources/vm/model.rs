@@ -39,6 +39,12 @@ pub struct CloneModel {
     pub linked_clone: Option<bool>,
 }
 
+/// The ovf block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OvfModel {
+    pub source: String,
+}
+
 /// The cloud_init block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudInitModel {
@@ -97,6 +103,7 @@ pub struct VmModel {
     pub disk: Option<Vec<DiskModel>>,
     pub network_interface: Option<Vec<NicModel>>,
     pub clone: Option<Vec<CloneModel>>,
+    pub ovf: Option<Vec<OvfModel>>,
     pub cloud_init: Option<Vec<CloudInitModel>>,
     pub wait_for_ip: Option<Vec<WaitForIpModel>>,
     pub timeouts: Option<TimeoutsModel>,
@@ -281,6 +288,7 @@ impl VmModel {
                 },
             ),
             clone: prior.clone.clone(),
+            ovf: prior.ovf.clone(),
             cloud_init: prior.cloud_init.clone(),
             wait_for_ip: prior.wait_for_ip.clone(),
             timeouts: prior.timeouts.clone(),

@@ -57,6 +57,32 @@ pub fn validate(config: &Value, diags: &mut Diagnostics) {
             );
         }
     }
+    let has = |block: &str| !elements(get_attr(config, block)).is_empty();
+    if has("ovf") && has("clone") {
+        diags.attr_error(
+            AttrPath::attr("ovf"),
+            "Conflicting sources",
+            "Give either an `ovf` block or a `clone` block, not both.",
+        );
+    }
+    if let Some(src) = elements(get_attr(config, "ovf"))
+        .first()
+        .and_then(|o| string(get_attr(o, "source")))
+    {
+        let path = std::path::Path::new(src);
+        if !path.is_file() {
+            diags.attr_error(AttrPath::attr("ovf").join_index(0).join_attr("source"), "OVF package not found", format!("{src:?} is not a file on this machine (give the path of an .ova, or of an .ovf with its disks beside it)."));
+        } else if !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("ova") || e.eq_ignore_ascii_case("ovf"))
+        {
+            diags.attr_error(
+                AttrPath::attr("ovf").join_index(0).join_attr("source"),
+                "Not an OVF package",
+                format!("{src:?} should end in .ova or .ovf."),
+            );
+        }
+    }
     let mut labels = BTreeSet::new();
     let mut units = BTreeSet::new();
     for (i, d) in elements(get_attr(config, "disk")).iter().enumerate() {

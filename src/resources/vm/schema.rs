@@ -54,6 +54,9 @@ pub fn schema() -> Schema {
         .description("Create the VM as a copy of a template or VM. On vCenter this is `CloneVM_Task`; on a standalone ESXi host (which has no clone API) ceso copies the source's disks with `CopyVirtualDisk_Task` and builds the VM around them.")
         .attribute(Attribute::string("template").required().description("Name, inventory path or instance UUID of the source VM or template."))
         .attribute(Attribute::bool("linked_clone").optional().description("vCenter only: share the source's disks through a delta disk off its current snapshot."));
+    let ovf = Block::new()
+        .description("Create the VM by deploying an OVF or OVA (e.g. an Ubuntu cloud image) through an import lease; the VM's disks come from the package.")
+        .attribute(Attribute::string("source").required().description("Path of an `.ova` archive, or of an `.ovf` descriptor with its files beside it, on the machine running Terraform."));
     let cloud_init = Block::new()
         .description("cloud-init data for Ubuntu cloud images, delivered as `guestinfo.*` extraConfig keys that cloud-init's VMware datasource reads (gzip+base64 encoded).")
         .attribute(Attribute::string("user_data").optional().sensitive().description("User data (`#cloud-config` YAML or a script)."))
@@ -95,6 +98,7 @@ pub fn schema() -> Schema {
             .block(NestedBlock::new("disk", Nesting::List, disk))
             .block(NestedBlock::new("network_interface", Nesting::List, nic))
             .block(NestedBlock::new("clone", Nesting::List, clone).items(0, 1))
+            .block(NestedBlock::new("ovf", Nesting::List, ovf).items(0, 1))
             .block(NestedBlock::new("cloud_init", Nesting::List, cloud_init).items(0, 1))
             .block(
                 NestedBlock::new(
