@@ -28,6 +28,12 @@ as its child and records its ru_maxrss). Ours runs through dev_overrides, config
 from CESO_URL/CESO_USER/CESO_PASSWORD/CESO_ALLOW_UNVERIFIED_SSL; the peer through a
 filesystem mirror and `terraform init`.
 
+Watchdog: govmomi 0.24's simulator can drop a WaitForUpdatesEx with a Go panic when a
+PropertyFilter of the same collector is destroyed meanwhile (its updates are lost with it).
+Each step counts such panics (`simulator_panics`); a step during which the simulator sees
+no SOAP call but WaitForUpdatesEx for --stall-seconds is abandoned, and that provider and N
+run again on a fresh simulator (--attempts; the abandoned run stays in `failed_attempts`).
+
 Writes target/bench/vms.json and prints a table with ours/peer ratios (lower is better).
 A missing binary makes that side "skipped"; a failed step is an error (exit 1), and the
 later steps of that side and N are skipped (a failed apply is still destroyed).
@@ -49,6 +55,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as B  # noqa: E402  (shared helpers: processes, vcsim, probe, CLI configs)
 

@@ -75,6 +75,7 @@ pub struct Client {
     tasks: TaskWaiter,
     reads: ReadBatcher,
     inventory: InventoryCache,
+    guest_ids: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -120,6 +121,7 @@ impl Client {
             tasks: TaskWaiter::default(),
             reads: ReadBatcher::default(),
             inventory: InventoryCache::default(),
+            guest_ids: Mutex::new(Default::default()),
         };
         client.login().await?;
         Ok(client)
@@ -201,6 +203,11 @@ impl Client {
     /// The container views this session keeps, by container and types.
     pub(crate) fn views(&self) -> &Mutex<HashMap<String, ManagedObjectReference>> {
         &self.views
+    }
+
+    /// Guest OS ids already found supported in this session.
+    pub(crate) fn known_guest_ids(&self) -> &Mutex<std::collections::HashSet<String>> {
+        &self.guest_ids
     }
 
     /// The inventory cache of this session.

@@ -566,6 +566,10 @@ impl Client {
         browser: &ManagedObjectReference,
         guest_id: &str,
     ) -> Result<std::result::Result<(), Vec<String>>> {
+        let key = format!("{browser}|{guest_id}");
+        if self.known_guest_ids().lock().expect("lock").contains(&key) {
+            return Ok(Ok(()));
+        }
         let args = |w: &mut RequestWriter| {
             w.start("spec", None).text("guestId", guest_id).end("spec");
         };
@@ -583,6 +587,7 @@ impl Client {
             .unwrap_or_default();
         // Filtered to the one asked for when it exists; the whole list otherwise.
         if ids.len() == 1 && ids[0] == guest_id {
+            self.known_guest_ids().lock().expect("lock").insert(key);
             Ok(Ok(()))
         } else {
             Ok(Err(ids))

@@ -165,6 +165,11 @@ fn assign_units(disks: &[DiskModel], taken: &[i64]) -> Vec<i64> {
         .collect()
 }
 
+/// The cloud_init block, if there is one (an absent block is an empty list or null).
+fn cloud_init_of(m: &VmModel) -> Option<&model::CloudInitModel> {
+    m.cloud_init.as_ref().and_then(|c| c.first())
+}
+
 /// Settings every create, clone and update applies the same way.
 fn settings_spec(plan: &VmModel, prior: Option<&VmModel>) -> ConfigSpec {
     let changed = |f: fn(&VmModel) -> Option<i64>| -> Option<i64> {
@@ -194,7 +199,7 @@ fn settings_spec(plan: &VmModel, prior: Option<&VmModel>) -> ConfigSpec {
     for k in had.keys().filter(|k| !want.contains_key(*k)) {
         extra.push((k.clone(), String::new()));
     }
-    if prior.is_none_or(|p| p.cloud_init != plan.cloud_init) {
+    if prior.is_none_or(|p| cloud_init_of(p) != cloud_init_of(plan)) {
         extra.extend(
             plan.cloud_init_entries()
                 .into_iter()
