@@ -35,6 +35,9 @@ pub struct Nic {
     pub address_type: String,
     /// What it is connected to.
     pub backing: NicBacking,
+    /// The network object of a standard backing, when known (some servers need it to remove
+    /// the adapter).
+    pub network: Option<super::types::ManagedObjectReference>,
 }
 
 /// A virtual disk.
@@ -152,6 +155,7 @@ impl Device {
                     .text_of("addressType")
                     .unwrap_or("generated")
                     .to_string(),
+                network: node.child("backing").and_then(|b| b.moref_of("network")),
                 backing,
             });
         }
@@ -273,8 +277,11 @@ impl DeviceChange {
                 match &nic.backing {
                     NicBacking::Network { name } => {
                         w.start("backing", Some("VirtualEthernetCardNetworkBackingInfo"))
-                            .text("deviceName", name)
-                            .end("backing");
+                            .text("deviceName", name);
+                        if let Some(net) = &nic.network {
+                            w.moref("network", net);
+                        }
+                        w.end("backing");
                     }
                     NicBacking::Distributed {
                         switch_uuid,

@@ -350,6 +350,7 @@ fn device_changes(
             }
             .to_string(),
             backing: backing.clone(),
+            network: inv.network(&want.network).ok().map(|n| n.obj().clone()),
         };
         match vm_nics.get(i) {
             Some(current) if current.adapter_type == adapter => {

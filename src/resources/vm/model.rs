@@ -287,10 +287,11 @@ impl VmModel {
                     Vec::new()
                 },
             ),
-            clone: prior.clone.clone(),
-            ovf: prior.ovf.clone(),
-            cloud_init: prior.cloud_init.clone(),
-            wait_for_ip: prior.wait_for_ip.clone(),
+            // Block lists Terraform knows only as written: an absent one is an empty list.
+            clone: Some(prior.clone.clone().unwrap_or_default()),
+            ovf: Some(prior.ovf.clone().unwrap_or_default()),
+            cloud_init: Some(prior.cloud_init.clone().unwrap_or_default()),
+            wait_for_ip: Some(prior.wait_for_ip.clone().unwrap_or_default()),
             timeouts: prior.timeouts.clone(),
         }
     }
