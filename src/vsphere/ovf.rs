@@ -87,6 +87,101 @@ impl OvfSource {
     }
 }
 
+impl OvfSource {
+    /// Downloads a package from an `http(s)://` URL into a temporary directory (removed when the
+    /// source is dropped): an `.ova` as is, or an `.ovf` with every file its References name.
+    pub async fn fetch(url: &str) -> Result<Self> {
+        let url = url::Url::parse(url).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{url:?} is not a URL: {e}"),
+            )
+        })?;
+        let name = url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("package.ova")
+            .to_string();
+        let dir = std::env::temp_dir().join(format!("ceso-ovf-{}-{}", std::process::id(), name));
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        super::tls::install_crypto_provider();
+        let http = reqwest::Client::builder().build().map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("cannot build an HTTP client: {e}"),
+            )
+        })?;
+        let get = |u: url::Url, to: PathBuf| {
+            let http = http.clone();
+            async move {
+                let resp = http.get(u.clone()).send().await.map_err(|e| {
+                    Error::new(ErrorKind::Transport, format!("cannot download {u}: {e}"))
+                })?;
+                if !resp.status().is_success() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("cannot download {u}: HTTP {}", resp.status()),
+                    ));
+                }
+                let mut file = tokio::fs::File::create(&to)
+                    .await
+                    .map_err(|e| io_error("create", &to, e))?;
+                let mut stream = resp.bytes_stream();
+                use futures::StreamExt as _;
+                use tokio::io::AsyncWriteExt as _;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        Error::new(
+                            ErrorKind::Transport,
+                            format!("download of {u} interrupted: {e}"),
+                        )
+                    })?;
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|e| io_error("write", &to, e))?;
+                }
+                file.flush().await.map_err(|e| io_error("write", &to, e))?;
+                Ok::<_, Error>(())
+            }
+        };
+        let local = dir.join(&name);
+        get(url.clone(), local.clone()).await?;
+        if !name.to_ascii_lowercase().ends_with(".ovf") {
+            let mut src = Self::open(&local)?;
+            if src.cleanup.is_none() {
+                src.cleanup = Some(dir);
+            } else {
+                let _ = std::fs::remove_file(&local);
+            }
+            return Ok(src);
+        }
+        let descriptor =
+            std::fs::read_to_string(&local).map_err(|e| io_error("read", &local, e))?;
+        let hrefs: Vec<String> = parse_fragment(&descriptor)?
+            .iter()
+            .flat_map(|env| env.children_named("References"))
+            .flat_map(|r| r.children_named("File"))
+            .filter_map(|f| f.attr("href").map(str::to_string))
+            .collect();
+        for href in hrefs {
+            let file_url = url.join(&href).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("bad file reference {href:?}: {e}"),
+                )
+            })?;
+            let target = dir.join(Path::new(&href).file_name().unwrap_or_default());
+            get(file_url, target).await?;
+        }
+        Ok(Self {
+            dir: dir.clone(),
+            descriptor,
+            cleanup: Some(dir),
+        })
+    }
+}
+
 /// `OvfManager.CreateImportSpec` / `ResourcePool.ImportVApp`, returning a node or a reference.
 struct NodeCall<'a> {
     name: &'static str,

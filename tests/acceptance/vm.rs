@@ -668,10 +668,44 @@ fn deploys_an_ovf_package() {
             .unwrap();
         tar.finish().unwrap();
     }
-    for source in [pkg.path().join("tiny.ovf"), ova] {
+    // And both served over HTTP on loopback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(pkg.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sources = [
+        pkg.path().join("tiny.ovf").display().to_string(),
+        ova.display().to_string(),
+        format!("http://127.0.0.1:{port}/tiny.ovf"),
+        format!("http://127.0.0.1:{port}/tiny.ova"),
+    ];
+    for source in sources {
         let ws = Workspace::from_example("resources/ceso_vm/ovf").against(&sim);
         ws.init();
-        let var = format!("ova={}", source.display());
+        let var = format!("ova={source}");
         let leases = sim.counts()["methods"]["/sdk"]["HttpNfcLeaseComplete"]
             .as_u64()
             .unwrap_or(0);
@@ -698,6 +732,8 @@ fn deploys_an_ovf_package() {
             .ok("destroy");
         assert!(s.vm("ubuntu-01").is_none());
     }
+    let _ = server.kill();
+    let _ = server.wait();
     // A missing package is an error before anything is created, naming the attribute.
     let ws = Workspace::from_example("resources/ceso_vm/ovf").against(&sim);
     ws.init();

@@ -512,14 +512,19 @@ impl Vm {
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
         if let Some(ovf) = plan.ovf.as_ref().and_then(|o| o.first()) {
-            let source = crate::vsphere::ovf::OvfSource::open(std::path::Path::new(&ovf.source))
-                .map_err(|e| {
-                    Diagnostics::from_attr_error(
-                        AttrPath::attr("ovf").join_index(0).join_attr("source"),
-                        "Unable to read the OVF package",
-                        e.message,
-                    )
-                })?;
+            let opened = if ovf.source.starts_with("http://") || ovf.source.starts_with("https://")
+            {
+                crate::vsphere::ovf::OvfSource::fetch(&ovf.source).await
+            } else {
+                crate::vsphere::ovf::OvfSource::open(std::path::Path::new(&ovf.source))
+            };
+            let source = opened.map_err(|e| {
+                Diagnostics::from_attr_error(
+                    AttrPath::attr("ovf").join_index(0).join_attr("source"),
+                    "Unable to read the OVF package",
+                    e.message,
+                )
+            })?;
             let ds = inv
                 .datastore(&at.datastore)
                 .map_err(|e| action("place", &e))?

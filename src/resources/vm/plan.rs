@@ -70,8 +70,11 @@ pub fn validate(config: &Value, diags: &mut Diagnostics) {
         .and_then(|o| string(get_attr(o, "source")))
     {
         let path = std::path::Path::new(src);
-        if !path.is_file() {
-            diags.attr_error(AttrPath::attr("ovf").join_index(0).join_attr("source"), "OVF package not found", format!("{src:?} is not a file on this machine (give the path of an .ova, or of an .ovf with its disks beside it)."));
+        let is_url = src.starts_with("http://") || src.starts_with("https://");
+        if is_url {
+            // Fetched at apply time.
+        } else if !path.is_file() {
+            diags.attr_error(AttrPath::attr("ovf").join_index(0).join_attr("source"), "OVF package not found", format!("{src:?} is not a file on this machine (give the path or http(s) URL of an .ova, or of an .ovf with its disks beside it)."));
         } else if !path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("ova") || e.eq_ignore_ascii_case("ovf"))

@@ -56,7 +56,7 @@ pub fn schema() -> Schema {
         .attribute(Attribute::bool("linked_clone").optional().description("vCenter only: share the source's disks through a delta disk off its current snapshot."));
     let ovf = Block::new()
         .description("Create the VM by deploying an OVF or OVA (e.g. an Ubuntu cloud image) through an import lease; the VM's disks come from the package.")
-        .attribute(Attribute::string("source").required().description("Path of an `.ova` archive, or of an `.ovf` descriptor with its files beside it, on the machine running Terraform."));
+        .attribute(Attribute::string("source").required().description("Path (on the machine running Terraform) or `http(s)://` URL of an `.ova` archive, or of an `.ovf` descriptor with its files beside it."));
     let cloud_init = Block::new()
         .description("cloud-init data for Ubuntu cloud images, delivered as `guestinfo.*` extraConfig keys that cloud-init's VMware datasource reads (gzip+base64 encoded).")
         .attribute(Attribute::string("user_data").optional().sensitive().description("User data (`#cloud-config` YAML or a script)."))
