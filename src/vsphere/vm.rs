@@ -118,6 +118,22 @@ fn allocation(node: Option<&Node>) -> (i64, i64) {
 }
 
 impl VmInfo {
+    /// The VM's disks, in device order.
+    pub fn disks(&self) -> impl Iterator<Item = &super::device::Disk> {
+        self.devices.iter().filter_map(|d| match d {
+            Device::Disk(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The VM's network adapters, in device order.
+    pub fn nics(&self) -> impl Iterator<Item = &super::device::Nic> {
+        self.devices.iter().filter_map(|d| match d {
+            Device::Nic(n) => Some(n),
+            _ => None,
+        })
+    }
+
     /// Reads a VM's object content (collected with [`VM_PATHS`]).
     pub fn from_content(o: &ObjectContent) -> Self {
         let (cpu_reservation, cpu_limit) = allocation(o.get("config.cpuAllocation"));

@@ -241,17 +241,7 @@ fn device_changes(
     datastore: &str,
 ) -> Result<Vec<DeviceChange>, Diagnostics> {
     let mut changes = Vec::new();
-    let vm_disks: Vec<&Disk> = info
-        .devices
-        .iter()
-        .filter_map(|d| {
-            if let Device::Disk(d) = d {
-                Some(d)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let vm_disks: Vec<&Disk> = info.disks().collect();
     let controller = info.devices.iter().find_map(|d| match d {
         Device::Controller { key, kind, bus: 0 }
             if kind.contains("SCSI") || kind.contains("LsiLogic") || kind.contains("BusLogic") =>
@@ -320,17 +310,7 @@ fn device_changes(
         }
     }
     // Network adapters, by position.
-    let vm_nics: Vec<&Nic> = info
-        .devices
-        .iter()
-        .filter_map(|d| {
-            if let Device::Nic(n) = d {
-                Some(n)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let vm_nics: Vec<&Nic> = info.nics().collect();
     let planned_nics = plan.network_interface.clone().unwrap_or_default();
     let mut nic_key = -201;
     for (i, want) in planned_nics.iter().enumerate() {
@@ -588,17 +568,7 @@ impl Vm {
                 )
                 .await
                 .map_err(|e| action("make the directory of", &e))?;
-            let src_disks: Vec<&Disk> = src
-                .devices
-                .iter()
-                .filter_map(|d| {
-                    if let Device::Disk(d) = d {
-                        Some(d)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+            let src_disks: Vec<&Disk> = src.disks().collect();
             for (i, d) in src_disks.iter().enumerate() {
                 let dest = format!("[{}] {}/{}_{}.vmdk", at.datastore, plan.name, plan.name, i);
                 if let Err(e) = client
@@ -706,15 +676,7 @@ impl Vm {
         let datastore = plan
             .datastore
             .clone()
-            .or_else(|| {
-                info.devices.iter().find_map(|d| {
-                    if let Device::Disk(d) = d {
-                        datastore_of(&d.file_name)
-                    } else {
-                        None
-                    }
-                })
-            })
+            .or_else(|| info.disks().find_map(|d| datastore_of(&d.file_name)))
             .unwrap_or_default();
         // What state knows; right after a create or clone, the VM as it came out (so whatever
         // creation did not apply, e.g. settings a clone ignored, is applied now).
@@ -1046,15 +1008,7 @@ impl Resource for Vm {
             .map_err(|e| error_diagnostics("read the VM", &e))?;
         // Every disk (labelled disk0, disk1, ... in device order) and adapter becomes managed.
         let disks: Vec<DiskModel> = info
-            .devices
-            .iter()
-            .filter_map(|d| {
-                if let Device::Disk(d) = d {
-                    Some(d)
-                } else {
-                    None
-                }
-            })
+            .disks()
             .enumerate()
             .map(|(n, d)| DiskModel {
                 label: format!("disk{n}"),
@@ -1062,12 +1016,7 @@ impl Resource for Vm {
                 ..DiskModel::default()
             })
             .collect();
-        let nics: Vec<model::NicModel> = info
-            .devices
-            .iter()
-            .filter(|d| matches!(d, Device::Nic(_)))
-            .map(|_| model::NicModel::default())
-            .collect();
+        let nics: Vec<model::NicModel> = info.nics().map(|_| model::NicModel::default()).collect();
         let seed = VmModel {
             disk: Some(disks),
             network_interface: Some(nics),

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::vsphere::device::{Device, Disk, Nic, NicBacking};
+use crate::vsphere::device::{Disk, Nic, NicBacking};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::vm::VmInfo;
 
@@ -160,14 +160,7 @@ impl VmModel {
     pub fn from_info(info: &VmInfo, inv: &Inventory, prior: &VmModel) -> Self {
         let prior_disks = prior.disk.clone().unwrap_or_default();
         let mut disks: Vec<(usize, DiskModel)> = Vec::new();
-        let vm_disks: Vec<&Disk> = info
-            .devices
-            .iter()
-            .filter_map(|d| match d {
-                Device::Disk(d) => Some(d),
-                _ => None,
-            })
-            .collect();
+        let vm_disks: Vec<&Disk> = info.disks().collect();
         // Match the VM's disks to state's labels: by device key, then (for disks just added,
         // whose keys state does not know yet) in order.
         let mut claimed: Vec<Option<usize>> = vm_disks
@@ -204,12 +197,7 @@ impl VmModel {
         disks.sort_by_key(|(order, _)| *order);
         let prior_nics = prior.network_interface.clone().unwrap_or_default();
         let nics: Vec<NicModel> = info
-            .devices
-            .iter()
-            .filter_map(|d| match d {
-                Device::Nic(n) => Some(n),
-                _ => None,
-            })
+            .nics()
             .enumerate()
             .map(|(i, n): (usize, &Nic)| NicModel {
                 network: network_name(&n.backing, inv, prior_nics.get(i)),
