@@ -1,3 +1,4 @@
 //! Engines: long-running work built on the lower layers (`vsphere`), never on `framework`.
 
 pub mod backup;
+pub mod placement;
