@@ -119,7 +119,9 @@ if [ ! -x "$real_tf" ]; then
   real_tf="$venv/bin/terraform"
 fi
 ln -sfn "$real_tf" "$tb/bin/terraform"
-v="$(CHECKPOINT_DISABLE=1 timeout 60 "$tb/bin/terraform" version 2>&1 | head -n 1)" || die "$tb/bin/terraform version"
+# Whole output first (a `| head` would SIGPIPE terraform, which pipefail reports as failure).
+v="$(CHECKPOINT_DISABLE=1 timeout 60 "$tb/bin/terraform" version 2>&1)" || die "$tb/bin/terraform version: $v"
+v="${v%%$'\n'*}"
 case "$v" in
   "Terraform v1.0.3"*) step terraform "ok ($tb/bin/terraform -> $real_tf, $v)" ;;
   *) die "unexpected terraform version: $v" ;;

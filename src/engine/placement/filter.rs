@@ -202,6 +202,12 @@ fn keep_first<'x>(slot: &mut Option<&'x str>, name: &'x str) {
     }
 }
 
+impl VmMatch {
+    fn any(&self) -> bool {
+        self.in_group || self.avoided || self.affinity != 0
+    }
+}
+
 impl<'x> HostMarks<'x> {
     fn add(&mut self, vm: &impl ScannedVm<'x>, m: VmMatch) {
         if m.in_group {
@@ -282,7 +288,9 @@ impl<'r, 'x> Resolved<'r, 'x> {
                     for row in &table.rows {
                         let vm = TabledVm { table, row };
                         let m = matcher.classify(&vm);
-                        hosts[row.host as usize].add(&vm, m);
+                        if m.any() {
+                            hosts[row.host as usize].add(&vm, m);
+                        }
                     }
                 }
                 None => {
@@ -290,7 +298,9 @@ impl<'r, 'x> Resolved<'r, 'x> {
                         for vm in &host.vms {
                             let vm = ListedVm { vm };
                             let m = matcher.classify(&vm);
-                            hosts[h].add(&vm, m);
+                            if m.any() {
+                                hosts[h].add(&vm, m);
+                            }
                         }
                     }
                 }
