@@ -33,14 +33,9 @@ async fn vm_of(
     client: &crate::vsphere::Client,
     vm_id: &str,
 ) -> Result<ManagedObjectReference, Diagnostics> {
-    let found = if vm_id.starts_with("vm-") {
-        client
-            .find_by_ref(&ManagedObjectReference::new("VirtualMachine", vm_id))
-            .await
-    } else {
-        client.find_vm_by_uuid(vm_id, true).await
-    };
-    found
+    client
+        .find_vm_by_id(vm_id)
+        .await
         .map_err(|e| Diagnostics::from_attr_error(AttrPath::attr("vm_id"), "Unknown VM", e.message))
 }
 

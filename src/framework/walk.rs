@@ -2,7 +2,7 @@
 
 use crate::cty::Value;
 
-use super::schema::{Block, NestedBlock, Nesting};
+use super::schema::{NestedBlock, Nesting};
 
 /// The null value, for lookups that find nothing.
 pub(crate) static NULL: Value = Value::Null;
@@ -85,10 +85,4 @@ pub(crate) fn set_attr(value: &mut Value, name: &str, new: Value) {
     if let Value::Object(attrs) = value {
         attrs.insert(name.to_string(), new);
     }
-}
-
-/// Whether `block` (recursively) declares any attribute.
-#[allow(dead_code)]
-pub(crate) fn has_attributes(block: &Block) -> bool {
-    !block.attributes.is_empty() || block.blocks.iter().any(|b| has_attributes(&b.block))
 }

@@ -54,6 +54,16 @@ impl Client {
         })
     }
 
+    /// A VM given as its moid (`vm-42`) or instance UUID, after checking it exists.
+    pub async fn find_vm_by_id(&self, id: &str) -> Result<ManagedObjectReference> {
+        if id.starts_with("vm-") {
+            self.find_by_ref(&ManagedObjectReference::new("VirtualMachine", id))
+                .await
+        } else {
+            self.find_vm_by_uuid(id, true).await
+        }
+    }
+
     /// The one object of type `kind` named `name`; several are an `InvalidArgument` error that
     /// lists them.
     pub async fn find_by_name(&self, kind: &str, name: &str) -> Result<ManagedObjectReference> {

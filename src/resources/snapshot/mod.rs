@@ -74,15 +74,7 @@ fn value(m: &SnapshotModel) -> Result<Value, Diagnostics> {
 
 /// The VM of `vm_id` (instance UUID or moid); `None` when it no longer exists.
 async fn find_vm(client: &Client, vm_id: &str) -> Result<Option<ManagedObjectReference>, Error> {
-    if vm_id.starts_with("vm-") {
-        let vm = ManagedObjectReference::new("VirtualMachine", vm_id);
-        return match client.find_by_ref(&vm).await {
-            Ok(vm) => Ok(Some(vm)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        };
-    }
-    match client.find_vm_by_uuid(vm_id, true).await {
+    match client.find_vm_by_id(vm_id).await {
         Ok(vm) => Ok(Some(vm)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
