@@ -3,7 +3,8 @@
 //! of `examples/` filled in, written to `docs/` in the Terraform Registry layout.
 //!
 //! Placeholders in templates: `{{name}}` (type name), `{{description}}` (the schema's),
-//! `{{example}}` (the main example file), `{{import}}` (`import.sh`, for resources),
+//! `{{example}}` (the main example file), `{{example_file:PATH}}` (any other example file),
+//! `{{import}}` (`import.sh`, for resources),
 //! `{{schema}}` (the generated attribute reference).
 
 use std::fmt::Write as _;
@@ -103,6 +104,18 @@ fn page(
         let text = read(&root.join(example))?;
         content = content.replace(
             "{{example}}",
+            &format!("```terraform\n{}\n```", text.trim_end()),
+        );
+    }
+    // `{{example_file:examples/...}}`: another example file, e.g. a second scenario.
+    while let Some(start) = content.find("{{example_file:") {
+        let Some(len) = content[start..].find("}}") else {
+            break;
+        };
+        let path = content[start + "{{example_file:".len()..start + len].to_string();
+        let text = read(&root.join(&path))?;
+        content.replace_range(
+            start..start + len + 2,
             &format!("```terraform\n{}\n```", text.trim_end()),
         );
     }

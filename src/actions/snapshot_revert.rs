@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::cty::Value;
 use crate::framework::typed::from_value;
 use crate::framework::{Action, AttrPath, Attribute, Block, Context, Diagnostics, Schema};
-use crate::provider::{client, error_diagnostics};
+use crate::provider::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshot_revert` action.
@@ -49,6 +49,7 @@ impl Action for SnapshotRevert {
         Schema::new(
             Block::new()
                 .description("Reverts a VM to one of its snapshots (the `ceso_snapshot`'s `id`), reporting progress.")
+                .attribute(crate::provider::endpoint_attribute(false))
                 .attribute(Attribute::string("vm_id").required().description("The VM: instance UUID or moid."))
                 .attribute(Attribute::string("snapshot_id").required().description("The snapshot's id, e.g. `snapshot-42`."))
                 .attribute(Attribute::bool("suppress_power_on").optional().description("Leave the VM off after the revert.")),
@@ -60,7 +61,7 @@ impl Action for SnapshotRevert {
         let Ok(c) = self.config(config) else {
             return Diagnostics::new();
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(config)).await {
             Ok(c) => c,
             Err(d) => return d,
         };
@@ -89,7 +90,7 @@ impl Action for SnapshotRevert {
             Ok(c) => c,
             Err(d) => return d,
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(config)).await {
             Ok(c) => c,
             Err(d) => return d,
         };

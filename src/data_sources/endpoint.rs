@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cty::Value;
 use crate::framework::{typed, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::provider::{error_diagnostics, Connection};
+use crate::provider::{client, endpoint_of};
 
 /// The `ceso_endpoint` data source.
 pub struct Endpoint;
@@ -14,6 +14,7 @@ pub struct Endpoint;
 /// The data source's state.
 #[derive(Serialize)]
 struct EndpointModel {
+    endpoint: Option<String>,
     id: String,
     url: String,
     product_name: String,
@@ -42,6 +43,7 @@ impl DataSource for Endpoint {
         Schema::new(
             Block::new()
                 .description("What the configured vSphere endpoint is: ESXi host or vCenter, product, version and build. Resources use the same facts to choose ESXi or vCenter code paths.")
+                .attribute(crate::provider::endpoint_attribute(false))
                 .attribute(computed("id", "The endpoint's instance UUID on vCenter; its SDK URL on ESXi."))
                 .attribute(computed("url", "The SDK URL the provider talks to."))
                 .attribute(computed("product_name", "Short product name, e.g. `VMware ESXi` or `VMware vCenter Server`."))
@@ -57,15 +59,12 @@ impl DataSource for Endpoint {
         )
     }
 
-    async fn read(&self, ctx: &Context, _config: &Value) -> Result<Value, Diagnostics> {
-        let conn = ctx.data::<Connection>()?;
-        let client = conn
-            .client()
-            .await
-            .map_err(|e| error_diagnostics("connect to the vSphere endpoint", &e))?;
+    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
+        let client = client(ctx, endpoint_of(config)).await?;
         let about = client.about();
         let instance_uuid = about.instance_uuid.clone().filter(|u| !u.is_empty());
         let model = EndpointModel {
+            endpoint: endpoint_of(config).map(str::to_string),
             id: instance_uuid
                 .clone()
                 .unwrap_or_else(|| client.url().to_string()),

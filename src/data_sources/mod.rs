@@ -1,4 +1,5 @@
 //! The provider's data sources, one module each.
 
 pub mod endpoint;
+pub mod pci_devices;
 pub mod snapshots;

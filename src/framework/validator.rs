@@ -82,6 +82,31 @@ impl Validator for Matches {
     }
 }
 
+/// The string must be a valid regular expression (Rust `regex` syntax).
+pub fn regex_syntax() -> Arc<dyn Validator> {
+    Arc::new(RegexSyntax)
+}
+
+struct RegexSyntax;
+
+impl Validator for RegexSyntax {
+    fn description(&self) -> String {
+        "Must be a valid regular expression.".to_string()
+    }
+
+    fn validate(&self, value: &Value, path: &AttrPath, diags: &mut Diagnostics) {
+        if let Value::String(s) = value {
+            if let Err(e) = regex::Regex::new(s) {
+                diags.attr_error(
+                    path.clone(),
+                    "Invalid regular expression",
+                    format!("{path} is not a valid regular expression: {e}"),
+                );
+            }
+        }
+    }
+}
+
 /// The number must be a whole number in `min..=max`.
 pub fn int_between(min: i64, max: i64) -> Arc<dyn Validator> {
     Arc::new(IntBetween { min, max })

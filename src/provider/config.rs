@@ -29,6 +29,26 @@ pub struct ProviderModel {
     pub thumbprint: Option<String>,
     /// `api_timeout`
     pub api_timeout: Option<String>,
+    /// `endpoint` blocks (several endpoints).
+    #[serde(default)]
+    pub endpoint: Option<Vec<EndpointBlock>>,
+}
+
+/// One `endpoint` block.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct EndpointBlock {
+    /// `name`
+    pub name: String,
+    /// `url`
+    pub url: String,
+    /// `user` (default: the provider's)
+    pub user: Option<String>,
+    /// `password` (default: the provider's)
+    pub password: Option<String>,
+    /// `thumbprint`
+    pub thumbprint: Option<String>,
+    /// `allow_unverified_ssl` (default: the provider's)
+    pub allow_unverified_ssl: Option<bool>,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -39,7 +59,11 @@ fn env(name: &str) -> Option<String> {
 impl ProviderModel {
     /// Fills unset values from `CESO_*` environment variables.
     pub fn with_env_fallbacks(mut self) -> Self {
-        self.url = self.url.or_else(|| env("CESO_URL"));
+        // With endpoint blocks, CESO_URL (meant for the single-endpoint form) is not used.
+        let several = self.endpoint.as_ref().is_some_and(|e| !e.is_empty());
+        if !several {
+            self.url = self.url.or_else(|| env("CESO_URL"));
+        }
         self.user = self.user.or_else(|| env("CESO_USER"));
         self.password = self.password.or_else(|| env("CESO_PASSWORD"));
         self.thumbprint = self.thumbprint.or_else(|| env("CESO_THUMBPRINT"));
@@ -49,6 +73,63 @@ impl ProviderModel {
                 .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
         }
         self
+    }
+
+    /// The named endpoints to connect to: the `endpoint` blocks (user, password, TLS and
+    /// timeout defaulting to the provider's), or the single endpoint of the top-level
+    /// attributes, named `default`.
+    pub fn endpoints(&self) -> Result<Vec<(String, ConnectConfig)>, Diagnostics> {
+        let blocks = self.endpoint.clone().unwrap_or_default();
+        if blocks.is_empty() {
+            return Ok(vec![(
+                super::connection::DEFAULT_ENDPOINT.to_string(),
+                self.connect_config()?,
+            )]);
+        }
+        let mut diags = Diagnostics::new();
+        let mut out: Vec<(String, ConnectConfig)> = Vec::new();
+        for (i, b) in blocks.iter().enumerate() {
+            let here = AttrPath::attr("endpoint").join_index(i);
+            if out.iter().any(|(n, _)| *n == b.name) {
+                diags.attr_error(
+                    here.join_attr("name"),
+                    "Duplicate endpoint name",
+                    format!("Another endpoint is already named {:?}; names must be unique (resources pick an endpoint by name).", b.name),
+                );
+                continue;
+            }
+            let one = ProviderModel {
+                url: Some(b.url.clone()),
+                user: b.user.clone().or_else(|| self.user.clone()),
+                password: b.password.clone().or_else(|| self.password.clone()),
+                allow_unverified_ssl: b.allow_unverified_ssl.or(self.allow_unverified_ssl),
+                thumbprint: b.thumbprint.clone(),
+                api_timeout: self.api_timeout.clone(),
+                endpoint: None,
+            };
+            match one.connect_config() {
+                Ok(c) => out.push((b.name.clone(), c)),
+                Err(d) => {
+                    for mut diag in d.0 {
+                        // Problems of the block's own attributes point into the block.
+                        if let Some(p) = diag.path.take() {
+                            let attr = p.to_string();
+                            diag.path = Some(if attr == "api_timeout" {
+                                p
+                            } else {
+                                here.clone().join_attr(&attr)
+                            });
+                        }
+                        diags.0.push(diag);
+                    }
+                }
+            }
+        }
+        if diags.has_errors() {
+            Err(diags)
+        } else {
+            Ok(out)
+        }
     }
 
     /// Checks the values and builds the connection settings; every problem is reported with

@@ -1,5 +1,6 @@
-//! The provider's data: one lazily opened, shared vSphere session per provider process, and the
-//! mapping of client errors to diagnostics ("Unable to <action>: what vSphere said + what to do").
+//! The provider's data: the registry of configured vSphere endpoints, each with one lazily
+//! opened session per provider process shared by every resource, and the mapping of client
+//! errors to diagnostics ("Unable to <action>: what vSphere said + what to do").
 
 use std::sync::Arc;
 
@@ -8,22 +9,32 @@ use tokio::sync::OnceCell;
 use crate::framework::{Context, Diagnostics};
 use crate::vsphere::{Client, ConnectConfig, Error, ErrorKind};
 
-/// The configured endpoint; the session opens on first use and is shared by every resource.
+/// The name of the endpoint the single-endpoint provider form configures.
+pub const DEFAULT_ENDPOINT: &str = "default";
+
+/// One configured endpoint; the session opens on first use and is shared by every resource.
 pub struct Connection {
+    name: String,
     config: ConnectConfig,
     client: OnceCell<Arc<Client>>,
 }
 
 impl Connection {
-    /// A connection that has not logged in yet.
-    pub fn new(config: ConnectConfig) -> Self {
+    /// A connection named `name` that has not logged in yet.
+    pub fn new(name: impl Into<String>, config: ConnectConfig) -> Self {
         Self {
+            name: name.into(),
             config,
             client: OnceCell::new(),
         }
     }
 
-    /// The logged-in client, logging in on first use.
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The logged-in client, logging in on first use (concurrent first uses share one login).
     pub async fn client(&self) -> Result<Arc<Client>, Error> {
         self.client
             .get_or_try_init(|| async { Client::connect(self.config.clone()).await.map(Arc::new) })
@@ -39,12 +50,76 @@ impl Connection {
     }
 }
 
-/// The logged-in client of the configured endpoint, for a resource or data source call.
-pub async fn client(ctx: &Context) -> Result<Arc<Client>, Diagnostics> {
-    let conn = ctx.data::<Connection>()?;
-    conn.client()
-        .await
-        .map_err(|e| error_diagnostics("connect to the vSphere endpoint", &e))
+/// Every configured endpoint, by name, in configuration order.
+pub struct Endpoints {
+    list: Vec<Connection>,
+}
+
+impl Endpoints {
+    /// The registry of `list` (names are unique; the provider checks that).
+    pub fn new(list: Vec<Connection>) -> Self {
+        Self { list }
+    }
+
+    /// The endpoints, in configuration order.
+    pub fn all(&self) -> &[Connection] {
+        &self.list
+    }
+
+    /// The endpoint named `name`, or the only one when `name` is unset.
+    pub fn get(&self, name: Option<&str>) -> Result<&Connection, Diagnostics> {
+        let names = || {
+            self.list
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(n) => self.list.iter().find(|c| c.name == n).ok_or_else(|| {
+                Diagnostics::from_attr_error(
+                    crate::framework::AttrPath::attr("endpoint"),
+                    "Unknown endpoint",
+                    format!("No endpoint is named {n:?}; the provider has: {}.", names()),
+                )
+            }),
+            None if self.list.len() == 1 => Ok(&self.list[0]),
+            None => Err(Diagnostics::from_attr_error(
+                crate::framework::AttrPath::attr("endpoint"),
+                "Missing endpoint",
+                format!(
+                    "The provider has {} endpoints; set `endpoint` to one of: {}.",
+                    self.list.len(),
+                    names()
+                ),
+            )),
+        }
+    }
+
+    /// Logs out of every endpoint that was used, in parallel.
+    pub async fn close(&self) {
+        futures::future::join_all(self.list.iter().map(Connection::close)).await;
+    }
+}
+
+/// The logged-in client of `endpoint` (the only endpoint when unset), for a resource or data
+/// source call. A failure names the endpoint, so an unreachable one fails only what needs it.
+pub async fn client(ctx: &Context, endpoint: Option<&str>) -> Result<Arc<Client>, Diagnostics> {
+    let endpoints = ctx.data::<Endpoints>()?;
+    let conn = endpoints.get(endpoint)?;
+    connect(conn).await
+}
+
+/// The logged-in client of one endpoint, with its name in the error.
+pub async fn connect(conn: &Connection) -> Result<Arc<Client>, Diagnostics> {
+    conn.client().await.map_err(|e| {
+        let what = if conn.name == DEFAULT_ENDPOINT {
+            "connect to the vSphere endpoint".to_string()
+        } else {
+            format!("connect to endpoint {:?} ({})", conn.name, conn.config.url)
+        };
+        error_diagnostics(&what, &e)
+    })
 }
 
 /// Turns a client error into a diagnostic: summary "Unable to {action}", detail with vSphere's

@@ -16,7 +16,44 @@ use crate::framework::{
 };
 
 pub use config::ProviderModel;
-pub use connection::{client, error_diagnostics, Connection};
+pub use connection::{client, error_diagnostics, Connection, Endpoints};
+
+/// The `endpoint` attribute every resource, data source and action has.
+pub fn endpoint_attribute(resource: bool) -> Attribute {
+    let a = Attribute::string("endpoint").optional().description(
+        "The provider `endpoint` block (by name) to use; needed only when the provider has several.",
+    );
+    if resource {
+        a.requires_replace()
+    } else {
+        a
+    }
+}
+
+/// The `endpoint` a config, plan or state value names, if any.
+pub fn endpoint_of(v: &Value) -> Option<&str> {
+    match typed::get_attr(v, "endpoint") {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// An import id `@ENDPOINT/ID` as the endpoint and the resource's own id; a plain id has no
+/// endpoint (the provider's only one).
+pub fn split_import_id(id: &str) -> (Option<&str>, &str) {
+    match id.strip_prefix('@').and_then(|rest| rest.split_once('/')) {
+        Some((endpoint, rest)) if !endpoint.is_empty() => (Some(endpoint), rest),
+        _ => (None, id),
+    }
+}
+
+/// `state` with its `endpoint` set (imports record where the object lives).
+pub fn with_endpoint(mut state: Value, endpoint: Option<&str>) -> Value {
+    if let Some(e) = endpoint {
+        crate::framework::walk::set_attr(&mut state, "endpoint", Value::String(e.to_string()));
+    }
+    state
+}
 
 /// The provider's type name: resources are called `ceso_*`.
 pub const TYPE_NAME: &str = "ceso";
@@ -70,15 +107,46 @@ impl Provider for Ceso {
                             "Time limit of each vSphere API call. Default `\"{}\"`. Environment: `CESO_API_TIMEOUT`.",
                             config::DEFAULT_API_TIMEOUT
                         )),
-                ),
+                )
+                .block(crate::framework::NestedBlock::new(
+                    "endpoint",
+                    crate::framework::Nesting::List,
+                    Block::new()
+                        .description("One of several endpoints (standalone ESXi hosts, or vCenters). Resources and data sources choose one with their `endpoint` attribute (needed when there are several). Each logs in on first use, once per provider process; an unreachable endpoint fails only what uses it.")
+                        .attribute(Attribute::string("name").required().description("The name resources use in `endpoint`."))
+                        .attribute(Attribute::string("url").required().description("`https://HOST/sdk`, or `HOST[:PORT]`."))
+                        .attribute(Attribute::string("user").optional().description("User name; defaults to the provider's `user` (or `CESO_USER`)."))
+                        .attribute(Attribute::string("password").optional().sensitive().description("Password; defaults to the provider's `password` (or `CESO_PASSWORD`)."))
+                        .attribute(Attribute::string("thumbprint").optional().description("SHA-256 thumbprint of this endpoint's certificate to trust."))
+                        .attribute(Attribute::bool("allow_unverified_ssl").optional().description("Skip TLS verification for this endpoint; defaults to the provider's setting.")),
+                )),
         )
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
+        let several =
+            matches!(typed::get_attr(config, "endpoint"), Value::List(l) if !l.is_empty());
+        if several && !matches!(typed::get_attr(config, "url"), Value::Null) {
+            diags.attr_error(
+                crate::framework::AttrPath::attr("url"),
+                "Conflicting endpoint settings",
+                "Give either `url` (one endpoint) or `endpoint` blocks (several), not both. `user`, `password`, `allow_unverified_ssl` and `api_timeout` at the top level are defaults for the blocks.",
+            );
+        }
     }
 
     async fn configure(&self, _ctx: &Context, config: &Value) -> Result<ProviderData, Diagnostics> {
         let model: ProviderModel = typed::from_value(config, &self.schema().value_type())?;
-        let connect = model.with_env_fallbacks().connect_config()?;
-        tracing::debug!(url = %connect.url, user = %connect.user, "provider configured");
-        Ok(Arc::new(Connection::new(connect)))
+        let endpoints = model.with_env_fallbacks().endpoints()?;
+        for (name, c) in &endpoints {
+            tracing::debug!(endpoint = %name, url = %c.url, user = %c.user, "provider configured");
+        }
+        Ok(Arc::new(Endpoints::new(
+            endpoints
+                .into_iter()
+                .map(|(name, c)| Connection::new(name, c))
+                .collect(),
+        )))
     }
 
     fn actions(&self) -> Vec<Arc<dyn crate::framework::Action>> {
@@ -86,13 +154,14 @@ impl Provider for Ceso {
     }
 
     async fn stop(&self, data: ProviderData) {
-        if let Ok(conn) = data.downcast::<Connection>() {
-            conn.close().await;
+        if let Ok(endpoints) = data.downcast::<Endpoints>() {
+            endpoints.close().await;
         }
     }
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
         vec![
+            Arc::new(crate::resources::pci_passthrough::PciPassthrough),
             Arc::new(crate::resources::snapshot::Snapshot),
             Arc::new(crate::resources::vlan::Vlan),
             Arc::new(crate::resources::vm::Vm),
@@ -102,6 +171,7 @@ impl Provider for Ceso {
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
         vec![
             Arc::new(crate::data_sources::endpoint::Endpoint),
+            Arc::new(crate::data_sources::pci_devices::PciDevices),
             Arc::new(crate::data_sources::snapshots::Snapshots),
         ]
     }

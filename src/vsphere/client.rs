@@ -178,7 +178,7 @@ impl Client {
     /// Calls a method in this session; when the session has expired (`NotAuthenticated`),
     /// logs in again once and repeats the call.
     pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
-        if !M::IDEMPOTENT {
+        if !method.is_idempotent() {
             // Any write may change what the cached inventory says.
             self.inventory.clear();
         }

@@ -57,6 +57,38 @@ pub struct Disk {
     pub thin: bool,
 }
 
+/// What a PCI passthrough device is backed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassthroughBacking {
+    /// A whole host device (DirectPath I/O, `VirtualPCIPassthroughDeviceBackingInfo`).
+    Direct {
+        /// The host device's address, `DDDD:BB:SS.F`.
+        id: String,
+        /// PCI device id as hex, e.g. `1eb8`.
+        device_id: String,
+        /// The host's system id (from `QueryConfigTarget`).
+        system_id: String,
+        /// PCI vendor id.
+        vendor_id: u16,
+        /// Device name.
+        device_name: String,
+    },
+    /// An NVIDIA vGPU profile (`VirtualPCIPassthroughVmiopBackingInfo`).
+    Vgpu {
+        /// The profile, e.g. `grid_t4-4q`.
+        profile: String,
+    },
+}
+
+/// A PCI passthrough device of a VM (`VirtualPCIPassthrough`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passthrough {
+    /// Device key (negative for a device being added).
+    pub key: i32,
+    /// What backs it.
+    pub backing: PassthroughBacking,
+}
+
 /// A device as read from a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
@@ -64,6 +96,8 @@ pub enum Device {
     Disk(Disk),
     /// A network adapter.
     Nic(Nic),
+    /// A PCI passthrough device or vGPU.
+    Passthrough(Passthrough),
     /// A SCSI/SATA/NVMe/IDE controller.
     Controller {
         /// Key.
@@ -159,6 +193,30 @@ impl Device {
                 backing,
             });
         }
+        if kind == "VirtualPCIPassthrough" {
+            let backing = node.child("backing");
+            let text = |name: &str| {
+                backing
+                    .and_then(|b| b.text_of(name))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let backing = match backing.map(|b| b.type_or("")) {
+                Some("VirtualPCIPassthroughVmiopBackingInfo") => PassthroughBacking::Vgpu {
+                    profile: text("vgpu"),
+                },
+                Some("VirtualPCIPassthroughDeviceBackingInfo") => PassthroughBacking::Direct {
+                    id: text("id"),
+                    device_id: text("deviceId"),
+                    system_id: text("systemId"),
+                    vendor_id: text("vendorId").trim().parse::<i32>().unwrap_or(0) as u16,
+                    device_name: text("deviceName"),
+                },
+                // Dynamic DirectPath, SR-IOV and other backings are kept as read.
+                _ => return Device::Other(node.clone()),
+            };
+            return Device::Passthrough(Passthrough { key, backing });
+        }
         if is_controller(kind) {
             return Device::Controller {
                 key,
@@ -214,6 +272,13 @@ pub enum DeviceChange {
         op: Operation,
         /// The adapter.
         nic: Nic,
+    },
+    /// A PCI passthrough device or vGPU (added or removed; never edited).
+    Passthrough {
+        /// Add or remove.
+        op: Operation,
+        /// The device.
+        device: Passthrough,
     },
 }
 
@@ -306,6 +371,35 @@ impl DeviceChange {
                 w.text("addressType", &nic.address_type);
                 if let Some(mac) = &nic.mac_address {
                     w.text("macAddress", mac);
+                }
+                w.end("device");
+            }
+            DeviceChange::Passthrough { op, device } => {
+                w.text("operation", op_name(*op));
+                w.start("device", Some("VirtualPCIPassthrough"))
+                    .text("key", &device.key.to_string());
+                write_device_info(w);
+                match &device.backing {
+                    PassthroughBacking::Direct {
+                        id,
+                        device_id,
+                        system_id,
+                        vendor_id,
+                        device_name,
+                    } => {
+                        w.start("backing", Some("VirtualPCIPassthroughDeviceBackingInfo"))
+                            .text("deviceName", device_name)
+                            .text("id", id)
+                            .text("deviceId", device_id)
+                            .text("systemId", system_id)
+                            .text("vendorId", &(*vendor_id as i16).to_string())
+                            .end("backing");
+                    }
+                    PassthroughBacking::Vgpu { profile } => {
+                        w.start("backing", Some("VirtualPCIPassthroughVmiopBackingInfo"))
+                            .text("vgpu", profile)
+                            .end("backing");
+                    }
                 }
                 w.end("device");
             }

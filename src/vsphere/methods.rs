@@ -31,6 +31,10 @@ pub trait Method {
     fn method_name(&self) -> &'static str {
         Self::NAME
     }
+    /// Whether this call may be retried (the type's `IDEMPOTENT` unless a call says otherwise).
+    fn is_idempotent(&self) -> bool {
+        Self::IDEMPOTENT
+    }
 }
 
 /// A response holding one `returnval`.
@@ -364,6 +368,40 @@ impl Method for PlainCall<'_> {
     }
     fn method_name(&self) -> &'static str {
         self.name
+    }
+}
+
+/// A call of a method whose result is read as a node, with its arguments written by a closure
+/// (for data-returning methods only one caller needs).
+pub struct NodeCall<'a> {
+    /// The SOAP method.
+    pub name: &'static str,
+    /// The object it is invoked on.
+    pub this: &'a ManagedObjectReference,
+    /// Writes the arguments after `_this`.
+    pub args: &'a (dyn Fn(&mut RequestWriter) + Send + Sync),
+    /// Whether the call may be retried (reads only).
+    pub idempotent: bool,
+}
+
+impl Method for NodeCall<'_> {
+    type Response = Option<Node>;
+    const NAME: &'static str = "";
+    const IDEMPOTENT: bool = false;
+    fn this(&self) -> &ManagedObjectReference {
+        self.this
+    }
+    fn write_args(&self, w: &mut RequestWriter) {
+        (self.args)(w)
+    }
+    fn decode(inner: &str) -> Result<Option<Node>> {
+        decode_optional_node(inner)
+    }
+    fn method_name(&self) -> &'static str {
+        self.name
+    }
+    fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 }
 

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod methods;
 pub mod network;
 pub mod ovf;
+pub mod pci;
 pub mod property;
 pub mod secret;
 pub mod snapshot;

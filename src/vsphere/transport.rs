@@ -100,7 +100,7 @@ impl Transport {
         loop {
             match self.post::<M>(body.clone(), method.method_name()).await {
                 Err(e)
-                    if M::IDEMPOTENT
+                    if method.is_idempotent()
                         && e.kind == ErrorKind::Transport
                         && attempt < READ_RETRIES =>
                 {

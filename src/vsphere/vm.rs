@@ -34,6 +34,7 @@ pub const VM_PATHS: &[&str] = &[
     "config.cpuHotAddEnabled",
     "config.memoryHotAddEnabled",
     "config.changeTrackingEnabled",
+    "config.memoryReservationLockedToMax",
     "config.annotation",
     "config.extraConfig",
     "config.template",
@@ -84,6 +85,8 @@ pub struct VmInfo {
     pub memory_hot_add: bool,
     /// Changed block tracking.
     pub cbt: bool,
+    /// The memory reservation follows the memory size (needed by PCI passthrough).
+    pub memory_locked_to_max: bool,
     /// Notes.
     pub annotation: String,
     /// extraConfig (last value of each key wins; empty values are "unset").
@@ -122,6 +125,14 @@ impl VmInfo {
     pub fn disks(&self) -> impl Iterator<Item = &super::device::Disk> {
         self.devices.iter().filter_map(|d| match d {
             Device::Disk(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The VM's PCI passthrough devices and vGPUs, in device order.
+    pub fn passthroughs(&self) -> impl Iterator<Item = &super::device::Passthrough> {
+        self.devices.iter().filter_map(|d| match d {
+            Device::Passthrough(p) => Some(p),
             _ => None,
         })
     }
@@ -182,6 +193,9 @@ impl VmInfo {
             cpu_hot_add: o.bool("config.cpuHotAddEnabled").unwrap_or(false),
             memory_hot_add: o.bool("config.memoryHotAddEnabled").unwrap_or(false),
             cbt: o.bool("config.changeTrackingEnabled").unwrap_or(false),
+            memory_locked_to_max: o
+                .bool("config.memoryReservationLockedToMax")
+                .unwrap_or(false),
             annotation: o.text("config.annotation").unwrap_or_default().to_string(),
             extra_config,
             template: o.bool("config.template").unwrap_or(false),
@@ -241,6 +255,8 @@ pub struct ConfigSpec {
     pub cbt: Option<bool>,
     /// `bios` or `efi`.
     pub firmware: Option<String>,
+    /// Keep the memory reservation equal to the memory size (PCI passthrough needs it).
+    pub memory_reservation_locked_to_max: Option<bool>,
 }
 
 impl ConfigSpec {
@@ -305,6 +321,9 @@ impl ConfigSpec {
         if let Some(v) = &self.firmware {
             w.text("firmware", v);
         }
+        if let Some(v) = self.memory_reservation_locked_to_max {
+            w.text("memoryReservationLockedToMax", b(v));
+        }
         w.end(element);
     }
 
@@ -325,6 +344,7 @@ impl ConfigSpec {
             && self.extra_config.is_empty()
             && self.cbt.is_none()
             && self.firmware.is_none()
+            && self.memory_reservation_locked_to_max.is_none()
     }
 }
 

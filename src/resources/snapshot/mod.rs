@@ -13,7 +13,7 @@ use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource};
 use crate::framework::typed::{from_planned, to_value};
 use crate::framework::validator::matches;
 use crate::framework::{Attribute, Block, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, error_diagnostics};
+use crate::provider::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::snapshot::{SnapshotInfo, SnapshotTree};
 use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::{Client, Error};
@@ -29,6 +29,7 @@ const TASK_LIMIT: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotModel {
     pub id: Option<String>,
+    pub endpoint: Option<String>,
     pub vm_id: String,
     pub name: String,
     pub description: Option<String>,
@@ -49,6 +50,7 @@ pub fn schema() -> Schema {
         Block::new()
             .description("A snapshot of a VM. Renaming is done in place; changing `revert_trigger` reverts the VM to this snapshot on purpose.")
             .attribute(Attribute::string("id").computed().use_state_for_unknown().description("The snapshot's id, e.g. `snapshot-42`."))
+            .attribute(crate::provider::endpoint_attribute(true))
             .attribute(Attribute::string("vm_id").required().requires_replace().description("The VM: a `ceso_vm`'s `id` (instance UUID) or its `moid`."))
             .attribute(Attribute::string("name").required().validate(matches(r"^.{1,80}$", "1 to 80 characters")).description("Snapshot name (renamed in place)."))
             .attribute(Attribute::string("description").default_value(Value::String(String::new())).description("Description (changed in place)."))
@@ -162,7 +164,7 @@ impl Resource for Snapshot {
             Ok(m) => m,
             Err(d) => return ApplyResult::failed(Value::Null, d),
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.planned)).await {
             Ok(c) => c,
             Err(d) => return ApplyResult::failed(Value::Null, d),
         };
@@ -234,7 +236,7 @@ impl Resource for Snapshot {
 
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
         let prior = model(state)?;
-        let client = client(ctx).await?;
+        let client = client(ctx, endpoint_of(state)).await?;
         match self.read_model(&client, &prior).await {
             Ok(Some(m)) => value(&m).map(Some),
             Ok(None) => Ok(None),
@@ -247,7 +249,7 @@ impl Resource for Snapshot {
             (Ok(p), Ok(q)) => (p, q),
             (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.prior)).await {
             Ok(c) => c,
             Err(d) => return ApplyResult::failed(req.prior.clone(), d),
         };
@@ -295,7 +297,7 @@ impl Resource for Snapshot {
             Ok(m) => m,
             Err(d) => return d,
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.prior)).await {
             Ok(c) => c,
             Err(d) => return d,
         };
@@ -330,6 +332,7 @@ impl Resource for Snapshot {
     }
 
     async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
+        let (endpoint, id) = crate::provider::split_import_id(id);
         let bad = |why: String| {
             Diagnostics::from_error(
                 "Unable to import ceso_snapshot",
@@ -339,7 +342,7 @@ impl Resource for Snapshot {
         let (vm_id, which) = id
             .split_once('/')
             .ok_or_else(|| bad(format!("{id:?} has no '/'")))?;
-        let client = client(ctx).await?;
+        let client = client(ctx, endpoint).await?;
         let vm = find_vm(&client, vm_id)
             .await
             .map_err(|e| error_diagnostics("find the VM", &e))?
@@ -374,7 +377,7 @@ impl Resource for Snapshot {
         };
         Ok(vec![ImportedResource {
             type_name: TYPE.to_string(),
-            state: value(&m)?,
+            state: crate::provider::with_endpoint(value(&m)?, endpoint),
             private: Vec::new(),
         }])
     }

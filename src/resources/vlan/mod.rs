@@ -17,7 +17,7 @@ use crate::cty::Value;
 use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
 use crate::framework::typed::{from_planned, get_attr, to_value};
 use crate::framework::{AttrPath, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, error_diagnostics};
+use crate::provider::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::network::{DvPortGroupSpec, HostNetwork};
 use crate::vsphere::property::ObjectContent;
 use crate::vsphere::types::ManagedObjectReference;
@@ -396,7 +396,7 @@ impl Vlan {
                 Err(d) => return ApplyResult::failed(req.prior.clone(), d),
             }
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.config)).await {
             Ok(c) => c,
             Err(d) => return ApplyResult::failed(req.prior.clone(), d),
         };
@@ -547,7 +547,7 @@ impl Resource for Vlan {
         if *req.config == Value::Null || ctx.provider_data.is_none() {
             return;
         }
-        let Ok(client) = client(ctx).await else {
+        let Ok(client) = client(ctx, endpoint_of(req.config)).await else {
             return; // Apply reports connection problems with the full diagnostic.
         };
         if distributed {
@@ -664,7 +664,7 @@ impl Resource for Vlan {
 
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
         let prior = self.model(state)?;
-        let client = client(ctx).await?;
+        let client = client(ctx, endpoint_of(state)).await?;
         match self.read_model(&client, &prior).await? {
             Some(m) => self.value(&m).map(Some),
             None => Ok(None),
@@ -680,7 +680,7 @@ impl Resource for Vlan {
             Ok(m) => m,
             Err(d) => return d,
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.prior)).await {
             Ok(c) => c,
             Err(d) => return d,
         };
@@ -758,7 +758,8 @@ impl Resource for Vlan {
     }
 
     async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let client = client(ctx).await?;
+        let (endpoint, id) = crate::provider::split_import_id(id);
+        let client = client(ctx, endpoint).await?;
         let hosts = client
             .host_networks()
             .await
@@ -839,7 +840,7 @@ impl Resource for Vlan {
         let state = self.value(&model)?;
         Ok(vec![ImportedResource {
             type_name: TYPE.to_string(),
-            state,
+            state: crate::provider::with_endpoint(state, endpoint),
             private: Vec::new(),
         }])
     }

@@ -14,6 +14,7 @@ pub const DEFAULT_VSWITCH: &str = "vSwitch0";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VlanModel {
     pub id: Option<String>,
+    pub endpoint: Option<String>,
     pub name: String,
     pub vlan_id: Option<i64>,
     pub vswitch: Option<String>,

@@ -7,6 +7,7 @@
 //! taints it rather than losing track of it.
 
 mod model;
+mod pci;
 mod plan;
 mod schema;
 
@@ -20,7 +21,7 @@ use crate::cty::Value;
 use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
 use crate::framework::typed::{from_planned, parse_duration, to_value};
 use crate::framework::{AttrPath, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, error_diagnostics};
+use crate::provider::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::types::ManagedObjectReference;
@@ -402,6 +403,15 @@ fn needs_power_off(spec: &ConfigSpec, info: &VmInfo) -> Option<String> {
                 .into(),
         );
     }
+    if spec
+        .device_changes
+        .iter()
+        .any(|c| matches!(c, DeviceChange::Passthrough { .. }))
+    {
+        return Some(
+            "PCI passthrough devices are added and removed only while the VM is off".into(),
+        );
+    }
     if spec.cores_per_socket.is_some()
         || spec.cpu_hot_add.is_some()
         || spec.memory_hot_add.is_some()
@@ -692,6 +702,13 @@ impl Vm {
             spec.name = Some(plan.name.clone());
         }
         spec.device_changes = device_changes(plan, Some(&reference), &info, &inv, &datastore)?;
+        let (pci_changes, lock) = pci::device_changes(client, &inv, plan, Some(&reference), &info)
+            .await
+            .map_err(|e| {
+                error_diagnostics(&format!("plan the PCI devices of VM {:?}", plan.name), &e)
+            })?;
+        spec.device_changes.extend(pci_changes);
+        spec.memory_reservation_locked_to_max = lock;
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
         let mut cycled = false;
@@ -855,7 +872,7 @@ impl Resource for Vm {
             Ok(m) => m,
             Err(d) => return ApplyResult::failed(Value::Null, d),
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.planned)).await {
             Ok(c) => c,
             Err(d) => return ApplyResult::failed(Value::Null, d),
         };
@@ -905,7 +922,7 @@ impl Resource for Vm {
 
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
         let prior = model(state)?;
-        let client = client(ctx).await?;
+        let client = client(ctx, endpoint_of(state)).await?;
         match self.read_model(&client, &prior).await {
             Ok(Some(m)) => value(&m).map(Some),
             Ok(None) => Ok(None),
@@ -918,7 +935,7 @@ impl Resource for Vm {
             (Ok(p), Ok(q)) => (p, q),
             (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.prior)).await {
             Ok(c) => c,
             Err(d) => return ApplyResult::failed(req.prior.clone(), d),
         };
@@ -953,7 +970,7 @@ impl Resource for Vm {
             Ok(m) => m,
             Err(d) => return d,
         };
-        let client = match client(ctx).await {
+        let client = match client(ctx, endpoint_of(req.prior)).await {
             Ok(c) => c,
             Err(d) => return d,
         };
@@ -995,7 +1012,8 @@ impl Resource for Vm {
     }
 
     async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let client = client(ctx).await?;
+        let (endpoint, id) = crate::provider::split_import_id(id);
+        let client = client(ctx, endpoint).await?;
         let vm = find_any(&client, id).await.map_err(|e| {
             Diagnostics::from_error(
                 "Unable to import ceso_vm",
@@ -1017,9 +1035,14 @@ impl Resource for Vm {
             })
             .collect();
         let nics: Vec<model::NicModel> = info.nics().map(|_| model::NicModel::default()).collect();
+        let pci_devices: Vec<model::PciModel> = info
+            .passthroughs()
+            .map(model::PciModel::from_device)
+            .collect();
         let seed = VmModel {
             disk: Some(disks),
             network_interface: Some(nics),
+            pci_device: Some(pci_devices),
             power_state: Some("on".into()),
             ..VmModel::default()
         };
@@ -1030,7 +1053,7 @@ impl Resource for Vm {
         let m = VmModel::from_info(&info, &inv, &seed);
         Ok(vec![ImportedResource {
             type_name: TYPE.to_string(),
-            state: value(&m)?,
+            state: crate::provider::with_endpoint(value(&m)?, endpoint),
             private: Vec::new(),
         }])
     }

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::vsphere::device::{Disk, Nic, NicBacking};
+use crate::vsphere::device::{Disk, Nic, NicBacking, Passthrough, PassthroughBacking};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::vm::VmInfo;
 
@@ -30,6 +30,64 @@ pub struct NicModel {
     pub adapter_type: Option<String>,
     pub mac_address: Option<String>,
     pub key: Option<i64>,
+}
+
+/// A pci_device block: a host device given to the VM (DirectPath) or a vGPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PciModel {
+    pub address: Option<String>,
+    pub vgpu_profile: Option<String>,
+    pub key: Option<i64>,
+    pub device_name: Option<String>,
+}
+
+impl PciModel {
+    /// What the block names: `0000:3b:00.0` or `vgpu:grid_t4-4q`.
+    pub fn identity(&self) -> String {
+        match (&self.address, &self.vgpu_profile) {
+            (Some(a), _) => crate::vsphere::pci::normalize_address(a),
+            (None, Some(p)) => format!("vgpu:{p}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The block for a passthrough device of the VM.
+    pub fn from_device(p: &Passthrough) -> Self {
+        match &p.backing {
+            PassthroughBacking::Direct {
+                id, device_name, ..
+            } => PciModel {
+                address: Some(crate::vsphere::pci::normalize_address(id)),
+                vgpu_profile: None,
+                key: Some(i64::from(p.key)),
+                device_name: Some(device_name.clone()),
+            },
+            PassthroughBacking::Vgpu { profile } => PciModel {
+                address: None,
+                vgpu_profile: Some(profile.clone()),
+                key: Some(i64::from(p.key)),
+                device_name: Some(format!("vGPU {profile}")),
+            },
+        }
+    }
+}
+
+/// Pairs `wanted` blocks with the VM's `devices` by what they name (each device used once);
+/// returns, per wanted block, the index of its device.
+pub fn match_pci(wanted: &[PciModel], devices: &[PciModel]) -> Vec<Option<usize>> {
+    let mut used = vec![false; devices.len()];
+    wanted
+        .iter()
+        .map(|w| {
+            let id = w.identity();
+            let found = devices
+                .iter()
+                .enumerate()
+                .position(|(i, d)| !used[i] && d.identity() == id)?;
+            used[found] = true;
+            Some(found)
+        })
+        .collect()
 }
 
 /// The clone block.
@@ -72,6 +130,7 @@ pub struct TimeoutsModel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VmModel {
     pub id: Option<String>,
+    pub endpoint: Option<String>,
     pub name: String,
     pub guest_id: Option<String>,
     pub firmware: Option<String>,
@@ -102,6 +161,7 @@ pub struct VmModel {
     pub default_ip: Option<String>,
     pub disk: Option<Vec<DiskModel>>,
     pub network_interface: Option<Vec<NicModel>>,
+    pub pci_device: Option<Vec<PciModel>>,
     pub clone: Option<Vec<CloneModel>>,
     pub ovf: Option<Vec<OvfModel>>,
     pub cloud_init: Option<Vec<CloudInitModel>>,
@@ -225,6 +285,7 @@ impl VmModel {
         });
         VmModel {
             id: Some(info.instance_uuid.clone()),
+            endpoint: prior.endpoint.clone(),
             name: info.name.clone(),
             guest_id: Some(info.guest_id.clone()),
             firmware: Some(info.firmware.clone()),
@@ -271,6 +332,28 @@ impl VmModel {
                     .is_some_and(|n| !n.is_empty())
                 {
                     nics
+                } else {
+                    Vec::new()
+                },
+            ),
+            // Passthrough devices are managed once the configuration lists some: then state
+            // shows every one the VM has (in the configuration's order, extras after), so one
+            // added or removed out of band shows in the plan.
+            pci_device: Some(
+                if prior.pci_device.as_ref().is_some_and(|p| !p.is_empty()) {
+                    let have: Vec<PciModel> =
+                        info.passthroughs().map(PciModel::from_device).collect();
+                    let wanted = prior.pci_device.clone().unwrap_or_default();
+                    let pairs = match_pci(&wanted, &have);
+                    let mut out: Vec<PciModel> =
+                        pairs.iter().flatten().map(|i| have[*i].clone()).collect();
+                    out.extend(
+                        have.iter()
+                            .enumerate()
+                            .filter(|(i, _)| !pairs.contains(&Some(*i)))
+                            .map(|(_, d)| d.clone()),
+                    );
+                    out
                 } else {
                     Vec::new()
                 },

@@ -9,7 +9,7 @@ use crate::framework::resource::PlanRequest;
 use crate::framework::typed::get_attr;
 use crate::framework::walk::set_attr;
 use crate::framework::{AttrPath, Context, Diagnostics};
-use crate::provider::client;
+use crate::provider::{client, endpoint_of};
 
 use super::SCSI_RESERVED_UNIT;
 
@@ -36,6 +36,7 @@ fn elements(v: &Value) -> &[Value] {
 
 /// Static checks of a configuration.
 pub fn validate(config: &Value, diags: &mut Diagnostics) {
+    super::pci::validate(config, diags);
     if let (Some(cpus), Some(cores)) = (
         int(get_attr(config, "num_cpus")),
         int(get_attr(config, "cores_per_socket")),
@@ -118,6 +119,7 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
     let creating = *req.prior == Value::Null;
     align_disks(req);
     align_nics(req);
+    super::pci::align(req);
     // Guest IPs change only with the power state (or a power cycle); keep them otherwise.
     for a in ["ip_addresses", "default_ip"] {
         set_attr(&mut req.planned, a, get_attr(req.prior, a).clone());
@@ -140,7 +142,7 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
     if ctx.provider_data.is_none() || *req.config == Value::Null {
         return;
     }
-    let Ok(client) = client(ctx).await else {
+    let Ok(client) = client(ctx, endpoint_of(req.config)).await else {
         return;
     };
     let Ok(inv) = client.inventory_cached().await else {
@@ -162,6 +164,7 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
             }
         }
     }
+    super::pci::check_against_host(&client, &inv, req).await;
     if let Some(host) = string(get_attr(req.config, "host")) {
         if let Err(e) = inv.host(host) {
             req.diags
@@ -358,6 +361,12 @@ fn check_power_cycle(req: &mut PlanRequest<'_>) {
         if changed(a) {
             reasons.push((a, "this changes only while the VM is powered off"));
         }
+    }
+    if super::pci::changes(req) {
+        reasons.push((
+            "pci_device",
+            "PCI passthrough devices are added and removed only while the VM is off",
+        ));
     }
     for (attr, why) in reasons {
         req.diags.attr_error(

@@ -19,6 +19,32 @@ pub fn schema() -> Schema {
         .attribute(Attribute::number("unit_number").optional().computed().validate(int_between(0, 63)).description("Unit number on SCSI controller 0 (7 is reserved)."))
         .attribute(Attribute::string("path").computed().description("The disk's file, `[datastore] vm/vm.vmdk`."))
         .attribute(Attribute::number("key").computed().description("vSphere's device key."));
+    let pci = Block::new()
+        .description("A PCI device of the VM's host given to the VM whole (DirectPath I/O: `address`) or an NVIDIA vGPU (`vgpu_profile`); exactly one of the two. The host must have passthrough enabled and active for the device (`ceso_pci_passthrough`), no other VM may hold it, and devices the host groups together must be given together. `host` must be set. Devices are added and removed only while the VM is off (with `allow_power_cycle` ceso powers it off and on), and the VM's memory reservation is locked to its memory size, as passthrough requires.")
+        .attribute(
+            Attribute::string("address")
+                .optional()
+                .validate(matches(
+                    crate::resources::pci_passthrough::ADDRESS_PATTERN,
+                    crate::resources::pci_passthrough::ADDRESS_WHAT,
+                ))
+                .description("The host device's PCI address, `DDDD:BB:SS.F` (see `ceso_pci_devices`)."),
+        )
+        .attribute(
+            Attribute::string("vgpu_profile")
+                .optional()
+                .description("A vGPU profile the host offers, e.g. `grid_t4-4q` (see `ceso_pci_devices`' `vgpu_profiles`)."),
+        )
+        .attribute(
+            Attribute::number("key")
+                .computed()
+                .description("The device's key in the VM."),
+        )
+        .attribute(
+            Attribute::string("device_name")
+                .computed()
+                .description("The device's name as the host reports it."),
+        );
     let nic = Block::new()
         .description("A network adapter.")
         .attribute(
@@ -67,6 +93,7 @@ pub fn schema() -> Schema {
         Block::new()
             .description("A virtual machine: created from scratch or cloned from a template (also on standalone ESXi), sized, with disks and network adapters, cloud-init, and power state, all read back from vSphere on every refresh.")
             .attribute(Attribute::string("id").computed().use_state_for_unknown().description("The VM's instance UUID."))
+            .attribute(crate::provider::endpoint_attribute(true))
             .attribute(Attribute::string("name").required().validate(matches(r"^[^/\\%]{1,80}$", "1 to 80 characters without `/`, `\\` or `%`")).description("VM name."))
             .attribute(computed_kept(Attribute::string("guest_id")).description("Guest OS identifier, e.g. `ubuntu64Guest`; checked against what the host supports at plan time. Taken from the template when cloning."))
             .attribute(computed_kept(Attribute::string("firmware")).validate(one_of(&["bios", "efi"])).description("Boot firmware."))
@@ -97,6 +124,7 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("default_ip").computed().description("The guest's primary IP address, as VMware Tools reports it."))
             .block(NestedBlock::new("disk", Nesting::List, disk))
             .block(NestedBlock::new("network_interface", Nesting::List, nic))
+            .block(NestedBlock::new("pci_device", Nesting::List, pci))
             .block(NestedBlock::new("clone", Nesting::List, clone).items(0, 1))
             .block(NestedBlock::new("ovf", Nesting::List, ovf).items(0, 1))
             .block(NestedBlock::new("cloud_init", Nesting::List, cloud_init).items(0, 1))

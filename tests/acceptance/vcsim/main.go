@@ -23,6 +23,12 @@
 // snapshot.go models RenameSnapshot, ConsolidateVMDisks_Task (and the
 // -consolidation-needed-after-remove flag), reverts that restore the snapshot's recorded power
 // state, and removal of current/root snapshots without the simulator's panic.
+// pci.go models PCI passthrough and NVIDIA vGPU: GPUs and a NIC on the first -gpu-hosts hosts,
+// HostPciPassthruSystem, RebootHost_Task (-reboot-ms), QueryConfigTarget's pciPassthrough and
+// vGPU profiles, and the passthrough checks of ReconfigVM_Task and PowerOnVM_Task.
+// cbt.go sizes each VM disk's flat extent (<name>-flat.vmdk) to its capacity, tracks datastore
+// PUTs to it as changed block tracking (changeId, QueryChangedDiskAreas paged by -cbt-page-bytes
+// and -cbt-page-extents), freezes each snapshot's config, and makes CloneVM_Task copy disk data.
 // -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
 // Every SOAP call is counted per method: GET /vcsim-counts on the same address
@@ -134,6 +140,7 @@ func main() {
 	delay := flag.Int("delay", 0, "milliseconds of latency added to every SOAP call")
 	urlFile := flag.String("url-file", "", "write the SDK URL to this file once listening")
 	creds := flag.String("user", "", "USER:PASSWORD that Login accepts (default: any non-empty pair)")
+	gpuHosts := flag.Int("gpu-hosts", 1, "hosts (the first by name) given passthrough-capable GPUs and NIC (see pci.go)")
 	flag.Parse()
 
 	var m *simulator.Model
@@ -156,6 +163,8 @@ func main() {
 	// ceso addition: standard port groups modelled after the vSphere API reference
 	// (UpdatePortGroup, computedPolicy, one vCenter Network shared by hosts); see netsys.go.
 	installNetworkModel()
+	// ceso addition: PCI passthrough and vGPU after the vSphere API reference; see pci.go.
+	installPciModel(*gpuHosts)
 	if *alias {
 		for _, e := range simulator.Map.All("ClusterComputeResource") {
 			ref := e.Reference()
@@ -178,6 +187,8 @@ func main() {
 	m.Service.RegisterEndpoints = *vapi
 	s := m.Service.NewServer()
 	s.Config.Handler = &soapCounter{next: s.Config.Handler, total: map[string]int{}, methods: map[string]map[string]int{}}
+	// ceso addition: disk extents, changed block tracking and QueryChangedDiskAreas; see cbt.go.
+	s.Config.Handler = installCBT(s.Config.Handler)
 	fmt.Printf("VCSIM_URL=%s\n", s.URL)
 	if *urlFile != "" {
 		if err := os.WriteFile(*urlFile, []byte(s.URL.String()+"\n"), 0o600); err != nil {
