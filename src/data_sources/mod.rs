@@ -2,4 +2,5 @@
 
 pub mod endpoint;
 pub mod pci_devices;
+pub mod placement;
 pub mod snapshots;

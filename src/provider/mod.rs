@@ -16,7 +16,7 @@ use crate::framework::{
 };
 
 pub use config::ProviderModel;
-pub use connection::{client, error_diagnostics, Connection, Endpoints};
+pub use connection::{client, connect, error_diagnostics, Connection, Endpoints};
 
 /// The `endpoint` attribute every resource, data source and action has.
 pub fn endpoint_attribute(resource: bool) -> Attribute {
@@ -172,6 +172,7 @@ impl Provider for Ceso {
         vec![
             Arc::new(crate::data_sources::endpoint::Endpoint),
             Arc::new(crate::data_sources::pci_devices::PciDevices),
+            Arc::new(crate::data_sources::placement::Placement),
             Arc::new(crate::data_sources::snapshots::Snapshots),
         ]
     }

@@ -5,6 +5,8 @@
 mod cli;
 mod endpoint;
 mod harness;
+mod pci;
+mod placement;
 mod protocol;
 mod snapshot;
 mod vlan;

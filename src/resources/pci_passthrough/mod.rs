@@ -300,8 +300,14 @@ impl Resource for PciPassthrough {
                 );
             }
         }
-        // Whether a reboot will be pending depends on the host after apply.
-        if req.planned != *req.prior {
+        // Whether a reboot will be pending depends on the host after apply: unknown when the
+        // setting changes, or a pending reboot is now allowed. (Changing only how ceso would
+        // reboot, e.g. after an import, changes nothing on the host.)
+        let setting_changes = *req.prior == Value::Null
+            || get_attr(&req.planned, "enabled") != get_attr(req.prior, "enabled");
+        let reboots_now = get_attr(&req.planned, "reboot_if_required") == &Value::Bool(true)
+            && get_attr(req.prior, "reboot_required") == &Value::Bool(true);
+        if setting_changes || reboots_now {
             for a in ["active", "reboot_required", "address"] {
                 crate::framework::walk::set_attr(&mut req.planned, a, Value::Unknown);
             }

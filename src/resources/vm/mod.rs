@@ -200,6 +200,15 @@ fn settings_spec(plan: &VmModel, prior: Option<&VmModel>) -> ConfigSpec {
     for k in had.keys().filter(|k| !want.contains_key(*k)) {
         extra.push((k.clone(), String::new()));
     }
+    let group_key = crate::data_sources::placement::inventory::GROUP_KEY;
+    if prior.is_none_or(|p| p.anti_affinity_group != plan.anti_affinity_group)
+        && (prior.is_some() || plan.anti_affinity_group.is_some())
+    {
+        extra.push((
+            group_key.to_string(),
+            plan.anti_affinity_group.clone().unwrap_or_default(),
+        ));
+    }
     if prior.is_none_or(|p| cloud_init_of(p) != cloud_init_of(plan)) {
         extra.extend(
             plan.cloud_init_entries()
@@ -836,7 +845,10 @@ async fn find_any(client: &Client, text: &str) -> Result<ManagedObjectReference,
             return Ok(vm);
         }
     }
-    client.find_by_name("VirtualMachine", text).await
+    match client.find_by_name("VirtualMachine", text).await {
+        Err(e) if e.is_not_found() && text.starts_with("vm-") => client.find_vm_by_id(text).await,
+        other => other,
+    }
 }
 
 async fn find_source(client: &Client, text: &str) -> Result<ManagedObjectReference, Diagnostics> {
@@ -1017,7 +1029,7 @@ impl Resource for Vm {
         let vm = find_any(&client, id).await.map_err(|e| {
             Diagnostics::from_error(
                 "Unable to import ceso_vm",
-                format!("{}. Give an inventory path (/DC0/vm/web-01), an instance or BIOS UUID, or a unique name.", e.message),
+                format!("{}. Give an inventory path (/DC0/vm/web-01), an instance or BIOS UUID, a moid (vm-42), or a unique name.", e.message),
             )
         })?;
         let info = client

@@ -154,6 +154,7 @@ pub struct VmModel {
     pub power_state: Option<String>,
     pub annotation: Option<String>,
     pub extra_config: Option<BTreeMap<String, String>>,
+    pub anti_affinity_group: Option<String>,
     pub force_destroy: Option<bool>,
     pub moid: Option<String>,
     pub bios_uuid: Option<String>,
@@ -312,6 +313,10 @@ impl VmModel {
             power_state: Some(power_state_name(&info.power_state).to_string()),
             annotation: Some(info.annotation.clone()),
             extra_config,
+            anti_affinity_group: info
+                .extra_config
+                .get(crate::data_sources::placement::inventory::GROUP_KEY)
+                .cloned(),
             force_destroy: prior.force_destroy,
             moid: info.obj.as_ref().map(|o| o.value.clone()),
             bios_uuid: Some(info.bios_uuid.clone()),

@@ -117,6 +117,7 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("power_state").default_value(Value::String("on".into())).validate(one_of(&["on", "off", "suspended"])).description("Power state, reconciled on every apply (a VM powered off by hand is powered on again)."))
             .attribute(computed_kept(Attribute::string("annotation")).description("Notes shown in vSphere."))
             .attribute(Attribute::new("extra_config", Type::Map(Box::new(Type::String))).optional().description("extraConfig (advanced settings) keys ceso manages; other keys are left alone. `guestinfo.*` keys for cloud-init go in `cloud_init`."))
+            .attribute(Attribute::string("anti_affinity_group").optional().description("A group whose VMs should run on different hosts. Recorded on the VM (extraConfig `ceso.antiAffinityGroup`), where `ceso_placement` reads it: give the same group to its `anti_affinity_group` and each VM lands on a host without another member."))
             .attribute(Attribute::bool("force_destroy").optional().description("Destroy the VM even when it holds snapshots (by default destroy refuses, so snapshots are not lost by accident; snapshots managed by `ceso_snapshot` are destroyed before the VM)."))
             .attribute(Attribute::string("moid").computed().use_state_for_unknown().description("Managed object id, e.g. `vm-42`."))
             .attribute(Attribute::string("bios_uuid").computed().use_state_for_unknown().description("BIOS UUID (what the guest sees as its system UUID)."))

@@ -83,12 +83,13 @@ package main
 // type (pciRequest) for ReconfigVM_Task, PowerOnVM_Task, QueryConfigTarget and RebootHost_Task.
 // Its UnmarshalXML records the element's tokens, decodes them into govmomi's request type (to
 // read the target and the arguments) and, when another request type was registered for the
-// method before this file's init ran (another ceso addition, such as a later file that also
-// routes ReconfigVM_Task), into that type as well, and points This at one stateless dispatcher
+// method before this file's init ran (another ceso addition in a file sorted before pci.go,
+// whose init runs first), into that type as well, and points This at one stateless dispatcher
 // (pciModel). The dispatcher checks what vSphere checks and then hands the request, decoded as
 // the earlier registration wanted it, to the object its This names, as Service.call would have:
 // so the simulator's own method (or the earlier addition's) still does the work, and
-// additions compose instead of replacing each other. The HostPciPassthruSystem is a real
+// additions compose instead of replacing each other. (A registration made after this init,
+// without the same care, would replace this routing.) The HostPciPassthruSystem is a real
 // registered object (pciPassthruSystem) whose methods the simulator finds by reflection.
 //
 // Locking: pciMu guards the passthrough state of all hosts and is always taken last (no object
@@ -1074,7 +1075,7 @@ func pciCheckPowerOn(reg *simulator.Registry, vm *simulator.VirtualMachine) ([]s
 	}
 	mem := vm.Config.Hardware.MemoryMB
 	reserved := vm.Config.MemoryReservationLockedToMax != nil && *vm.Config.MemoryReservationLockedToMax
-	if a := vm.Config.MemoryAllocation; a != nil && a.Reservation != nil && *a.Reservation >= int64(mem) {
+	if a := vm.Config.MemoryAllocation; a != nil && a.Reservation != nil && *a.Reservation == int64(mem) {
 		reserved = true
 	}
 	if !reserved {

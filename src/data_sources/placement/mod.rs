@@ -1,0 +1,518 @@
+//! `ceso_placement`: a plan-time dry run of VM placement over every endpoint. Each endpoint's
+//! inventory is read in one batched round trip (in parallel across endpoints), handed to the
+//! pure placement engine, and the decision comes back explained: chosen host, ranked candidates
+//! with their scores, every rejected host with its reason, a one-line summary, and optional
+//! rebalancing recommendations. No host fitting fails the plan with the summary.
+
+pub mod inventory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::cty::{Type, Value};
+use crate::engine::placement::{self, DatastorePreference, GpuRequest, NetworkRequirement};
+use crate::framework::typed::{from_value, to_value, unknown_to_null};
+use crate::framework::validator::{int_between, one_of};
+use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
+use crate::provider::{connect, error_diagnostics, Endpoints};
+
+/// The `ceso_placement` data source.
+pub struct Placement;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CandidateModel {
+    host: String,
+    endpoint: String,
+    cluster: String,
+    datastore: String,
+    network: Option<String>,
+    score: f64,
+    cpu_score: f64,
+    memory_score: f64,
+    balance_score: f64,
+    datastore_score: f64,
+    gpu_score: f64,
+    cpu_mhz_free: i64,
+    memory_mb_free: i64,
+    disk_gb_free: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RejectedModel {
+    host: String,
+    endpoint: String,
+    filter: String,
+    reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MoveModel {
+    vm: String,
+    from: String,
+    to: String,
+    priority: i64,
+    reason: String,
+    storage_move: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Model {
+    endpoint: Option<String>,
+    name: Option<String>,
+    cpus: i64,
+    memory_mb: i64,
+    disk_gb: Option<i64>,
+    per_vcpu_mhz: Option<i64>,
+    gpus: Option<i64>,
+    gpu_model: Option<String>,
+    vgpu_profile: Option<String>,
+    network: Option<String>,
+    vlan_id: Option<i64>,
+    datastore: Option<String>,
+    anti_affinity_group: Option<String>,
+    avoid_vms: Option<Vec<String>>,
+    affinity_vms: Option<Vec<String>>,
+    include_hosts: Option<Vec<String>>,
+    exclude_hosts: Option<Vec<String>>,
+    strategy: Option<String>,
+    cpu_overcommit: Option<f64>,
+    memory_overcommit: Option<f64>,
+    recommendations_enabled: Option<bool>,
+    host: Option<String>,
+    pci_devices: Option<Vec<String>>,
+    hosts_total: Option<i64>,
+    hosts_fit: Option<i64>,
+    summary: Option<String>,
+    candidates: Option<Vec<CandidateModel>>,
+    rejected: Option<Vec<RejectedModel>>,
+    recommendations: Option<Vec<MoveModel>>,
+}
+
+fn list_of(t: Type) -> Type {
+    Type::List(Box::new(t))
+}
+
+fn candidate_type() -> Type {
+    let s = || Type::String;
+    let n = || Type::Number;
+    Type::object([
+        ("host", s()),
+        ("endpoint", s()),
+        ("cluster", s()),
+        ("datastore", s()),
+        ("network", s()),
+        ("score", n()),
+        ("cpu_score", n()),
+        ("memory_score", n()),
+        ("balance_score", n()),
+        ("datastore_score", n()),
+        ("gpu_score", n()),
+        ("cpu_mhz_free", n()),
+        ("memory_mb_free", n()),
+        ("disk_gb_free", n()),
+    ])
+}
+
+fn rejected_type() -> Type {
+    Type::object([
+        ("host", Type::String),
+        ("endpoint", Type::String),
+        ("filter", Type::String),
+        ("reason", Type::String),
+    ])
+}
+
+fn move_type() -> Type {
+    Type::object([
+        ("vm", Type::String),
+        ("from", Type::String),
+        ("to", Type::String),
+        ("priority", Type::Number),
+        ("reason", Type::String),
+        ("storage_move", Type::Bool),
+    ])
+}
+
+/// Joins several endpoints' inventories into one. With more than one endpoint, host and
+/// datastore names become `ENDPOINT/NAME` (standalone hosts often share names such as
+/// `localhost`, and their datastores `datastore1`).
+fn merge(parts: Vec<(String, inventory::PlacementInventory)>) -> placement::Inventory {
+    let several = parts.len() > 1;
+    let mut out = placement::Inventory::default();
+    for (endpoint, part) in parts {
+        let q = |n: &str| {
+            if several {
+                format!("{endpoint}/{n}")
+            } else {
+                n.to_string()
+            }
+        };
+        for mut h in part.inventory.hosts {
+            h.name = q(&h.name);
+            h.datastores = h.datastores.iter().map(|d| q(d)).collect();
+            for v in &mut h.vms {
+                v.datastore = v.datastore.as_deref().map(q);
+            }
+            out.hosts.push(h);
+        }
+        for mut d in part.inventory.datastores {
+            d.name = q(&d.name);
+            d.hosts = d.hosts.iter().map(|h| q(h)).collect();
+            out.datastores.push(d);
+        }
+        out.anti_affinity_groups
+            .extend(part.inventory.anti_affinity_groups);
+    }
+    out.anti_affinity_groups.sort();
+    out.anti_affinity_groups.dedup();
+    out
+}
+
+/// Takes the VM named `name` out of the inventory: the request is where that VM would go if
+/// placed now, so an existing VM neither avoids nor crowds itself (its placement stays stable
+/// from one plan to the next).
+fn forget_vm(inv: &mut placement::Inventory, name: &str) {
+    for h in &mut inv.hosts {
+        let mut freed = 0;
+        h.vms.retain(|v| {
+            let keep = v.name != name;
+            if !keep {
+                freed += v.memory_mib;
+            }
+            keep
+        });
+        h.memory_mib_used = h.memory_mib_used.saturating_sub(freed);
+    }
+}
+
+/// `ENDPOINT/NAME` (several endpoints) or `NAME` (one, `only`) as (endpoint, name).
+fn split(qualified: &str, only: Option<&str>) -> (String, String) {
+    match only {
+        Some(e) => (e.to_string(), qualified.to_string()),
+        None => match qualified.split_once('/') {
+            Some((e, n)) => (e.to_string(), n.to_string()),
+            None => (String::new(), qualified.to_string()),
+        },
+    }
+}
+
+/// A user's host or datastore name as the merged inventory spells it: unchanged when it
+/// exists as given, else every `ENDPOINT/NAME` it matches.
+fn qualify(name: &str, known: &[String]) -> Vec<String> {
+    if known.iter().any(|k| k == name) {
+        return vec![name.to_string()];
+    }
+    known
+        .iter()
+        .filter(|k| k.split_once('/').is_some_and(|(_, n)| n == name))
+        .cloned()
+        .collect()
+}
+
+impl Model {
+    fn request(
+        &self,
+        hosts: &[String],
+        datastores: &[String],
+    ) -> Result<placement::PlacementRequest, Diagnostics> {
+        let mut diags = Diagnostics::new();
+        let gpu = match (self.gpus, &self.vgpu_profile) {
+            (Some(n), _) if n > 0 => Some(GpuRequest {
+                count: n as u32,
+                model: self.gpu_model.clone(),
+                vgpu_profile: self.vgpu_profile.clone(),
+            }),
+            (_, Some(p)) => Some(GpuRequest {
+                count: 1,
+                model: None,
+                vgpu_profile: Some(p.clone()),
+            }),
+            _ => None,
+        };
+        let network = match (&self.network, self.vlan_id) {
+            (Some(n), None) => Some(NetworkRequirement::Name(n.clone())),
+            (None, Some(v)) => Some(NetworkRequirement::Vlan(v as u16)),
+            (Some(_), Some(_)) => {
+                diags.attr_error(
+                    AttrPath::attr("vlan_id"),
+                    "Conflicting network requirements",
+                    "Give either network (a port group name) or vlan_id (any port group on that VLAN), not both.",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let datastore = match &self.datastore {
+            None => DatastorePreference::MostFree,
+            Some(d) => match qualify(d, datastores).as_slice() {
+                [one] => DatastorePreference::Named(one.clone()),
+                [] => DatastorePreference::Named(d.clone()),
+                many => {
+                    diags.attr_error(
+                        AttrPath::attr("datastore"),
+                        "Ambiguous datastore",
+                        format!("Several endpoints have a datastore named {d:?}: {}. Write it as ENDPOINT/NAME, or set endpoint.", many.join(", ")),
+                    );
+                    DatastorePreference::MostFree
+                }
+            },
+        };
+        let host_list = |names: &Option<Vec<String>>| -> Vec<String> {
+            names
+                .iter()
+                .flatten()
+                .flat_map(|n| {
+                    let q = qualify(n, hosts);
+                    if q.is_empty() {
+                        vec![n.clone()]
+                    } else {
+                        q
+                    }
+                })
+                .collect()
+        };
+        let req = placement::PlacementRequest {
+            name: self.name.clone().unwrap_or_else(|| "vm".into()),
+            cpus: self.cpus.max(0) as u32,
+            per_vcpu_mhz: self
+                .per_vcpu_mhz
+                .map(|m| m.max(0) as u32)
+                .unwrap_or(placement::model::DEFAULT_PER_VCPU_MHZ),
+            memory_mib: self.memory_mb.max(0) as u64,
+            disk_gib: self.disk_gb.unwrap_or(0).max(0) as u64,
+            gpu,
+            network,
+            datastore,
+            anti_affinity_group: self.anti_affinity_group.clone(),
+            groups: Vec::new(),
+            avoid_vms: self.avoid_vms.clone().unwrap_or_default(),
+            affinity_vms: self.affinity_vms.clone().unwrap_or_default(),
+            include_hosts: host_list(&self.include_hosts),
+            exclude_hosts: host_list(&self.exclude_hosts),
+            strategy: match self.strategy.as_deref() {
+                Some("pack") => placement::Strategy::Pack,
+                Some("balanced") => placement::Strategy::Balanced,
+                _ => placement::Strategy::Spread,
+            },
+            cpu_overcommit: self
+                .cpu_overcommit
+                .unwrap_or(placement::model::DEFAULT_CPU_OVERCOMMIT),
+            memory_overcommit: self
+                .memory_overcommit
+                .unwrap_or(placement::model::DEFAULT_MEMORY_OVERCOMMIT),
+            max_candidates: placement::model::DEFAULT_MAX_CANDIDATES,
+        };
+        if diags.has_errors() {
+            Err(diags)
+        } else {
+            Ok(req)
+        }
+    }
+}
+
+#[async_trait]
+impl DataSource for Placement {
+    fn type_name(&self) -> &'static str {
+        "ceso_placement"
+    }
+
+    fn schema(&self) -> Schema {
+        let opt_list = |name: &str, what: &str| {
+            Attribute::new(name, list_of(Type::String))
+                .optional()
+                .description(what)
+        };
+        Schema::new(
+            Block::new()
+                .description("Where a VM should go, and why: a dry run of placement over the hosts of every endpoint (or one), at plan time. Hosts are filtered by hard constraints (connection, maintenance, CPU, memory, GPUs, network, datastore, affinity), ranked by the strategy's scores, and the decision is explained. When no host fits, the plan fails with a summary such as \"0/8 hosts fit: 3 insufficient memory, 2 missing VLAN 120\".")
+                .attribute(Attribute::string("endpoint").optional().computed().description("Only consider this endpoint's hosts. After read: the chosen host's endpoint."))
+                .attribute(Attribute::string("name").optional().description("The VM's name (shown in the decision). Defaults to `vm`."))
+                .attribute(Attribute::number("cpus").required().validate(int_between(1, 768)).description("vCPUs the VM needs."))
+                .attribute(Attribute::number("memory_mb").required().validate(int_between(4, 24 * 1024 * 1024)).description("Memory in MiB."))
+                .attribute(Attribute::number("disk_gb").optional().validate(int_between(0, 64 * 1024 * 1024)).description("Disk space in GiB on one datastore the host sees."))
+                .attribute(Attribute::number("per_vcpu_mhz").optional().validate(int_between(1, 100_000)).description("MHz each vCPU is assumed to need. Default 1000."))
+                .attribute(Attribute::number("gpus").optional().validate(int_between(0, 16)).description("Whole GPUs (PCI passthrough) the VM needs; the host must have that many free (passthrough active, held by no VM)."))
+                .attribute(Attribute::string("gpu_model").optional().description("Case-insensitive part of the GPU's vendor or model name, e.g. `a100`."))
+                .attribute(Attribute::string("vgpu_profile").optional().computed().description("A vGPU profile the host must have a free instance of, e.g. `grid_t4-4q` (instead of `gpus`)."))
+                .attribute(Attribute::string("network").optional().computed().description("A port group the host must have. After read: the network chosen (also for `vlan_id`)."))
+                .attribute(Attribute::number("vlan_id").optional().validate(int_between(1, 4094)).description("Any port group on this VLAN will do (instead of `network`)."))
+                .attribute(Attribute::string("datastore").optional().computed().description("Use this datastore (the host must see it and it must have room); with several endpoints sharing datastore names write `ENDPOINT/NAME`. After read: the datastore chosen."))
+                .attribute(Attribute::string("anti_affinity_group").optional().description("The VM must not share a host with VMs of this group (`ceso_vm`'s `anti_affinity_group`)."))
+                .attribute(opt_list("avoid_vms", "VMs (by name) the VM must not share a host with."))
+                .attribute(opt_list("affinity_vms", "VMs (by name) the VM must share a host with."))
+                .attribute(opt_list("include_hosts", "Only these hosts (names; `ENDPOINT/NAME` when names repeat across endpoints)."))
+                .attribute(opt_list("exclude_hosts", "Never these hosts."))
+                .attribute(Attribute::string("strategy").optional().validate(one_of(&["spread", "pack", "balanced"])).description("`spread` (least allocated first, the default), `pack` (most allocated first) or `balanced` (CPU and memory use closest to each other)."))
+                .attribute(Attribute::number("cpu_overcommit").optional().description("CPU over-commit ratio: a host offers capacity × ratio MHz. Default 4."))
+                .attribute(Attribute::number("memory_overcommit").optional().description("Memory over-commit ratio. Default 1 (no over-commit)."))
+                .attribute(Attribute::bool("recommendations_enabled").optional().description("Also compute rebalancing recommendations (VM moves that even out host load) in `recommendations`."))
+                .attribute(Attribute::string("host").computed().description("The chosen host's name (as `ceso_vm.host` takes it)."))
+                .attribute(Attribute::new("pci_devices", list_of(Type::String)).computed().description("PCI addresses of the GPUs to pass through, for a `gpus` request (as `ceso_vm`'s `pci_device.address`)."))
+                .attribute(Attribute::number("hosts_total").computed().description("Hosts considered."))
+                .attribute(Attribute::number("hosts_fit").computed().description("Hosts that fit."))
+                .attribute(Attribute::string("summary").computed().description("One line: how many hosts fit and why the others do not."))
+                .attribute(Attribute::new("candidates", list_of(candidate_type())).computed().description("Hosts that fit, best first (up to 10): `host`, `endpoint`, `cluster`, `datastore`, `network`, `score` (0-100) and its parts (`cpu_score`, `memory_score`, `balance_score`, `datastore_score`, `gpu_score`), and what is left after placement (`cpu_mhz_free`, `memory_mb_free`, `disk_gb_free`)."))
+                .attribute(Attribute::new("rejected", list_of(rejected_type())).computed().description("Every host that does not fit: `host`, `endpoint`, `filter` (the constraint) and `reason` with numbers."))
+                .attribute(Attribute::new("recommendations", list_of(move_type())).computed().description("With `recommendations_enabled`: moves that lower the spread of host load (`vm`, `from`, `to`, `priority` 1-5, `reason`, `storage_move`).")),
+        )
+    }
+
+    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
+        let ty = self.schema().value_type();
+        let mut m: Model = from_value(&unknown_to_null(config), &ty)?;
+        let endpoints = ctx.data::<Endpoints>()?;
+        let chosen: Vec<&crate::provider::Connection> = match m.endpoint.as_deref() {
+            Some(name) => vec![endpoints.get(Some(name))?],
+            None => endpoints.all().iter().collect(),
+        };
+        // Every endpoint is read at once; one failing fails the read, naming it.
+        let reads = chosen.iter().map(|conn| async move {
+            let client = connect(conn).await?;
+            inventory::fetch(&client, conn.name())
+                .await
+                .map(|inv| (conn.name().to_string(), inv))
+                .map_err(|e| {
+                    error_diagnostics(
+                        &format!("read the inventory of endpoint {:?}", conn.name()),
+                        &e,
+                    )
+                })
+        });
+        let mut parts = Vec::new();
+        let mut diags = Diagnostics::new();
+        for r in futures::future::join_all(reads).await {
+            match r {
+                Ok(p) => parts.push(p),
+                Err(d) => diags.extend(d),
+            }
+        }
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        let only = (parts.len() == 1).then(|| parts[0].0.clone());
+        let mut merged = merge(parts);
+        if let Some(name) = m.name.as_deref() {
+            forget_vm(&mut merged, name);
+        }
+        let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
+        let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
+        let request = m.request(&host_names, &ds_names)?;
+        let decision = placement::place(&merged, &request)
+            .map_err(|e| Diagnostics::from_error("Invalid placement request", e.to_string()))?;
+        let Some(chosen) = decision.placement.as_ref() else {
+            return Err(Diagnostics::from_error(
+                "No host fits",
+                format!(
+                    "{}\n{}",
+                    decision.summary,
+                    decision
+                        .rejected
+                        .iter()
+                        .map(|r| format!("- {}: {}", r.host, r.reason))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            ));
+        };
+        let only = only.as_deref();
+        let (endpoint, host) = split(&chosen.host, only);
+        m.endpoint = Some(endpoint);
+        m.host = Some(host);
+        m.datastore = Some(split(&chosen.datastore, only).1);
+        m.network = chosen.network.clone();
+        m.vgpu_profile = chosen.vgpu_profile.clone();
+        m.pci_devices = Some(chosen.pci_devices.clone());
+        m.hosts_total = Some(decision.hosts_total as i64);
+        m.hosts_fit = Some(decision.hosts_fit as i64);
+        m.summary = Some(decision.summary.clone());
+        m.candidates = Some(
+            decision
+                .candidates
+                .iter()
+                .map(|c| {
+                    let (endpoint, host) = split(&c.host, only);
+                    CandidateModel {
+                        host,
+                        endpoint,
+                        cluster: c.cluster.clone(),
+                        datastore: split(&c.datastore, only).1,
+                        network: c.network.clone(),
+                        score: c.score.total,
+                        cpu_score: c.score.cpu,
+                        memory_score: c.score.memory,
+                        balance_score: c.score.balance,
+                        datastore_score: c.score.datastore,
+                        gpu_score: c.score.gpu,
+                        cpu_mhz_free: c.headroom.cpu_mhz as i64,
+                        memory_mb_free: c.headroom.memory_mib as i64,
+                        disk_gb_free: c.headroom.disk_gib as i64,
+                    }
+                })
+                .collect(),
+        );
+        m.rejected = Some(
+            decision
+                .rejected
+                .iter()
+                .map(|r| {
+                    let (endpoint, host) = split(&r.host, only);
+                    RejectedModel {
+                        host,
+                        endpoint,
+                        filter: r.filter.name().to_string(),
+                        reason: r.reason.clone(),
+                    }
+                })
+                .collect(),
+        );
+        m.recommendations = Some(if m.recommendations_enabled.unwrap_or(false) {
+            let plan = placement::rebalance(
+                &merged,
+                &placement::RebalanceOptions {
+                    cpu_overcommit: request.cpu_overcommit,
+                    memory_overcommit: request.memory_overcommit,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| {
+                Diagnostics::from_error("Unable to compute recommendations", e.to_string())
+            })?;
+            plan.moves
+                .iter()
+                .map(|mv| MoveModel {
+                    vm: mv.vm.clone(),
+                    from: mv.from.clone(),
+                    to: mv.to.clone(),
+                    priority: i64::from(mv.priority),
+                    reason: mv.reason.clone(),
+                    storage_move: mv.storage_move,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        });
+        to_value(&m, &ty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualifies_bare_names_across_endpoints() {
+        let known = vec![
+            "esx1/localhost".to_string(),
+            "esx2/localhost".to_string(),
+            "big".to_string(),
+        ];
+        assert_eq!(qualify("big", &known), vec!["big".to_string()]);
+        assert_eq!(qualify("localhost", &known).len(), 2);
+        assert!(qualify("nope", &known).is_empty());
+        assert_eq!(
+            split("esx2/localhost", None),
+            ("esx2".into(), "localhost".into())
+        );
+        assert_eq!(split("host-a", Some("vc")), ("vc".into(), "host-a".into()));
+    }
+}

@@ -1,0 +1,209 @@
+//! Many hosts through real Terraform: a provider with three standalone ESXi endpoints (three
+//! simulators), `ceso_placement` choosing among them, VMs landing where it says, and an
+//! unreachable endpoint failing only what needs it.
+
+use std::time::Instant;
+
+use crate::harness::{folded, SimClient, Vcsim, Workspace};
+use crate::require_acc;
+
+const T4: &str = "0000:3b:00.0";
+
+fn header(endpoints: &[(&str, &str)]) -> String {
+    let mut s = String::from(
+        "terraform {\n  required_providers {\n    ceso = { source = \"choiceomg/ceso\" }\n  }\n}\nprovider \"ceso\" {\n  user = \"u\"\n  password = \"p\"\n",
+    );
+    for (name, url) in endpoints {
+        s.push_str(&format!(
+            "  endpoint {{\n    name = \"{name}\"\n    url = \"{url}\"\n  }}\n"
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// VMs named `prefix*` on a simulator.
+fn vms_named(c: &SimClient, prefix: &str) -> Vec<String> {
+    c.run(c.client.retrieve_all("VirtualMachine", &["name"]))
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.text("name").map(str::to_string))
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Makes the T4 of a simulated host ready for passthrough (enabled, host rebooted).
+fn gpu_ready(c: &SimClient) {
+    let host = c
+        .run(c.client.retrieve_all("HostSystem", &["name"]))
+        .unwrap()[0]
+        .obj
+        .clone();
+    let pci = c.run(c.client.host_pci(&host)).unwrap();
+    let cancel = Default::default();
+    c.run(async {
+        let cl = &c.client;
+        cl.update_passthru(&pci.passthru_system.unwrap(), &[(T4.to_string(), true)])
+            .await
+            .unwrap();
+        cl.set_maintenance(&host, true, None, &cancel)
+            .await
+            .unwrap();
+        cl.reboot_host(&host, std::time::Duration::from_secs(30), &cancel)
+            .await
+            .unwrap();
+        cl.set_maintenance(&host, false, None, &cancel)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn placement_over_three_esxi_endpoints() {
+    require_acc!();
+    let a = Vcsim::start(&["-esx", "-gpu-hosts", "0"]);
+    let b = Vcsim::start(&["-esx", "-gpu-hosts", "0"]);
+    let c = Vcsim::start(&["-esx", "-gpu-hosts", "1", "-reboot-ms", "0"]);
+    let (ca, cb, cc) = (
+        SimClient::connect(&a),
+        SimClient::connect(&b),
+        SimClient::connect(&c),
+    );
+    gpu_ready(&cc);
+    let head = header(&[("a", &a.url), ("b", &b.url), ("c", &c.url)]);
+    let ws = Workspace::empty();
+    let gpu = "data \"ceso_placement\" \"gpu\" {\n  name = \"train\"\n  cpus = 4\n  memory_mb = 1024\n  gpus = 1\n  gpu_model = \"t4\"\n}\noutput \"gpu\" {\n  value = data.ceso_placement.gpu\n}\n";
+    ws.write("main.tf", &format!("{head}{gpu}"));
+    ws.init();
+    ws.apply().ok("GPU placement");
+    let out = &ws.outputs()["gpu"]["value"];
+    assert_eq!(out["endpoint"], "c", "the GPU host: {out}");
+    assert_eq!(out["pci_devices"], serde_json::json!([T4]));
+    assert_eq!(out["hosts_total"], 3);
+    assert_eq!(out["hosts_fit"], 1, "{out}");
+    let rejected = out["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r["filter"] == "gpu" && r["reason"].as_str().unwrap().contains("GPU")),
+        "{rejected:?}"
+    );
+
+    // An impossible request fails the plan with the summary.
+    ws.write(
+        "main.tf",
+        &format!(
+            "{head}data \"ceso_placement\" \"huge\" {{\n  cpus = 2\n  memory_mb = 16777216\n}}\n"
+        ),
+    );
+    let plan = ws.run(&["plan", "-no-color"]);
+    let text = folded(&plan);
+    assert_eq!(plan.code, 1, "{text}");
+    assert!(text.contains("No host fits"), "{text}");
+    assert!(text.contains("0/3 hosts fit"), "{text}");
+    assert!(text.contains("memory"), "{text}");
+
+    // Anti-affinity: three web VMs, added one apply at a time, land on three endpoints; the
+    // placements of those already made stay put (a VM does not avoid itself).
+    let web = |n: usize| {
+        format!(
+            "{head}data \"ceso_placement\" \"web\" {{\n  count = {n}\n  name = \"web-${{count.index}}\"\n  cpus = 1\n  memory_mb = 512\n  anti_affinity_group = \"web\"\n}}\nresource \"ceso_vm\" \"web\" {{\n  count = {n}\n  name = \"web-${{count.index}}\"\n  endpoint = data.ceso_placement.web[count.index].endpoint\n  host = data.ceso_placement.web[count.index].host\n  memory_mb = 512\n  power_state = \"off\"\n  anti_affinity_group = \"web\"\n}}\n"
+        )
+    };
+    for n in 1..=3 {
+        ws.write("main.tf", &web(n));
+        ws.apply().ok(&format!("{n} web VMs"));
+        let plan = ws.run(&["plan", "-detailed-exitcode", "-no-color"]);
+        assert_eq!(plan.code, 0, "stable after {n}: {}", plan.stdout);
+    }
+    let per_sim: Vec<usize> = [&ca, &cb, &cc]
+        .iter()
+        .map(|c| vms_named(c, "web-").len())
+        .collect();
+    assert_eq!(per_sim, vec![1, 1, 1], "one web VM per endpoint");
+
+    // An endpoint that cannot be reached fails only what uses it, naming it.
+    let dead = "http://127.0.0.1:9/sdk";
+    let head4 = header(&[("a", &a.url), ("b", &b.url), ("c", &c.url), ("dead", dead)]);
+    ws.write("main.tf", &web(3).replace(&head, &head4));
+    let plan = ws.run(&["plan", "-no-color"]);
+    let text = folded(&plan);
+    assert_eq!(
+        plan.code, 1,
+        "placement over every endpoint needs the dead one: {text}"
+    );
+    assert!(text.contains("endpoint \"dead\""), "{text}");
+    let pinned = format!(
+        "{head4}resource \"ceso_vm\" \"solo\" {{\n  name = \"solo\"\n  endpoint = \"a\"\n  memory_mb = 256\n  power_state = \"off\"\n}}\n"
+    );
+    let ws2 = Workspace::empty();
+    ws2.write("main.tf", &pinned);
+    ws2.init();
+    ws2.apply()
+        .ok("a VM on a live endpoint while another is dead");
+    assert_eq!(vms_named(&ca, "solo").len(), 1);
+    ws2.write(
+        "main.tf",
+        &format!("{pinned}data \"ceso_endpoint\" \"dead\" {{\n  endpoint = \"dead\"\n}}\n"),
+    );
+    let plan = ws2.run(&["plan", "-no-color"]);
+    assert!(
+        folded(&plan).contains("endpoint \"dead\""),
+        "{}",
+        folded(&plan)
+    );
+    ws2.write("main.tf", &pinned);
+    ws2.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy solo");
+    ws.write("main.tf", &web(3));
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy web");
+    assert!(vms_named(&ca, "web-").is_empty() && vms_named(&cc, "web-").is_empty());
+}
+
+/// The figure: what an operation costs in a 3-endpoint configuration over a
+/// 1-endpoint one (a plan that refreshes one VM; endpoints are contacted only when used).
+#[test]
+fn placement_three_endpoint_overhead() {
+    require_acc!();
+    let sims: Vec<Vcsim> = (0..3)
+        .map(|_| Vcsim::start(&["-esx", "-gpu-hosts", "0", "-delay", "5"]))
+        .collect();
+    let vm = "resource \"ceso_vm\" \"one\" {\n  name = \"one\"\n  endpoint = \"a\"\n  memory_mb = 256\n  power_state = \"off\"\n}\n";
+    let one = header(&[("a", &sims[0].url)]);
+    let three = header(&[
+        ("a", &sims[0].url),
+        ("b", &sims[1].url),
+        ("c", &sims[2].url),
+    ]);
+    let ws = Workspace::empty();
+    ws.write("main.tf", &format!("{one}{vm}"));
+    ws.init();
+    ws.apply().ok("VM");
+    let time_plans = |cfg: &str| {
+        ws.write("main.tf", cfg);
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            ws.run(&["plan", "-no-color", "-refresh=true"]).ok("plan");
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    };
+    let t1 = time_plans(&format!("{one}{vm}"));
+    let others = sims[1].sdk_calls() + sims[2].sdk_calls();
+    let t3 = time_plans(&format!("{three}{vm}"));
+    let touched = sims[1].sdk_calls() + sims[2].sdk_calls() - others;
+    println!(
+        "plan of one VM: 1 endpoint {:.0} ms, 3 endpoints {:.0} ms (overhead {:+.0} ms); SOAP calls to the unused endpoints: {touched}",
+        t1 * 1000.0,
+        t3 * 1000.0,
+        (t3 - t1) * 1000.0
+    );
+    assert_eq!(touched, 0, "unused endpoints are never contacted");
+    assert!(t3 - t1 < 2.0, "3-endpoint overhead {:.3} s", t3 - t1);
+    ws.write("main.tf", &format!("{one}{vm}"));
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy");
+}
