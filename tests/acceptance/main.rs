@@ -2,6 +2,7 @@
 //! plus protocol tests that drive the spawned binary with a gRPC client through the real
 //! go-plugin handshake (AutoMTLS on). Slow suites run when `TF_ACC=1` (CI sets it).
 
+mod backup;
 mod cli;
 mod endpoint;
 mod harness;
@@ -11,4 +12,5 @@ mod protocol;
 mod snapshot;
 mod vlan;
 mod vm;
+mod vm_move;
 mod vsphere_client;

@@ -6,6 +6,7 @@
 //! A create that fails after the VM exists returns the VM's state with the error, so Terraform
 //! taints it rather than losing track of it.
 
+mod migrate;
 mod model;
 mod pci;
 mod plan;
@@ -721,6 +722,13 @@ impl Vm {
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
         let mut cycled = false;
+        let new_host = match (prior.and_then(|p| p.host.as_deref()), plan.host.as_deref()) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        };
+        if new_host {
+            cycled = migrate::relocate(client, vm, &inv, plan, &info, limit, cancel).await?;
+        }
         if !spec.is_empty() {
             if let Some(why) = needs_power_off(&spec, &info) {
                 if !plan.allow_power_cycle.unwrap_or(false) {
@@ -764,6 +772,167 @@ impl Vm {
                 .map_err(|e| action("change the power state of", &e))?;
         }
         Ok(())
+    }
+}
+
+impl Vm {
+    /// Moves the VM to the plan's endpoint (a cold migration between standalone hosts): power
+    /// off, stream the disks between the datastores, create the VM around the copies, destroy
+    /// the original, then converge the copy. Until the copy exists, a failure leaves the
+    /// original as it was (powered on again) and removes what was copied.
+    async fn move_to_endpoint(
+        &self,
+        ctx: &Context,
+        req: &ApplyRequest<'_>,
+        plan: &VmModel,
+        src: &Arc<Client>,
+        vm: &ManagedObjectReference,
+        limit: Duration,
+    ) -> ApplyResult {
+        let keep = |d: Diagnostics| ApplyResult::failed(req.prior.clone(), d);
+        let dst = match client(ctx, plan.endpoint.as_deref()).await {
+            Ok(c) => c,
+            Err(d) => return keep(d),
+        };
+        let action = |what: &str, e: &Error| {
+            error_diagnostics(
+                &format!(
+                    "{what} VM {:?} to endpoint {:?}",
+                    plan.name,
+                    plan.endpoint.as_deref().unwrap_or_default()
+                ),
+                e,
+            )
+        };
+        let (info, src_inv, dst_inv) = match tokio::try_join!(
+            src.vm_info(vm),
+            src.inventory_cached(),
+            dst.inventory_cached()
+        ) {
+            Ok(x) => x,
+            Err(e) => return keep(action("read what is needed to move", &e)),
+        };
+        let at = match place(&dst_inv, plan) {
+            Ok(p) => p,
+            Err(d) => return keep(d),
+        };
+        let dc_name = |inv: &Inventory| {
+            inv.datacenters
+                .first()
+                .map(|d| d.1.clone())
+                .unwrap_or_default()
+        };
+        let was_on = info.power_state == "poweredOn";
+        if was_on {
+            if let Err(e) = src
+                .power_vm(vm, PowerOp::Off, Some(limit), &ctx.cancel)
+                .await
+            {
+                return keep(action("power off before moving", &e));
+            }
+        }
+        // Put the original back as it was when the move stops before the copy exists.
+        let (dst_ref, inv_ref) = (&dst, &dst_inv);
+        let undo = |d: Diagnostics, written: Vec<String>| async move {
+            cleanup_files(dst_ref, inv_ref, &written).await;
+            if was_on {
+                if let Err(e) = src
+                    .power_vm(vm, PowerOp::On, Some(limit), &ctx.cancel)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not power the VM on again after a failed move");
+                }
+            }
+            keep(d)
+        };
+        if let Err(e) = dst
+            .make_directory(
+                &format!("[{}] {}", at.datastore, plan.name),
+                Some(&at.datacenter),
+            )
+            .await
+        {
+            return undo(action("make the directory to move", &e), Vec::new()).await;
+        }
+        let (copied, written) = migrate::copy_disks(
+            src,
+            &dc_name(&src_inv),
+            &info,
+            &dst,
+            &dc_name(&dst_inv),
+            &at.datastore,
+            &plan.name,
+        )
+        .await;
+        let copied = match copied {
+            Ok(c) => c,
+            Err(e) => return undo(action("copy the disks to move", &e), written).await,
+        };
+        let mut spec = settings_spec(plan, None);
+        spec.name = Some(plan.name.clone());
+        spec.vm_path = Some(format!("[{}]", at.datastore));
+        spec.guest_id = spec.guest_id.or(Some(info.guest_id.clone()));
+        spec.num_cpus = spec.num_cpus.or(Some(info.num_cpus));
+        spec.memory_mb = spec.memory_mb.or(Some(info.memory_mb));
+        spec.firmware = spec.firmware.or(Some(info.firmware.clone()));
+        let mut changes = vec![DeviceChange::ScsiController {
+            key: CONTROLLER_KEY,
+            bus: 0,
+            kind: "ParaVirtualSCSIController".into(),
+        }];
+        changes.extend(migrate::attach(&copied, CONTROLLER_KEY, SCSI_RESERVED_UNIT));
+        // Adapters as planned (disks are the copies, not new ones).
+        let adapters_only = VmModel {
+            disk: None,
+            ..plan.clone()
+        };
+        match device_changes(
+            &adapters_only,
+            None,
+            &VmInfo::default(),
+            &dst_inv,
+            &at.datastore,
+        ) {
+            Ok(c) => changes.extend(c),
+            Err(d) => return undo(d, written).await,
+        }
+        spec.device_changes = changes;
+        let new_vm = match dst
+            .create_vm(
+                &at.folder,
+                &at.pool,
+                at.host.as_ref(),
+                &spec,
+                Some(limit),
+                &ctx.cancel,
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => return undo(action("create the moved", &e), written).await,
+        };
+        // The copy exists: from here on, state follows it.
+        let mut diags = Diagnostics::new();
+        if let Err(e) = src.destroy(vm).await {
+            diags.warning(
+                "The original VM remains",
+                format!("VM {:?} was copied to endpoint {:?}, but the original could not be destroyed ({}); remove it by hand.", plan.name, plan.endpoint.as_deref().unwrap_or_default(), e.message),
+            );
+        }
+        // Device keys of the copy are new: match disks to labels in order.
+        let mut handle = plan.clone();
+        if let Some(disks) = handle.disk.as_mut() {
+            for d in disks {
+                d.key = None;
+            }
+        }
+        if let Err(d) = self
+            .converge(&dst, &new_vm, &handle, None, limit, &ctx.cancel)
+            .await
+        {
+            diags.extend(d);
+        }
+        self.finish(&dst, &new_vm, &handle, diags).await
     }
 }
 
@@ -967,6 +1136,11 @@ impl Resource for Vm {
             }
         };
         let limit = timeout(&plan, |t| t.update.as_ref(), 30 * 60);
+        if migrate::detect(req.prior, req.planned) == migrate::Move::Endpoint {
+            return self
+                .move_to_endpoint(ctx, req, &plan, &client, &vm, limit)
+                .await;
+        }
         let diags = match self
             .converge(&client, &vm, &plan, Some(&prior), limit, &ctx.cancel)
             .await

@@ -133,6 +133,7 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
         }
     }
     check_power_cycle(req);
+    let moving = super::migrate::plan(req);
     if creating
         && elements(get_attr(req.config, "clone")).is_empty()
         && get_attr(req.config, "memory_mb") == &Value::Null
@@ -165,6 +166,9 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
         }
     }
     super::pci::check_against_host(&client, &inv, req).await;
+    if moving == super::migrate::Move::Host {
+        super::migrate::check_networks(&inv, req);
+    }
     if let Some(host) = string(get_attr(req.config, "host")) {
         if let Err(e) = inv.host(host) {
             req.diags

@@ -1,0 +1,406 @@
+//! Moving a VM: a `host` change within one vCenter is `RelocateVM_Task` (vMotion while it runs,
+//! with its disks when the target does not see its datastore; cold, with `allow_power_cycle`,
+//! when a live move is refused); an `endpoint` change between standalone hosts is a cold
+//! migration: the VM is powered off, its disks are streamed from one host's datastore to the
+//! other's over HTTPS, the VM is created there around the copies, and the original is destroyed
+//! only once the copy exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::cty::Value;
+use crate::framework::resource::PlanRequest;
+use crate::framework::typed::get_attr;
+use crate::framework::walk::set_attr;
+use crate::framework::{AttrPath, Diagnostics};
+use crate::provider::error_diagnostics;
+use crate::vsphere::datastore_file::DatastoreFile;
+use crate::vsphere::device::{DeviceChange, Disk, Operation};
+use crate::vsphere::envelope::RequestWriter;
+use crate::vsphere::inventory::Inventory;
+use crate::vsphere::task::TaskCall;
+use crate::vsphere::types::ManagedObjectReference;
+use crate::vsphere::vm::{PowerOp, VmInfo};
+use crate::vsphere::{Client, Error, ErrorKind};
+
+use super::model::VmModel;
+
+fn string(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn elements(v: &Value) -> &[Value] {
+    match v {
+        Value::List(items) => items,
+        _ => &[],
+    }
+}
+
+/// What a plan moves: the VM to another host of its vCenter, or to another endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// Nothing moves.
+    None,
+    /// Another host of the same endpoint.
+    Host,
+    /// Another endpoint (standalone host to standalone host).
+    Endpoint,
+}
+
+/// Whether `planned` moves the VM of `prior`. An endpoint going from unset to named (or back)
+/// is not a move: configurations start naming endpoints when they gain a second one.
+pub fn detect(prior: &Value, planned: &Value) -> Move {
+    if *prior == Value::Null {
+        return Move::None;
+    }
+    match (
+        string(get_attr(prior, "endpoint")),
+        string(get_attr(planned, "endpoint")),
+    ) {
+        (Some(a), Some(b)) if a != b => return Move::Endpoint,
+        _ => {}
+    }
+    match (
+        string(get_attr(prior, "host")),
+        string(get_attr(planned, "host")),
+    ) {
+        (Some(a), Some(b)) if a != b => Move::Host,
+        _ => Move::None,
+    }
+}
+
+/// The plan of a move: what will change is unknown until it is done, and what cannot move is
+/// refused now (passthrough devices tie a VM to its host; a cold migration needs the VM off).
+pub fn plan(req: &mut PlanRequest<'_>) -> Move {
+    let kind = detect(req.prior, &req.planned);
+    if kind == Move::None {
+        return kind;
+    }
+    if !elements(get_attr(&req.planned, "pci_device")).is_empty() {
+        let attr = if kind == Move::Host {
+            "host"
+        } else {
+            "endpoint"
+        };
+        req.diags.attr_error(
+            AttrPath::attr(attr),
+            "VM with PCI devices cannot move",
+            "PCI passthrough devices belong to the VM's host; remove the pci_device blocks first (or replace the VM).",
+        );
+    }
+    if kind == Move::Endpoint
+        && string(get_attr(req.prior, "power_state")) == Some("on")
+        && get_attr(req.config, "allow_power_cycle") != &Value::Bool(true)
+    {
+        req.diags.attr_error(
+            AttrPath::attr("endpoint"),
+            "Move needs a power cycle",
+            "Moving a VM to another standalone host copies its disks while it is off. Set allow_power_cycle = true to let ceso power it off and on again there.",
+        );
+    }
+    let mut unknown = vec!["resource_pool"];
+    if kind == Move::Endpoint {
+        unknown.extend(["id", "moid", "bios_uuid", "folder"]);
+    }
+    for a in unknown {
+        set_attr(&mut req.planned, a, Value::Unknown);
+    }
+    for a in ["datastore", "host"] {
+        if get_attr(req.config, a) == &Value::Null {
+            set_attr(&mut req.planned, a, Value::Unknown);
+        }
+    }
+    if let Value::List(mut disks) = get_attr(&req.planned, "disk").clone() {
+        let config = elements(get_attr(req.config, "disk")).to_vec();
+        for (i, d) in disks.iter_mut().enumerate() {
+            set_attr(d, "path", Value::Unknown);
+            if kind == Move::Endpoint {
+                set_attr(d, "key", Value::Unknown);
+            }
+            if config
+                .get(i)
+                .is_none_or(|c| get_attr(c, "datastore") == &Value::Null)
+            {
+                set_attr(d, "datastore", Value::Unknown);
+            }
+        }
+        set_attr(&mut req.planned, "disk", Value::List(disks));
+    }
+    if kind == Move::Endpoint {
+        if let Value::List(mut nics) = get_attr(&req.planned, "network_interface").clone() {
+            let config = elements(get_attr(req.config, "network_interface")).to_vec();
+            for (i, n) in nics.iter_mut().enumerate() {
+                set_attr(n, "key", Value::Unknown);
+                if config
+                    .get(i)
+                    .is_none_or(|c| get_attr(c, "mac_address") == &Value::Null)
+                {
+                    set_attr(n, "mac_address", Value::Unknown);
+                }
+            }
+            set_attr(&mut req.planned, "network_interface", Value::List(nics));
+        }
+    }
+    kind
+}
+
+/// Checks, at plan time, that the target host has every network the VM's adapters use.
+pub fn check_networks(inv: &Inventory, req: &mut PlanRequest<'_>) {
+    let Some(host) = string(get_attr(&req.planned, "host")).and_then(|h| inv.host(h).ok()) else {
+        return;
+    };
+    for (i, nic) in elements(get_attr(req.config, "network_interface"))
+        .iter()
+        .enumerate()
+    {
+        let Some(name) = string(get_attr(nic, "network")) else {
+            continue;
+        };
+        if let Ok(net) = inv.network(name) {
+            if !host.networks.contains(net.obj()) {
+                req.diags.attr_error(
+                    AttrPath::attr("network_interface")
+                        .join_index(i)
+                        .join_attr("network"),
+                    "Network missing on the target host",
+                    format!(
+                        "Host {} has no port group {name:?}; add it there first (e.g. ceso_vlan with that host).",
+                        host.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `VirtualMachine.RelocateVM_Task` to `host` (its root pool), with the disks to `datastore`
+/// when given; live when the VM runs. A refused live move is retried cold with
+/// `allow_power_cycle` (the caller powers the VM on again).
+pub async fn relocate(
+    client: &Arc<Client>,
+    vm: &ManagedObjectReference,
+    inv: &Inventory,
+    plan: &VmModel,
+    info: &VmInfo,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<bool, Diagnostics> {
+    let name = plan.host.as_deref().unwrap_or_default();
+    let host = inv.host(name).map_err(|e| {
+        Diagnostics::from_attr_error(AttrPath::attr("host"), "Unknown host", e.message)
+    })?;
+    let pool = inv.pool_of(host).cloned();
+    // Storage moves with the VM only when the target does not see where it is.
+    let sees_current = info.datastores.iter().all(|d| host.datastores.contains(d));
+    let datastore = match plan.datastore.as_deref() {
+        Some(n) => inv.datastore(n).ok().map(|d| d.0.clone()),
+        None if sees_current => None,
+        None => inv
+            .datastores
+            .iter()
+            .filter(|d| host.datastores.contains(&d.0))
+            .max_by_key(|d| d.2)
+            .map(|d| d.0.clone()),
+    };
+    let args = |w: &mut RequestWriter| {
+        w.start("spec", None);
+        if let Some(ds) = &datastore {
+            w.moref("datastore", ds);
+        }
+        if let Some(p) = &pool {
+            w.moref("pool", p);
+        }
+        w.moref("host", &host.obj);
+        w.end("spec");
+        w.text("priority", "defaultPriority");
+    };
+    let call = || TaskCall {
+        name: "RelocateVM_Task",
+        this: vm,
+        args: &args,
+    };
+    let fail = |e: &Error| error_diagnostics(&format!("move VM {:?} to host {name}", plan.name), e);
+    match client.run_task(call(), Some(limit), cancel).await {
+        Ok(_) => Ok(false),
+        Err(e)
+            if info.power_state == "poweredOn"
+                && plan.allow_power_cycle.unwrap_or(false)
+                && matches!(e.kind, ErrorKind::Task | ErrorKind::Fault) =>
+        {
+            tracing::info!(vm = %plan.name, error = %e, "live move refused; moving the VM powered off");
+            client
+                .power_vm(vm, PowerOp::Off, Some(limit), cancel)
+                .await
+                .map_err(|e| fail(&e))?;
+            client
+                .run_task(call(), Some(limit), cancel)
+                .await
+                .map_err(|e| fail(&e))?;
+            Ok(true)
+        }
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// The flat extent of a disk descriptor path: `dir/name.vmdk` -> `dir/name-flat.vmdk`.
+fn flat_of(path: &str) -> String {
+    match path.strip_suffix(".vmdk") {
+        Some(stem) => format!("{stem}-flat.vmdk"),
+        None => format!("{path}-flat"),
+    }
+}
+
+/// A descriptor with its extent line pointing at `new_flat` (the file name only), or the
+/// descriptor unchanged when it names no extent.
+fn retarget_descriptor(text: &str, old_flat: &str, new_flat: &str) -> String {
+    let old = old_flat.rsplit('/').next().unwrap_or(old_flat);
+    let new = new_flat.rsplit('/').next().unwrap_or(new_flat);
+    text.replace(&format!("\"{old}\""), &format!("\"{new}\""))
+}
+
+/// Streams one file from `src` to `dst`; `len` bytes (the size the destination is told).
+async fn copy_file(
+    src: &Client,
+    from: &DatastoreFile,
+    dst: &Client,
+    to: &DatastoreFile,
+    len: u64,
+) -> Result<(), Error> {
+    let stream = src
+        .download(from, None)
+        .await?
+        .map_err(|e| std::io::Error::other(e.message));
+    dst.upload(to, stream, len).await
+}
+
+/// Copies a VM's disks (descriptor and flat extent) from `src` into `[datastore] dir/` on
+/// `dst`; returns the copies as disk devices to attach, and every file written (for cleanup).
+pub async fn copy_disks(
+    src: &Client,
+    src_dc: &str,
+    info: &VmInfo,
+    dst: &Client,
+    dst_dc: &str,
+    datastore: &str,
+    dir: &str,
+) -> (Result<Vec<Disk>, Error>, Vec<String>) {
+    let mut written = Vec::new();
+    let mut disks = Vec::new();
+    for (i, d) in info.disks().enumerate() {
+        let from = match DatastoreFile::parse(src_dc, &d.file_name) {
+            Ok(f) => f,
+            Err(e) => return (Err(e), written),
+        };
+        let to = DatastoreFile {
+            datacenter: dst_dc.to_string(),
+            datastore: datastore.to_string(),
+            path: format!("{dir}/{dir}_{i}.vmdk"),
+        };
+        let from_flat = DatastoreFile {
+            path: flat_of(&from.path),
+            ..from.clone()
+        };
+        let to_flat = DatastoreFile {
+            path: flat_of(&to.path),
+            ..to.clone()
+        };
+        let len = (d.capacity_kb.max(0) as u64) * 1024;
+        if let Err(e) = copy_file(src, &from_flat, dst, &to_flat, len).await {
+            return (Err(e), written);
+        }
+        written.push(to_flat.display_path());
+        // The descriptor is small: read it whole and point its extent at the new file.
+        let descriptor = match src.download(&from, None).await {
+            Ok(s) => {
+                s.try_fold(Vec::new(), |mut acc, chunk| async move {
+                    acc.extend_from_slice(&chunk);
+                    Ok(acc)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let text = match descriptor {
+            Ok(b) => {
+                retarget_descriptor(&String::from_utf8_lossy(&b), &from_flat.path, &to_flat.path)
+            }
+            Err(e) => return (Err(e), written),
+        };
+        let body = bytes::Bytes::from(text.into_bytes());
+        let len = body.len() as u64;
+        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        if let Err(e) = dst.upload(&to, stream, len).await {
+            return (Err(e), written);
+        }
+        written.push(to.display_path());
+        disks.push(Disk {
+            file_name: to.display_path(),
+            ..d.clone()
+        });
+    }
+    (Ok(disks), written)
+}
+
+/// Device changes that attach copied disks to a new VM on a new controller.
+pub fn attach(disks: &[Disk], controller: i32, reserved_unit: i64) -> Vec<DeviceChange> {
+    disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DeviceChange::Disk {
+            op: Operation::Add,
+            disk: Disk {
+                key: -101 - i as i32,
+                controller_key: controller,
+                unit_number: if i as i64 >= reserved_unit {
+                    i as i32 + 1
+                } else {
+                    i as i32
+                },
+                ..d.clone()
+            },
+            file_op: false,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_extent_and_descriptor_names() {
+        assert_eq!(flat_of("web/web.vmdk"), "web/web-flat.vmdk");
+        let d = "RW 41943040 VMFS \"web-flat.vmdk\"\n";
+        assert_eq!(
+            retarget_descriptor(d, "web/web-flat.vmdk", "web2/web2_0-flat.vmdk"),
+            "RW 41943040 VMFS \"web2_0-flat.vmdk\"\n"
+        );
+        assert_eq!(retarget_descriptor("", "a-flat.vmdk", "b-flat.vmdk"), "");
+    }
+
+    #[test]
+    fn detects_moves() {
+        let v = |e: Option<&str>, h: &str| {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert(
+                "endpoint".to_string(),
+                e.map(|e| Value::String(e.into())).unwrap_or(Value::Null),
+            );
+            m.insert("host".to_string(), Value::String(h.into()));
+            Value::Object(m)
+        };
+        assert_eq!(detect(&v(Some("a"), "h1"), &v(Some("a"), "h2")), Move::Host);
+        assert_eq!(
+            detect(&v(Some("a"), "h1"), &v(Some("b"), "h1")),
+            Move::Endpoint
+        );
+        assert_eq!(detect(&v(None, "h1"), &v(Some("b"), "h1")), Move::None);
+        assert_eq!(detect(&Value::Null, &v(Some("b"), "h1")), Move::None);
+    }
+}
