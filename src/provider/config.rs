@@ -29,6 +29,8 @@ pub struct ProviderModel {
     pub thumbprint: Option<String>,
     /// `api_timeout`
     pub api_timeout: Option<String>,
+    /// `session_keepalive`
+    pub session_keepalive: Option<String>,
     /// `endpoint` blocks (several endpoints).
     #[serde(default)]
     pub endpoint: Option<Vec<EndpointBlock>>,
@@ -75,6 +77,25 @@ impl ProviderModel {
         self
     }
 
+    /// How often to keep sessions alive (`session_keepalive`, default 10 minutes; `0s` never).
+    pub fn keepalive(&self) -> Result<Option<Duration>, Diagnostics> {
+        let text = self.session_keepalive.as_deref().unwrap_or("10m");
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => Ok(None),
+            Ok(d) if d >= Duration::from_millis(100) => Ok(Some(d)),
+            Ok(_) => Err(Diagnostics::from_attr_error(
+                AttrPath::attr("session_keepalive"),
+                "Invalid session_keepalive",
+                format!("{text:?} is too short; use at least \"1s\", or \"0s\" for none."),
+            )),
+            Err(why) => Err(Diagnostics::from_attr_error(
+                AttrPath::attr("session_keepalive"),
+                "Invalid session_keepalive",
+                format!("{text:?}: {why}. Use e.g. \"10m\"."),
+            )),
+        }
+    }
+
     /// The named endpoints to connect to: the `endpoint` blocks (user, password, TLS and
     /// timeout defaulting to the provider's), or the single endpoint of the top-level
     /// attributes, named `default`.
@@ -105,6 +126,7 @@ impl ProviderModel {
                 allow_unverified_ssl: b.allow_unverified_ssl.or(self.allow_unverified_ssl),
                 thumbprint: b.thumbprint.clone(),
                 api_timeout: self.api_timeout.clone(),
+                session_keepalive: None,
                 endpoint: None,
             };
             match one.connect_config() {

@@ -16,6 +16,7 @@ pub const DEFAULT_ENDPOINT: &str = "default";
 pub struct Connection {
     name: String,
     config: ConnectConfig,
+    keepalive: Option<std::time::Duration>,
     client: OnceCell<Arc<Client>>,
 }
 
@@ -25,8 +26,15 @@ impl Connection {
         Self {
             name: name.into(),
             config,
+            keepalive: None,
             client: OnceCell::new(),
         }
+    }
+
+    /// Keeps the session alive with a call every `every` once it is open.
+    pub fn with_keepalive(mut self, every: Option<std::time::Duration>) -> Self {
+        self.keepalive = every;
+        self
     }
 
     /// The endpoint's name.
@@ -37,7 +45,13 @@ impl Connection {
     /// The logged-in client, logging in on first use (concurrent first uses share one login).
     pub async fn client(&self) -> Result<Arc<Client>, Error> {
         self.client
-            .get_or_try_init(|| async { Client::connect(self.config.clone()).await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                let client = Arc::new(Client::connect(self.config.clone()).await?);
+                if let Some(every) = self.keepalive {
+                    client.keep_alive(every);
+                }
+                Ok(client)
+            })
             .await
             .cloned()
     }

@@ -108,6 +108,12 @@ impl Provider for Ceso {
                             config::DEFAULT_API_TIMEOUT
                         )),
                 )
+                .attribute(
+                    Attribute::string("session_keepalive")
+                        .optional()
+                        .validate(duration())
+                        .description("How often to keep each vSphere session alive with a cheap call while the provider runs (servers end sessions idle for 30 minutes). Default `\"10m\"`; `\"0s\"` turns it off."),
+                )
                 .block(crate::framework::NestedBlock::new(
                     "endpoint",
                     crate::framework::Nesting::List,
@@ -137,14 +143,16 @@ impl Provider for Ceso {
 
     async fn configure(&self, _ctx: &Context, config: &Value) -> Result<ProviderData, Diagnostics> {
         let model: ProviderModel = typed::from_value(config, &self.schema().value_type())?;
-        let endpoints = model.with_env_fallbacks().endpoints()?;
+        let model = model.with_env_fallbacks();
+        let keepalive = model.keepalive()?;
+        let endpoints = model.endpoints()?;
         for (name, c) in &endpoints {
             tracing::debug!(endpoint = %name, url = %c.url, user = %c.user, "provider configured");
         }
         Ok(Arc::new(Endpoints::new(
             endpoints
                 .into_iter()
-                .map(|(name, c)| Connection::new(name, c))
+                .map(|(name, c)| Connection::new(name, c).with_keepalive(keepalive))
                 .collect(),
         )))
     }

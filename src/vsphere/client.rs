@@ -3,7 +3,7 @@
 //! and logout.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use url::Url;
@@ -148,6 +148,7 @@ impl Client {
                     self.user,
                     e.message
                 ),
+                retry_after: None,
             }),
             Err(e) => Err(e),
         }
@@ -198,6 +199,28 @@ impl Client {
     /// The server's clock: the cheapest authenticated call, used as a session keep-alive.
     pub async fn current_time(&self) -> Result<String> {
         Ok(self.call(&CurrentTime::default()).await?.returnval)
+    }
+
+    /// Keeps the session alive while the client lives: a `CurrentTime` call every `every`
+    /// (servers end sessions idle for 30 minutes by default; long applies and daemons stay
+    /// logged in). An expired session is logged in again by the call itself. The task ends when
+    /// the last reference to the client is dropped.
+    pub fn keep_alive(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(client) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = client.current_time().await {
+                    tracing::debug!(error = %e, "session keep-alive failed");
+                }
+            }
+        });
     }
 
     /// The container views this session keeps, by container and types.

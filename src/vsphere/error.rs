@@ -43,6 +43,8 @@ pub struct Error {
     pub fault: Option<String>,
     /// A message for humans: what vSphere or the network said.
     pub message: String,
+    /// How long a busy server asked to be left alone (`Retry-After`), when it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -52,6 +54,7 @@ impl Error {
             kind,
             fault: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -72,6 +75,7 @@ impl Error {
             kind,
             fault: Some(fault.to_string()),
             message: message.into(),
+            retry_after: None,
         }
     }
 

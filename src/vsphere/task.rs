@@ -258,6 +258,7 @@ impl Client {
                 },
                 fault: Some(fault),
                 message,
+                retry_after: None,
             }),
             _ => Err(Error::new(ErrorKind::Task, format!("{task} failed"))),
         }

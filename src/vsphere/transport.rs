@@ -18,6 +18,8 @@ use super::tls::{self, TlsPolicy};
 const SESSION_COOKIE: &str = "vmware_soap_session";
 /// How many times an idempotent call is retried after a transport error.
 const READ_RETRIES: u32 = 2;
+/// The longest wait a server's `Retry-After` gets before a read is retried.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The HTTP transport of one endpoint.
 pub struct Transport {
@@ -92,7 +94,8 @@ impl Transport {
         classify(&self.url, e)
     }
 
-    /// Calls `method`, retrying idempotent calls on transport errors.
+    /// Calls `method`, retrying idempotent calls on transport errors and when the server says
+    /// it is busy (HTTP 503 or 429, honouring a short `Retry-After`); writes are never retried.
     pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
         let body = request_body(method);
         log_request(method.method_name(), &body, method.has_secrets());
@@ -106,7 +109,10 @@ impl Transport {
                 {
                     attempt += 1;
                     tracing::debug!(method = method.method_name(), attempt, error = %e, "retrying a read after a transport error");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(Duration::from_millis(200 * u64::from(attempt)));
+                    tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
                 }
                 other => return other,
             }
@@ -133,6 +139,21 @@ impl Transport {
             {
                 *self.cookie.write().expect("lock") = Some(Secret::new(pair.trim()));
             }
+        }
+        if matches!(status.as_u16(), 429 | 503) {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let mut e = Error::new(
+                ErrorKind::Transport,
+                format!("{} is busy (HTTP {status}); try again later", self.url),
+            );
+            e.fault = Some("ServerBusy".to_string());
+            e.retry_after = retry_after;
+            return Err(e);
         }
         let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
         tracing::trace!(target: "ceso::vsphere::wire", method = name, status = status.as_u16(), body = %redact(&text), "SOAP response");

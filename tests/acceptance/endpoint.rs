@@ -276,3 +276,37 @@ fn one_login_per_provider_process() {
     );
     eprintln!("SOAP calls for init+apply of ceso_endpoint: {counts}");
 }
+
+/// Servers of four releases (6.5, 6.7, 7.0, 8.0; the simulator announcing each and refusing
+/// newer SOAPActions, as such a server does): ceso negotiates the newest version each announces,
+/// every call after the service content uses it, and the data source reports it.
+#[test]
+fn api_versions_6_5_to_8_0_are_negotiated() {
+    require_acc!();
+    for version in ["6.5", "6.7.3", "7.0.3.0", "8.0.2.0"] {
+        let sim = Vcsim::start(&["-esx", "-api-version", version]);
+        let ws = Workspace::from_example("data-sources/ceso_endpoint").against(&sim);
+        ws.init();
+        ws.apply().ok(&format!("apply against {version}"));
+        assert_eq!(ws.outputs()["api_version"]["value"], version);
+        let counts = sim.counts();
+        let actions = counts["soap_actions"].as_object().unwrap();
+        let negotiated = format!("urn:vim25/{version}");
+        assert!(
+            actions
+                .get(&negotiated)
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0)
+                >= 2,
+            "{version}: {actions:?}"
+        );
+        // Only the first call (RetrieveServiceContent) goes out before negotiation, with the
+        // oldest version every server knows.
+        for (action, n) in actions {
+            if *action != negotiated {
+                assert_eq!(action, "urn:vim25/6.5", "{version}: {actions:?}");
+                assert_eq!(n.as_u64(), Some(1), "{version}: {actions:?}");
+            }
+        }
+    }
+}

@@ -207,3 +207,73 @@ fn placement_three_endpoint_overhead() {
     ws.run(&["destroy", "-auto-approve", "-no-color"])
         .ok("destroy");
 }
+
+/// The figure: fetching the placement inventory of 1,000 hosts (10 clusters of 100,
+/// 2 VMs per cluster) with 5 ms of latency per call: round trips and wall time, then one decision.
+#[test]
+fn placement_inventory_fetch_of_1000_hosts() {
+    require_acc!();
+    let sim = Vcsim::start(&[
+        "-cluster",
+        "10",
+        "-host",
+        "100",
+        "-vm",
+        "2",
+        "-standalone-host",
+        "0",
+        "-gpu-hosts",
+        "0",
+        "-delay",
+        "5",
+    ]);
+    let c = SimClient::connect(&sim);
+    let mut figures = Vec::new();
+    for round in ["first (view created)", "second (view reused)"] {
+        let calls = sim.sdk_calls();
+        let t = Instant::now();
+        let inv = c
+            .run(ceso::data_sources::placement::inventory::fetch(
+                &c.client, "vc",
+            ))
+            .unwrap();
+        let took = t.elapsed();
+        let trips = sim.sdk_calls() - calls;
+        assert_eq!(inv.inventory.hosts.len(), 1000);
+        assert!(inv
+            .inventory
+            .hosts
+            .iter()
+            .all(|h| h.cpu_mhz_capacity > 0 && h.memory_mib_capacity > 0));
+        let vms: usize = inv.inventory.hosts.iter().map(|h| h.vms.len()).sum();
+        assert!(
+            vms >= 20,
+            "{vms} VMs (the simulator makes them per cluster)"
+        );
+        figures.push(format!(
+            "{round}: {trips} round trips, {:.0} ms ({vms} VMs)",
+            took.as_secs_f64() * 1000.0
+        ));
+        if round.starts_with("second") {
+            assert_eq!(trips, 1, "one RetrievePropertiesEx");
+            let req = ceso::engine::placement::PlacementRequest {
+                cpus: 2,
+                memory_mib: 2048,
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let d = ceso::engine::placement::place(&inv.inventory, &req).unwrap();
+            figures.push(format!(
+                "decision over 1,000 hosts: {:.2} ms ({})",
+                t.elapsed().as_secs_f64() * 1000.0,
+                d.summary
+            ));
+        } else {
+            assert!(trips <= 2, "{trips} round trips");
+        }
+    }
+    println!(
+        "placement inventory of 1,000 hosts at -delay 5: {}",
+        figures.join("; ")
+    );
+}

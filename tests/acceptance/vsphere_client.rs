@@ -380,6 +380,8 @@ const PASS: u8 = 0;
 const RESET_ONCE: u8 = 1;
 const STALL: u8 = 2;
 const RESET_ALL: u8 = 3;
+/// Answer every new connection with HTTP 503 and `Retry-After: 1`.
+const BUSY_ALL: u8 = 4;
 
 impl Proxy {
     async fn start(target: String) -> Self {
@@ -404,6 +406,16 @@ impl Proxy {
                         );
                         let _ = inbound.set_zero_linger();
                         drop(inbound);
+                    }
+                    BUSY_ALL => {
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = [0u8; 4096];
+                            let _ = inbound.read(&mut buf).await;
+                            let _ = inbound
+                                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .await;
+                        });
                     }
                     STALL => {
                         tokio::spawn(async move {
@@ -482,6 +494,30 @@ async fn reads_recover_from_resets_and_stalls_time_out() {
         1,
         "a write is never retried"
     );
+    // A busy server (HTTP 503): a read waits as asked (Retry-After: 1) and is tried three
+    // times, a write once; both say the server is busy.
+    proxy.mode.store(BUSY_ALL, Ordering::SeqCst);
+    let before = proxy.accepted.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let e = transport
+        .call(&ceso::vsphere::methods::RetrieveServiceContent::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault.as_deref(), Some("ServerBusy"), "{e:?}");
+    assert!(e.message.contains("busy"), "{e:?}");
+    assert_eq!(proxy.accepted.load(Ordering::SeqCst) - before, 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited as asked"
+    );
+    let before = proxy.accepted.load(Ordering::SeqCst);
+    let e = transport.call(&login).await.unwrap_err();
+    assert_eq!(e.fault.as_deref(), Some("ServerBusy"), "{e:?}");
+    assert_eq!(
+        proxy.accepted.load(Ordering::SeqCst) - before,
+        1,
+        "a write is never retried"
+    );
     proxy.mode.store(PASS, Ordering::SeqCst);
 
     // A stalled server: the call gives up within the API timeout with a Timeout error.
@@ -500,4 +536,28 @@ async fn reads_recover_from_resets_and_stalls_time_out() {
         .current_time()
         .await
         .expect("the pooled connection still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_calls_while_the_client_lives_and_stops_after() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let client = connect(&sim).await;
+    let before = calls(&sim, "CurrentTime");
+    client.keep_alive(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let kept = calls(&sim, "CurrentTime") - before;
+    assert!(
+        (3..=7).contains(&kept),
+        "{kept} keep-alive calls in 1.1 s at 200 ms"
+    );
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_drop = calls(&sim, "CurrentTime");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        calls(&sim, "CurrentTime"),
+        after_drop,
+        "no calls once the client is gone"
+    );
 }

@@ -31,8 +31,11 @@
 // and -cbt-page-extents), freezes each snapshot's config, and makes CloneVM_Task copy disk data.
 // -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
+// -api-version makes it a server of another release (about.apiVersion/version), refusing
+// SOAPActions that name a newer API version as such a server would.
+//
 // Every SOAP call is counted per method: GET /vcsim-counts on the same address
-// returns {"total":{path:n},"methods":{path:{method:n}},"peak_inflight":n}, so a
+// returns {"total":{path:n},"methods":{path:{method:n}},"soap_actions":{action:n},"peak_inflight":n}, so a
 // test or benchmark can report round trips (read it before and after a command).
 package main
 
@@ -63,6 +66,7 @@ import (
 	_ "github.com/vmware/govmomi/pbm/simulator"
 	"github.com/vmware/govmomi/simulator"
 	_ "github.com/vmware/govmomi/vapi/simulator"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -77,12 +81,16 @@ func (a *crAlias) Get() mo.Reference { return simulator.Map.Get(a.target) }
 
 // soapCounter counts SOAP requests per endpoint path and method name.
 type soapCounter struct {
-	next     http.Handler
-	mu       sync.Mutex
-	total    map[string]int
-	methods  map[string]map[string]int
-	inflight int
-	peak     int
+	next    http.Handler
+	mu      sync.Mutex
+	total   map[string]int
+	methods map[string]map[string]int
+	actions map[string]int
+	// announced is the API version the service content announces (-api-version); a request
+	// whose SOAPAction names a newer one is refused, as a server of that version would.
+	announced string
+	inflight  int
+	peak      int
 }
 
 var bodyMethod = regexp.MustCompile(`<(?:[\w-]+:)?Body[^>]*>\s*<(?:[\w-]+:)?([A-Za-z0-9_]+)`)
@@ -90,7 +98,7 @@ var bodyMethod = regexp.MustCompile(`<(?:[\w-]+:)?Body[^>]*>\s*<(?:[\w-]+:)?([A-
 func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && r.URL.Path == "/vcsim-counts" {
 		c.mu.Lock()
-		b, _ := json.Marshal(map[string]interface{}{"total": c.total, "methods": c.methods, "peak_inflight": c.peak})
+		b, _ := json.Marshal(map[string]interface{}{"total": c.total, "methods": c.methods, "soap_actions": c.actions, "peak_inflight": c.peak})
 		c.peak = c.inflight
 		c.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -109,7 +117,18 @@ func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if m := bodyMethod.FindSubmatch(body); m != nil {
 		name = string(m[1])
 	}
+	action := strings.Trim(r.Header.Get("SOAPAction"), "\"")
+	if v := strings.TrimPrefix(action, "urn:vim25/"); c.announced != "" && v != action && newerVersion(v, c.announced) {
+		// ceso addition: a server of an older release does not know a newer API version.
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Unsupported version URI "urn:vim25/%s"</faultstring><detail><InvalidRequestFault xmlns="urn:vim25"></InvalidRequestFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`, v)
+		return
+	}
 	c.mu.Lock()
+	if action != "" {
+		c.actions[action]++
+	}
 	c.total[path]++
 	if c.methods[path] == nil {
 		c.methods[path] = map[string]int{}
@@ -122,6 +141,24 @@ func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Unlock()
 	defer func() { c.mu.Lock(); c.inflight--; c.mu.Unlock() }()
 	c.next.ServeHTTP(w, r)
+}
+
+// newerVersion reports whether dotted version a is newer than b ("8.0.2.0" > "8.0").
+func newerVersion(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) || i < len(pb); i++ {
+		var x, y int
+		if i < len(pa) {
+			fmt.Sscan(pa[i], &x)
+		}
+		if i < len(pb) {
+			fmt.Sscan(pb[i], &y)
+		}
+		if x != y {
+			return x > y
+		}
+	}
+	return false
 }
 
 func main() {
@@ -140,6 +177,7 @@ func main() {
 	delay := flag.Int("delay", 0, "milliseconds of latency added to every SOAP call")
 	urlFile := flag.String("url-file", "", "write the SDK URL to this file once listening")
 	creds := flag.String("user", "", "USER:PASSWORD that Login accepts (default: any non-empty pair)")
+	apiVersion := flag.String("api-version", "", "announce this vSphere API version (e.g. 6.7, 7.0.3.0, 8.0.2.0) and refuse newer ones")
 	gpuHosts := flag.Int("gpu-hosts", 1, "hosts (the first by name) given passthrough-capable GPUs and NIC (see pci.go)")
 	flag.Parse()
 
@@ -159,6 +197,14 @@ func main() {
 	m.DelayConfig.Delay = *delay
 	if err := m.Create(); err != nil {
 		log.Fatal(err)
+	}
+	// ceso addition: a server of another release (-api-version): the service content's
+	// about.apiVersion and version say it, so clients negotiate it.
+	if *apiVersion != "" {
+		si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+		si.Content.About.ApiVersion = *apiVersion
+		si.Content.About.Version = *apiVersion
+		si.Content.About.FullName = fmt.Sprintf("%s %s build-%s", si.Content.About.Name, *apiVersion, si.Content.About.Build)
 	}
 	// ceso addition: standard port groups modelled after the vSphere API reference
 	// (UpdatePortGroup, computedPolicy, one vCenter Network shared by hosts); see netsys.go.
@@ -186,7 +232,7 @@ func main() {
 	}
 	m.Service.RegisterEndpoints = *vapi
 	s := m.Service.NewServer()
-	s.Config.Handler = &soapCounter{next: s.Config.Handler, total: map[string]int{}, methods: map[string]map[string]int{}}
+	s.Config.Handler = &soapCounter{next: s.Config.Handler, total: map[string]int{}, methods: map[string]map[string]int{}, actions: map[string]int{}, announced: *apiVersion}
 	// ceso addition: disk extents, changed block tracking and QueryChangedDiskAreas; see cbt.go.
 	s.Config.Handler = installCBT(s.Config.Handler)
 	fmt.Printf("VCSIM_URL=%s\n", s.URL)
