@@ -55,9 +55,9 @@ impl Sim {
     fn passthrough_ids(&self, moid: &str) -> Vec<String> {
         self.vm(moid)
             .passthroughs()
-            .filter_map(|p| match &p.backing {
-                PassthroughBacking::Direct { id, .. } => Some(id.clone()),
-                PassthroughBacking::Vgpu { profile } => Some(format!("vgpu:{profile}")),
+            .map(|p| match &p.backing {
+                PassthroughBacking::Direct { id, .. } => id.clone(),
+                PassthroughBacking::Vgpu { profile } => format!("vgpu:{profile}"),
             })
             .collect()
     }
