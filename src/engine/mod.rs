@@ -2,3 +2,4 @@
 
 pub mod backup;
 pub mod placement;
+pub mod schedule;

@@ -1,6 +1,7 @@
 //! Hot VM backups: the repository layer, a deduplicating, optionally encrypted store of disk
-//! images on a local directory or S3. It knows nothing of vSphere; the transfer from ESXi and
-//! the CLI sit on top of it.
+//! images on a local directory or S3, and ([`hot`]) the vSphere side: snapshots, reading disks
+//! through the datastore interface with changed block tracking, and restores. Only [`hot`]
+//! talks to vSphere; the repository modules know nothing of it.
 //!
 //! - Disks are cut into fixed-size chunks (4 MiB by default, set at init), so a CBT area maps
 //!   to chunk indexes; chunks are named by BLAKE3 (keyed when encrypted), compressed with zstd
@@ -28,6 +29,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod hot;
 pub mod lock;
 pub mod maintenance;
 pub mod manifest;

@@ -1,0 +1,219 @@
+//! Where things are and how to reach them: the repository (URL and key) and the vSphere
+//! endpoint (URL, credentials, TLS), from flags with environment fallbacks; plus the parsers of
+//! sizes and durations the flags take.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use ceso::engine::backup::{KeySource, Passphrase, Repository, RepositoryUrl};
+use ceso::vsphere::client::parse_endpoint_url;
+use ceso::vsphere::tls::parse_thumbprint;
+use ceso::vsphere::{Client, ConnectConfig, Secret, TlsPolicy};
+
+use crate::failure::Failure;
+
+/// The repository and its key.
+#[derive(Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// Repository: a directory, file:///path, or s3://bucket/prefix (S3 settings from AWS_*).
+    #[arg(long, env = "CESO_BACKUP_REPO", global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// File whose first line is the repository passphrase (else CESO_BACKUP_PASSWORD).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    /// Key file (32 random bytes as 64 hex digits) instead of a passphrase.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "password_file"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    fn url(&self) -> Result<RepositoryUrl, Failure> {
+        let text = self.repo.as_deref().ok_or_else(|| {
+            Failure::usage("no repository given: use --repo URL or set CESO_BACKUP_REPO")
+        })?;
+        RepositoryUrl::parse(text).map_err(|e| Failure::usage(e.to_string()))
+    }
+
+    /// The key source, if any was given.
+    pub fn key(&self) -> Result<Option<KeySource>, Failure> {
+        if let Some(path) = &self.key_file {
+            return Ok(Some(KeySource::KeyFile(path.clone())));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read the password file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let line = text.lines().next().unwrap_or_default().to_string();
+            if line.is_empty() {
+                return Err(Failure::usage(format!(
+                    "the password file {} is empty",
+                    path.display()
+                )));
+            }
+            return Ok(Some(KeySource::Passphrase(Passphrase::new(line))));
+        }
+        Ok(std::env::var("CESO_BACKUP_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|p| KeySource::Passphrase(Passphrase::new(p))))
+    }
+
+    /// The repository's location, opened as a backend.
+    pub fn backend(
+        &self,
+    ) -> Result<(RepositoryUrl, Arc<dyn ceso::engine::backup::Backend>), Failure> {
+        let url = self.url()?;
+        let backend = url.open().map_err(Failure::from)?;
+        Ok((url, backend))
+    }
+
+    /// Opens the repository (with its key when encrypted).
+    pub async fn open(&self) -> Result<Repository, Failure> {
+        let (_, backend) = self.backend()?;
+        Ok(Repository::open(backend, self.key()?).await?)
+    }
+}
+
+/// The vSphere endpoint.
+#[derive(Args, Debug, Clone)]
+pub struct VsphereArgs {
+    /// ESXi host or vCenter: host[:port] or https://host/sdk.
+    #[arg(long, env = "CESO_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// User name.
+    #[arg(long, env = "CESO_USER")]
+    pub user: Option<String>,
+    /// Password (set CESO_PASSWORD rather than passing it on the command line).
+    #[arg(long, env = "CESO_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Accept any server certificate.
+    #[arg(long, env = "CESO_ALLOW_UNVERIFIED_SSL")]
+    pub allow_unverified_ssl: bool,
+    /// Pin the server certificate by its SHA-256 thumbprint.
+    #[arg(long, env = "CESO_THUMBPRINT", conflicts_with = "allow_unverified_ssl")]
+    pub thumbprint: Option<String>,
+    /// Time limit of each vSphere API call.
+    #[arg(long, env = "CESO_API_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+}
+
+impl VsphereArgs {
+    /// Logs in.
+    pub async fn connect(&self) -> Result<Arc<Client>, Failure> {
+        let missing = |what: &str, env: &str| {
+            Failure::usage(format!(
+                "no vSphere {what} given: use --{what} or set {env}"
+            ))
+        };
+        let url = parse_endpoint_url(
+            self.url
+                .as_deref()
+                .ok_or_else(|| missing("url", "CESO_URL"))?,
+        )
+        .map_err(Failure::usage)?;
+        let user = self
+            .user
+            .clone()
+            .ok_or_else(|| missing("user", "CESO_USER"))?;
+        let password = self
+            .password
+            .clone()
+            .ok_or_else(|| missing("password", "CESO_PASSWORD"))?;
+        let tls = match (&self.thumbprint, self.allow_unverified_ssl) {
+            (Some(t), _) => TlsPolicy::Thumbprint(parse_thumbprint(t).map_err(Failure::usage)?),
+            (None, true) => TlsPolicy::Insecure,
+            (None, false) => TlsPolicy::Verify,
+        };
+        ceso::vsphere::tls::install_crypto_provider();
+        let client = Client::connect(ConnectConfig {
+            url,
+            user,
+            password: Secret::new(password),
+            tls,
+            timeout: self.api_timeout,
+        })
+        .await
+        .map_err(|e| Failure::new(1, format!("unable to log in to vSphere: {e}")))?;
+        Ok(Arc::new(client))
+    }
+}
+
+/// Parses a byte size: `1048576`, `512K`/`512KB` (×1000), `4KiB` (×1024), `M`, `MiB`, `G`,
+/// `GiB`, `T`, `TiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 50M or 1GiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    let bytes = value * factor;
+    if !(1.0..1.8e19).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a duration: `90`, `90s`, `10m`, `2h`, `500ms`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s or 10m"))?;
+    let secs = |m: u64| Duration::from_secs(n.saturating_mul(m));
+    Ok(match unit {
+        "" | "s" => secs(1),
+        "ms" => Duration::from_millis(n),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("50M"), Ok(50_000_000));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

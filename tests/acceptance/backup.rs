@@ -1,0 +1,508 @@
+//! `ceso-backup` against the simulator, through the real binary: full and CBT-incremental hot
+//! backups of a running VM whose disk holds known data, restores to new VMs and to a file
+//! compared byte for byte, a backup killed mid-transfer and cleaned up by the next run, a
+//! corrupt chunk named by verify, and prune + gc freeing exactly the unreferenced chunks.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use ceso::engine::backup::{BackupId, ChunkId, LocalBackend, Repository};
+use ceso::vsphere::cbt::flat_extent_of;
+use ceso::vsphere::datastore_file::DatastoreFile;
+use ceso::vsphere::device::{DeviceChange, Disk, Operation};
+use ceso::vsphere::types::ManagedObjectReference;
+use ceso::vsphere::vm::{ConfigSpec, PowerOp};
+use ceso::vsphere::Client;
+
+use crate::harness::{SimClient, Vcsim};
+use crate::require_acc;
+
+const MIB: usize = 1 << 20;
+const BLOCK: usize = 64 << 10;
+/// The test repositories' chunk size: small, so an incremental's saving is visible.
+const CHUNK: usize = MIB;
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ceso-backup")
+}
+
+/// `len` bytes from `seed`, with every other 4 MiB stretch zero (a half-used thin disk).
+fn disk_image(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut data);
+    for (i, stretch) in data.chunks_mut(4 * MIB).enumerate() {
+        if i % 2 == 1 {
+            stretch.fill(0);
+        }
+    }
+    data
+}
+
+fn digest(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// The CLI pointed at `sim` and `repo`, with JSON output.
+fn cli(sim: &Vcsim, repo: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env("CESO_URL", &sim.url)
+        .env("CESO_USER", "user")
+        .env("CESO_PASSWORD", "pass")
+        .env("CESO_ALLOW_UNVERIFIED_SSL", "true")
+        .env("CESO_BACKUP_REPO", repo)
+        .env_remove("CESO_BACKUP_PASSWORD")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the CLI with `--json` and returns (exit code, the JSON lines).
+fn run_json(mut cmd: Command, args: &[&str]) -> (i32, Vec<Value>, String) {
+    let out: Output = cmd
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run ceso-backup");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `result` line of a successful run.
+fn result_of(cmd: Command, args: &[&str]) -> Value {
+    let (code, lines, stderr) = run_json(cmd, args);
+    assert_eq!(code, 0, "ceso-backup {args:?} failed: {lines:?}\n{stderr}");
+    lines
+        .into_iter()
+        .find(|l| l["event"] == "result")
+        .unwrap_or_else(|| panic!("no result line from {args:?}"))
+}
+
+/// A powered-on VM with one thin disk of `capacity` bytes and CBT on; returns it and its
+/// flat extent.
+async fn make_vm(
+    client: &Arc<Client>,
+    name: &str,
+    capacity: usize,
+) -> (ManagedObjectReference, DatastoreFile) {
+    let inv = client.inventory().await.unwrap();
+    let (_, dc_name, folder) = inv.datacenters[0].clone();
+    let host = &inv.hosts[0];
+    let pool = inv.pool_of(host).unwrap().clone();
+    let ds = inv.datastores[0].1.clone();
+    let cancel = CancellationToken::new();
+    let spec = ConfigSpec {
+        name: Some(name.into()),
+        guest_id: Some("otherGuest64".into()),
+        vm_path: Some(format!("[{ds}]")),
+        num_cpus: Some(2),
+        memory_mb: Some(256),
+        cbt: Some(true),
+        device_changes: vec![
+            DeviceChange::ScsiController {
+                key: -100,
+                bus: 0,
+                kind: "ParaVirtualSCSIController".into(),
+            },
+            DeviceChange::Disk {
+                op: Operation::Add,
+                disk: Disk {
+                    key: -101,
+                    controller_key: -100,
+                    unit_number: 0,
+                    capacity_kb: (capacity / 1024) as i64,
+                    file_name: format!("[{ds}]"),
+                    thin: true,
+                },
+                file_op: true,
+            },
+        ],
+        ..ConfigSpec::default()
+    };
+    let vm = client
+        .create_vm(
+            &folder.unwrap(),
+            &pool,
+            Some(&host.obj),
+            &spec,
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    client
+        .power_vm(&vm, PowerOp::On, None, &cancel)
+        .await
+        .unwrap();
+    let info = client.vm_info(&vm).await.unwrap();
+    assert!(info.cbt, "CBT is on");
+    let disk = info.disks().next().unwrap().file_name.clone();
+    (vm, flat_extent_of(&dc_name, &disk).unwrap())
+}
+
+async fn upload(client: &Client, file: &DatastoreFile, data: &[u8]) {
+    let pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(MIB)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    client
+        .upload(file, futures::stream::iter(pieces), data.len() as u64)
+        .await
+        .unwrap();
+}
+
+async fn download(client: &Client, file: &DatastoreFile) -> Vec<u8> {
+    let stream = client.download(file, None).await.unwrap();
+    let parts: Vec<Bytes> = stream.try_collect().await.unwrap();
+    parts.concat()
+}
+
+/// Names of the VM's `ceso-backup-*` snapshots.
+async fn backup_snapshots(client: &Client, vm: &ManagedObjectReference) -> Vec<String> {
+    client
+        .snapshot_tree(vm)
+        .await
+        .unwrap()
+        .snapshots
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n.starts_with("ceso-backup-"))
+        .collect()
+}
+
+/// The flat extent of the first disk of the VM named `name`.
+async fn flat_of(client: &Client, name: &str) -> DatastoreFile {
+    let vm = client.find_by_name("VirtualMachine", name).await.unwrap();
+    let info = client.vm_info(&vm).await.unwrap();
+    let (_, dc) = client.datacenter_of(&vm).await.unwrap();
+    let file = info.disks().next().unwrap().file_name.clone();
+    flat_extent_of(&dc, &file).unwrap()
+}
+
+async fn open_repo(dir: &Path) -> Repository {
+    Repository::open(Arc::new(LocalBackend::new(dir)), None)
+        .await
+        .unwrap()
+}
+
+async fn chunks_of(repo: &Repository, id: &str) -> HashSet<ChunkId> {
+    let id: BackupId = id.parse().unwrap();
+    repo.show(&id).await.unwrap().chunk_ids().collect()
+}
+
+fn chunk_files(dir: &Path) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let Ok(prefixes) = std::fs::read_dir(dir.join("chunks")) else {
+        return out;
+    };
+    for p in prefixes {
+        for f in std::fs::read_dir(p.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+fn init_repo(sim: &Vcsim, repo: &Path) {
+    let r = result_of(cli(sim, repo), &["init", "--chunk-size", "1MiB"]);
+    assert_eq!(r["chunk_size"], CHUNK as u64);
+}
+
+#[test]
+fn backup_incremental_and_restore_bit_for_bit() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let capacity = 24 * MIB;
+    let (vm, flat) = sc.run(make_vm(&client, "db-1", capacity));
+    let v1 = disk_image(capacity, 1);
+    sc.run(upload(&client, &flat, &v1));
+    assert_eq!(digest(&sc.run(download(&client, &flat))), digest(&v1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init_repo(&sim, &repo);
+
+    // Full backup while the VM runs: CBT's "*" says which areas are in use, so only the
+    // non-zero half of the disk is read.
+    let full = result_of(cli(&sim, &repo), &["backup", "--vm", "db-1"]);
+    let disk = &full["disks"][0];
+    assert_eq!(disk["mode"], "full", "{full}");
+    assert_eq!(disk["reason"], "no-previous-backup");
+    assert_eq!(disk["allocated_only"], true);
+    let non_zero = v1
+        .chunks(CHUNK)
+        .filter(|c| c.iter().any(|b| *b != 0))
+        .count();
+    assert_eq!(disk["bytes_read"], (non_zero * CHUNK) as u64, "{full}");
+    assert_eq!(full["consistency"], "crash-consistent");
+    assert!(full["leftovers_removed"].as_array().unwrap().is_empty());
+    assert!(
+        sc.run(backup_snapshots(&client, &vm)).is_empty(),
+        "snapshot removed"
+    );
+    let power = sc.run(client.vm_info(&vm)).unwrap().power_state;
+    assert_eq!(power, "poweredOn", "the VM kept running");
+    let b1 = full["backup"].as_str().unwrap().to_string();
+
+    // Change three 64 KiB blocks in three different chunks (and one byte within a fourth
+    // chunk back and forth: unchanged content is not a change).
+    let mut v2 = v1.clone();
+    for (i, offset) in [
+        (0u8, 0usize),
+        (1, 5 * MIB + BLOCK),
+        (2, 17 * MIB + 3 * BLOCK),
+    ] {
+        v2[offset..offset + BLOCK].fill(0xA0 + i);
+    }
+    sc.run(upload(&client, &flat, &v2));
+
+    let inc = result_of(cli(&sim, &repo), &["backup", "--vm", "db-1"]);
+    let disk = &inc["disks"][0];
+    assert_eq!(disk["mode"], "incremental", "{inc}");
+    assert_eq!(disk["changed_bytes"], (3 * BLOCK) as u64, "{inc}");
+    assert_eq!(disk["bytes_read"], (3 * CHUNK) as u64, "{inc}");
+    assert_eq!(disk["bytes_reused"], (capacity - 3 * CHUNK) as u64);
+    assert_eq!(inc["parent"], b1.as_str());
+    assert!(
+        inc["bytes_read"].as_u64().unwrap() < full["bytes_read"].as_u64().unwrap() / 3,
+        "the incremental reads far less: {} vs {}",
+        inc["bytes_read"],
+        full["bytes_read"]
+    );
+    let b2 = inc["backup"].as_str().unwrap().to_string();
+
+    // What the incremental read agrees with an independent QueryChangedDiskAreas since the
+    // first backup's change id.
+    let shown = result_of(cli(&sim, &repo), &["show", &b1]);
+    let since = shown["disks"][0]["change_id"].as_str().unwrap().to_string();
+    let areas = sc.run(async {
+        let cancel = CancellationToken::new();
+        let spec = ceso::vsphere::snapshot::NewSnapshot {
+            name: "check",
+            ..Default::default()
+        };
+        let snap = client
+            .create_snapshot(&vm, &spec, None, &cancel)
+            .await
+            .unwrap();
+        let info = client.vm_info(&vm).await.unwrap();
+        let key = info.disks().next().unwrap().key;
+        let areas = client
+            .changed_disk_areas(&vm, Some(&snap), key, capacity as u64, &since)
+            .await
+            .unwrap();
+        client.remove_snapshot(&snap, None, &cancel).await.unwrap();
+        areas
+    });
+    let touched: Vec<u64> = areas.iter().map(|a| a.start / CHUNK as u64).collect();
+    assert_eq!(touched, vec![0, 5, 17], "{areas:?}");
+    assert_eq!(
+        areas.iter().map(|a| a.length).sum::<u64>(),
+        (3 * BLOCK) as u64
+    );
+
+    // Restore both to new VMs and to a file: bit for bit what was written.
+    for (id, name, data) in [(&b1, "db-1-restored-1", &v1), (&b2, "db-1-restored-2", &v2)] {
+        let r = result_of(cli(&sim, &repo), &["restore", id, "--to", name]);
+        assert_eq!(r["name"], name);
+        let restored = sc.run(async {
+            let flat = flat_of(&client, name).await;
+            download(&client, &flat).await
+        });
+        assert_eq!(restored.len(), capacity);
+        assert_eq!(digest(&restored), digest(data), "restore of {id} to {name}");
+        let info = sc.run(async {
+            let vm = client.find_by_name("VirtualMachine", name).await.unwrap();
+            client.vm_info(&vm).await.unwrap()
+        });
+        assert_eq!(
+            (info.num_cpus, info.memory_mb),
+            (2, 256),
+            "saved config applied"
+        );
+        assert_eq!(info.guest_id, "otherGuest64");
+    }
+    let raw = dir.path().join("disk0.raw");
+    let r = result_of(
+        cli(&sim, &repo),
+        &[
+            "restore",
+            &b2,
+            "--disk",
+            "0",
+            "--to-file",
+            raw.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["bytes"], capacity as u64);
+    assert_eq!(digest(&std::fs::read(&raw).unwrap()), digest(&v2));
+
+    let verify = result_of(cli(&sim, &repo), &["verify"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+    let list = result_of(cli(&sim, &repo), &["list"]);
+    assert_eq!(list["backups"].as_array().unwrap().len(), 2);
+
+    // --full reads everything in use again and says so.
+    let again = result_of(cli(&sim, &repo), &["backup", "--vm", "db-1", "--full"]);
+    assert_eq!(again["disks"][0]["reason"], "requested");
+    assert_eq!(again["bytes_written"], 0, "nothing new: deduplicated");
+}
+
+#[test]
+fn a_killed_backup_is_cleaned_up_by_the_next_run() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx", "-delay", "20"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let capacity = 16 * MIB;
+    let (vm, flat) = sc.run(make_vm(&client, "app-1", capacity));
+    let data = disk_image(capacity, 7);
+    sc.run(upload(&client, &flat, &data));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init_repo(&sim, &repo);
+
+    // Throttled to 1 MB/s, the 8 MiB in use take about 8 s: kill it once the snapshot exists.
+    let mut child = cli(&sim, &repo)
+        .args(["--json", "backup", "--vm", "app-1", "--max-rate", "1M"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leftover = loop {
+        let snaps = sc.run(backup_snapshots(&client, &vm));
+        if let Some(s) = snaps.into_iter().next() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no backup snapshot appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(1500)); // mid-transfer
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        sc.run(backup_snapshots(&client, &vm)),
+        vec![leftover.clone()]
+    );
+    let list = result_of(cli(&sim, &repo), &["list"]);
+    assert!(
+        list["backups"].as_array().unwrap().is_empty(),
+        "nothing committed"
+    );
+
+    let started = Instant::now();
+    let r = result_of(cli(&sim, &repo), &["backup", "--vm", "app-1"]);
+    assert_eq!(r["leftovers_removed"], serde_json::json!([leftover]));
+    assert!(sc.run(backup_snapshots(&client, &vm)).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let verify = result_of(cli(&sim, &repo), &["verify"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["report"]["backups"], 1);
+
+    // The throttle holds: 8 MiB at 4 MB/s takes two seconds at least.
+    let slow = result_of(
+        cli(&sim, &repo),
+        &["backup", "--vm", "app-1", "--full", "--max-rate", "4M"],
+    );
+    let read = slow["bytes_read"].as_f64().unwrap();
+    assert!(read >= (8 * MIB) as f64, "{slow}");
+    let floor = (read - CHUNK as f64) / 4e6;
+    assert!(slow["seconds"].as_f64().unwrap() >= floor * 0.95, "{slow}");
+}
+
+#[test]
+fn verify_names_a_corrupt_chunk_and_prune_gc_free_exactly_the_unreferenced() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let capacity = 8 * MIB;
+    let (_vm, flat) = sc.run(make_vm(&client, "web-1", capacity));
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    init_repo(&sim, &repo_dir);
+
+    // Three backups, each after a change of one chunk.
+    let mut data = disk_image(capacity, 3);
+    let mut ids = Vec::new();
+    for round in 0..3u8 {
+        data[round as usize * CHUNK..round as usize * CHUNK + BLOCK].fill(0x11 + round);
+        sc.run(upload(&client, &flat, &data));
+        let r = result_of(cli(&sim, &repo_dir), &["backup", "--vm", "web-1"]);
+        ids.push(r["backup"].as_str().unwrap().to_string());
+    }
+    let repo = sc.run(open_repo(&repo_dir));
+    let sets: Vec<HashSet<ChunkId>> = ids.iter().map(|id| sc.run(chunks_of(&repo, id))).collect();
+
+    // Corrupt a chunk only the first backup references: verify names it and that backup.
+    let only_first = *sets[0]
+        .iter()
+        .find(|c| !sets[1].contains(c) && !sets[2].contains(c))
+        .expect("the first backup has a chunk of its own");
+    let path = repo_dir.join(only_first.object_key());
+    let original = std::fs::read(&path).unwrap();
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&path, &bad).unwrap();
+    let (code, lines, _) = run_json(cli(&sim, &repo_dir), &["verify"]);
+    assert_eq!(code, 3, "{lines:?}");
+    let result = lines.iter().find(|l| l["event"] == "result").unwrap();
+    let problems = result["report"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{result}");
+    assert_eq!(problems[0]["chunk"], only_first.to_string());
+    assert_eq!(problems[0]["backups"], serde_json::json!([ids[0]]));
+    assert_eq!(result["affected_backups"], serde_json::json!([ids[0]]));
+    let error = lines.iter().find(|l| l["event"] == "error").unwrap();
+    assert_eq!(error["exit_code"], 3);
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(result_of(cli(&sim, &repo_dir), &["verify"])["ok"], true);
+
+    // Keep the newest; gc then deletes exactly the chunks only the others referenced.
+    let pruned = result_of(cli(&sim, &repo_dir), &["prune", "--keep-last", "1"]);
+    assert_eq!(pruned["removed"], 2, "{pruned}");
+    let before = chunk_files(&repo_dir);
+    let doomed: HashSet<String> = sets[0]
+        .union(&sets[1])
+        .filter(|c| !sets[2].contains(c))
+        .map(ToString::to_string)
+        .collect();
+    assert!(!doomed.is_empty());
+    let gc = result_of(cli(&sim, &repo_dir), &["gc", "--grace", "0s"]);
+    assert_eq!(gc["chunks_deleted"], doomed.len() as u64, "{gc}");
+    let after = chunk_files(&repo_dir);
+    let kept: HashSet<String> = sets[2].iter().map(ToString::to_string).collect();
+    assert_eq!(after, kept, "exactly the newest backup's chunks remain");
+    assert_eq!(
+        before.difference(&after).cloned().collect::<HashSet<_>>(),
+        doomed
+    );
+    assert_eq!(result_of(cli(&sim, &repo_dir), &["verify"])["ok"], true);
+}
