@@ -31,6 +31,10 @@ pub struct ProviderModel {
     pub api_timeout: Option<String>,
     /// `session_keepalive`
     pub session_keepalive: Option<String>,
+    /// `backup_repository`
+    pub backup_repository: Option<String>,
+    /// `backup_password`
+    pub backup_password: Option<String>,
     /// `endpoint` blocks (several endpoints).
     #[serde(default)]
     pub endpoint: Option<Vec<EndpointBlock>>,
@@ -75,6 +79,22 @@ impl ProviderModel {
                 .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
         }
         self
+    }
+
+    /// The backup repository settings (`backup_repository` / `CESO_BACKUP_REPO`), if any.
+    pub fn backup_settings(&self) -> Option<super::connection::BackupSettings> {
+        let repository = self
+            .backup_repository
+            .clone()
+            .or_else(|| env("CESO_BACKUP_REPO"))?;
+        Some(super::connection::BackupSettings {
+            repository,
+            password: self
+                .backup_password
+                .clone()
+                .or_else(|| env("CESO_BACKUP_PASSWORD"))
+                .map(Secret::new),
+        })
     }
 
     /// How often to keep sessions alive (`session_keepalive`, default 10 minutes; `0s` never).
@@ -127,6 +147,8 @@ impl ProviderModel {
                 thumbprint: b.thumbprint.clone(),
                 api_timeout: self.api_timeout.clone(),
                 session_keepalive: None,
+                backup_repository: None,
+                backup_password: None,
                 endpoint: None,
             };
             match one.connect_config() {

@@ -116,11 +116,40 @@ impl Endpoints {
     }
 }
 
+/// Where `ceso_backup_job` keeps job definitions: the backup repository and its key.
+#[derive(Clone)]
+pub struct BackupSettings {
+    /// The repository URL (`file:///...`, a path, or `s3://bucket/prefix`).
+    pub repository: String,
+    /// Its passphrase, when given (used to check it opens before a job is written).
+    pub password: Option<crate::vsphere::Secret>,
+}
+
+/// What `configure` hands every resource: the endpoints and the backup settings.
+pub struct ProviderState {
+    /// The vSphere endpoints.
+    pub endpoints: Endpoints,
+    /// The backup repository, when configured.
+    pub backup: Option<BackupSettings>,
+}
+
+impl ProviderState {
+    /// The backup settings, or a diagnostic saying how to give them.
+    pub fn backup(&self) -> Result<&BackupSettings, Diagnostics> {
+        self.backup.as_ref().ok_or_else(|| {
+            Diagnostics::from_error(
+                "No backup repository",
+                "Set `backup_repository` in the provider block (or CESO_BACKUP_REPO), e.g. \"file:///srv/backups\" or \"s3://bucket/prefix\"; create it with `ceso-backup init`.",
+            )
+        })
+    }
+}
+
 /// The logged-in client of `endpoint` (the only endpoint when unset), for a resource or data
 /// source call. A failure names the endpoint, so an unreachable one fails only what needs it.
 pub async fn client(ctx: &Context, endpoint: Option<&str>) -> Result<Arc<Client>, Diagnostics> {
-    let endpoints = ctx.data::<Endpoints>()?;
-    let conn = endpoints.get(endpoint)?;
+    let state = ctx.data::<ProviderState>()?;
+    let conn = state.endpoints.get(endpoint)?;
     connect(conn).await
 }
 

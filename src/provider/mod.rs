@@ -16,7 +16,9 @@ use crate::framework::{
 };
 
 pub use config::ProviderModel;
-pub use connection::{client, connect, error_diagnostics, Connection, Endpoints};
+pub use connection::{
+    client, connect, error_diagnostics, BackupSettings, Connection, Endpoints, ProviderState,
+};
 
 /// The `endpoint` attribute every resource, data source and action has.
 pub fn endpoint_attribute(resource: bool) -> Attribute {
@@ -108,6 +110,12 @@ impl Provider for Ceso {
                             config::DEFAULT_API_TIMEOUT
                         )),
                 )
+                .attribute(Attribute::string("backup_repository").optional().description(
+                    "The backup repository where `ceso_backup_job` keeps job definitions (and `ceso-backup` keeps backups): a path, `file:///path` or `s3://bucket/prefix` (S3 settings from the `AWS_*` environment). Environment: `CESO_BACKUP_REPO`.",
+                ))
+                .attribute(Attribute::string("backup_password").optional().sensitive().description(
+                    "The backup repository's passphrase, when it is encrypted: with it, ceso checks the repository opens before writing a job. Environment: `CESO_BACKUP_PASSWORD`.",
+                ))
                 .attribute(
                     Attribute::string("session_keepalive")
                         .optional()
@@ -149,12 +157,16 @@ impl Provider for Ceso {
         for (name, c) in &endpoints {
             tracing::debug!(endpoint = %name, url = %c.url, user = %c.user, "provider configured");
         }
-        Ok(Arc::new(Endpoints::new(
-            endpoints
-                .into_iter()
-                .map(|(name, c)| Connection::new(name, c).with_keepalive(keepalive))
-                .collect(),
-        )))
+        let backup = model.backup_settings();
+        Ok(Arc::new(ProviderState {
+            endpoints: Endpoints::new(
+                endpoints
+                    .into_iter()
+                    .map(|(name, c)| Connection::new(name, c).with_keepalive(keepalive))
+                    .collect(),
+            ),
+            backup,
+        }))
     }
 
     fn actions(&self) -> Vec<Arc<dyn crate::framework::Action>> {
@@ -162,13 +174,14 @@ impl Provider for Ceso {
     }
 
     async fn stop(&self, data: ProviderData) {
-        if let Ok(endpoints) = data.downcast::<Endpoints>() {
-            endpoints.close().await;
+        if let Ok(state) = data.downcast::<ProviderState>() {
+            state.endpoints.close().await;
         }
     }
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
         vec![
+            Arc::new(crate::resources::backup_job::BackupJob),
             Arc::new(crate::resources::pci_passthrough::PciPassthrough),
             Arc::new(crate::resources::snapshot::Snapshot),
             Arc::new(crate::resources::vlan::Vlan),

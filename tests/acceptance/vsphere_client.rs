@@ -561,3 +561,75 @@ async fn keep_alive_calls_while_the_client_lives_and_stops_after() {
         "no calls once the client is gone"
     );
 }
+
+/// Cancellation end to end: a slow rename (the launcher's `-slow-task`, a running cancelable
+/// task as vSphere has them), cancelled by the caller's token (StopProvider / Ctrl-C), is
+/// cancelled on the server with `CancelTask`: the waiter gets `Cancelled`, the task ends in
+/// RequestCanceled, and the rename never happens. Progress is reported while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_wait_cancels_the_task_on_the_server() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx", "-slow-task", "Rename_Task=3000"]);
+    let client = connect(&sim).await;
+    let vm = client
+        .retrieve_all("VirtualMachine", &["name"])
+        .await
+        .unwrap()
+        .remove(0);
+    let name = vm.text("name").unwrap().to_string();
+    let task = client
+        .call(&RenameTask {
+            this: vm.obj.clone(),
+            name: "never-renamed".into(),
+        })
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        trigger.cancel();
+    });
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = {
+        let seen = seen.clone();
+        move |p: i32| seen.lock().unwrap().push(p)
+    };
+    let started = Instant::now();
+    let e = client
+        .wait_for_task(&task, Some(Duration::from_secs(20)), &cancel, &progress)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Cancelled, "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cancelled before the task would end"
+    );
+    assert_eq!(calls(&sim, "CancelTask"), 1);
+    assert!(
+        seen.lock().unwrap().contains(&25),
+        "progress reported: {:?}",
+        seen.lock().unwrap()
+    );
+    let info = client
+        .properties(&task, &["info.state", "info.error", "info.cancelled"])
+        .await
+        .unwrap();
+    assert_eq!(info.text("info.state"), Some("error"));
+    assert_eq!(info.text("info.cancelled"), Some("true"));
+    let fault = info
+        .get("info.error")
+        .and_then(|e| e.child("fault"))
+        .map(|f| f.type_or("").to_string());
+    assert_eq!(fault.as_deref(), Some("RequestCanceled"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        client
+            .properties(&vm.obj, &["name"])
+            .await
+            .unwrap()
+            .text("name"),
+        Some(name.as_str()),
+        "the cancelled rename never happened"
+    );
+}

@@ -3,6 +3,7 @@
 //! engine, print the result as text or JSON lines, exit with a status scripts can use.
 
 mod failure;
+mod job_commands;
 mod output;
 mod repo_commands;
 mod settings;
@@ -73,8 +74,12 @@ enum Command {
     Prune(PruneArgs),
     /// Delete chunks no backup references.
     Gc(GcArgs),
-    /// Run scheduled backup jobs (not available yet).
-    Serve,
+    /// Run the repository's scheduled backup jobs (`ceso_backup_job`) as they fall due.
+    Serve(job_commands::ServeArgs),
+    /// List the repository's backup jobs with their next and last runs.
+    Jobs,
+    /// Run one backup job now, whatever its schedule says.
+    Run(job_commands::RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -226,9 +231,9 @@ async fn run(cli: Cli, out: Output) -> Result<(), Failure> {
         Command::Verify(a) => repo_commands::verify(&cli.repo, a.sample, out).await,
         Command::Prune(a) => repo_commands::prune(&cli.repo, a, out).await,
         Command::Gc(a) => repo_commands::gc(&cli.repo, a.grace, a.dry_run, out).await,
-        Command::Serve => Err(Failure::usage(
-            "serve (scheduled backup jobs) is not available yet; run `ceso-backup backup` from cron or a systemd timer",
-        )),
+        Command::Serve(a) => job_commands::serve(&cli.repo, a, out, &cancel).await,
+        Command::Jobs => job_commands::list(&cli.repo, out).await,
+        Command::Run(a) => job_commands::run(&cli.repo, a, out, &cancel).await,
     }
 }
 

@@ -247,6 +247,34 @@ impl JobSpec {
     }
 }
 
+/// A rate such as `50M` or `100MiB` (per second) in bytes: K/M/G are powers of 1000, KiB/MiB/
+/// GiB of 1024; a plain number is bytes.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let unit = t[digits.len()..].trim().trim_end_matches("/s");
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate such as 50M or 100MiB"))?;
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "K" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use K, M, G, KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{text:?} must be a positive rate"))
+}
+
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -366,6 +394,15 @@ mod tests {
             ["schedule", "timezone", "retention", "vm_name_regex"]
         );
         assert!(job().validate().is_empty());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("50M"), Ok(50_000_000));
+        assert_eq!(parse_rate("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_rate("4096"), Ok(4096));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0M").is_err());
     }
 
     #[test]

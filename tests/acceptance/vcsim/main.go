@@ -29,6 +29,9 @@
 // cbt.go sizes each VM disk's flat extent (<name>-flat.vmdk) to its capacity, tracks datastore
 // PUTs to it as changed block tracking (changeId, QueryChangedDiskAreas paged by -cbt-page-bytes
 // and -cbt-page-extents), freezes each snapshot's config, and makes CloneVM_Task copy disk data.
+// cancel.go models Task.CancelTask (RequestCanceled; NotSupported / InvalidState) and
+// -slow-task METHOD=MS[,...], which makes those *_Task methods return a running, cancelable
+// task with progress that does the simulator's work only after MS milliseconds.
 // -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
 // -api-version makes it a server of another release (about.apiVersion/version), refusing
