@@ -89,6 +89,12 @@ impl Endpoints {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if self.list.is_empty() {
+            return Err(Diagnostics::from_error(
+                "No vSphere endpoint",
+                "The provider has no vSphere endpoint configured; set `url` (or CESO_URL), `user` and `password`, or `endpoint` blocks.",
+            ));
+        }
         match name {
             Some(n) => self.list.iter().find(|c| c.name == n).ok_or_else(|| {
                 Diagnostics::from_attr_error(

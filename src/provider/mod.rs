@@ -153,11 +153,19 @@ impl Provider for Ceso {
         let model: ProviderModel = typed::from_value(config, &self.schema().value_type())?;
         let model = model.with_env_fallbacks();
         let keepalive = model.keepalive()?;
-        let endpoints = model.endpoints()?;
+        let backup = model.backup_settings();
+        // A configuration that only manages backup jobs needs no vSphere endpoint.
+        let no_vsphere = model.url.is_none()
+            && model.endpoint.as_ref().is_none_or(|e| e.is_empty())
+            && backup.is_some();
+        let endpoints = if no_vsphere {
+            Vec::new()
+        } else {
+            model.endpoints()?
+        };
         for (name, c) in &endpoints {
             tracing::debug!(endpoint = %name, url = %c.url, user = %c.user, "provider configured");
         }
-        let backup = model.backup_settings();
         Ok(Arc::new(ProviderState {
             endpoints: Endpoints::new(
                 endpoints

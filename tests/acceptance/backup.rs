@@ -25,7 +25,7 @@ use ceso::vsphere::Client;
 use crate::harness::{SimClient, Vcsim};
 use crate::require_acc;
 
-const MIB: usize = 1 << 20;
+pub(crate) const MIB: usize = 1 << 20;
 const BLOCK: usize = 64 << 10;
 /// The test repositories' chunk size: small, so an incremental's saving is visible.
 const CHUNK: usize = MIB;
@@ -35,7 +35,7 @@ fn binary() -> &'static str {
 }
 
 /// `len` bytes from `seed`, with every other 4 MiB stretch zero (a half-used thin disk).
-fn disk_image(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn disk_image(len: usize, seed: u64) -> Vec<u8> {
     let mut data = vec![0u8; len];
     blake3::Hasher::new()
         .update(&seed.to_le_bytes())
@@ -54,7 +54,7 @@ fn digest(data: &[u8]) -> String {
 }
 
 /// The CLI pointed at `sim` and `repo`, with JSON output.
-fn cli(sim: &Vcsim, repo: &Path) -> Command {
+pub(crate) fn cli(sim: &Vcsim, repo: &Path) -> Command {
     let mut cmd = Command::new(binary());
     cmd.env("CESO_URL", &sim.url)
         .env("CESO_USER", "user")
@@ -67,7 +67,7 @@ fn cli(sim: &Vcsim, repo: &Path) -> Command {
 }
 
 /// Runs the CLI with `--json` and returns (exit code, the JSON lines).
-fn run_json(mut cmd: Command, args: &[&str]) -> (i32, Vec<Value>, String) {
+pub(crate) fn run_json(mut cmd: Command, args: &[&str]) -> (i32, Vec<Value>, String) {
     let out: Output = cmd
         .arg("--json")
         .args(args)
@@ -86,7 +86,7 @@ fn run_json(mut cmd: Command, args: &[&str]) -> (i32, Vec<Value>, String) {
 }
 
 /// The `result` line of a successful run.
-fn result_of(cmd: Command, args: &[&str]) -> Value {
+pub(crate) fn result_of(cmd: Command, args: &[&str]) -> Value {
     let (code, lines, stderr) = run_json(cmd, args);
     assert_eq!(code, 0, "ceso-backup {args:?} failed: {lines:?}\n{stderr}");
     lines
@@ -97,7 +97,7 @@ fn result_of(cmd: Command, args: &[&str]) -> Value {
 
 /// A powered-on VM with one thin disk of `capacity` bytes and CBT on; returns it and its
 /// flat extent.
-async fn make_vm(
+pub(crate) async fn make_vm(
     client: &Arc<Client>,
     name: &str,
     capacity: usize,
@@ -157,7 +157,7 @@ async fn make_vm(
     (vm, flat_extent_of(&dc_name, &disk).unwrap())
 }
 
-async fn upload(client: &Client, file: &DatastoreFile, data: &[u8]) {
+pub(crate) async fn upload(client: &Client, file: &DatastoreFile, data: &[u8]) {
     let pieces: Vec<std::io::Result<Bytes>> = data
         .chunks(MIB)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -175,7 +175,7 @@ async fn download(client: &Client, file: &DatastoreFile) -> Vec<u8> {
 }
 
 /// Names of the VM's `ceso-backup-*` snapshots.
-async fn backup_snapshots(client: &Client, vm: &ManagedObjectReference) -> Vec<String> {
+pub(crate) async fn backup_snapshots(client: &Client, vm: &ManagedObjectReference) -> Vec<String> {
     client
         .snapshot_tree(vm)
         .await
@@ -223,7 +223,7 @@ fn chunk_files(dir: &Path) -> HashSet<String> {
     out
 }
 
-fn init_repo(sim: &Vcsim, repo: &Path) {
+pub(crate) fn init_repo(sim: &Vcsim, repo: &Path) {
     let r = result_of(cli(sim, repo), &["init", "--chunk-size", "1MiB"]);
     assert_eq!(r["chunk_size"], CHUNK as u64);
 }

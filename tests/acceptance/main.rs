@@ -3,6 +3,7 @@
 //! go-plugin handshake (AutoMTLS on). Slow suites run when `TF_ACC=1` (CI sets it).
 
 mod backup;
+mod backup_job;
 mod cli;
 mod endpoint;
 mod harness;

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use ceso::engine::backup::LockOptions;
 use ceso::engine::schedule::job::next_run;
 use ceso::engine::schedule::{AuditLog, Daemon, DaemonOptions, JobStore, Metrics, RunStatus};
 
@@ -29,6 +30,10 @@ pub struct DaemonArgs {
     /// How long a run's lease lasts unless renewed; a dead daemon's job is taken over after it.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
+    /// Clock difference tolerated between daemons sharing the repository: another daemon's
+    /// lease counts as lapsed this long after it expires.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub clock_skew: Duration,
     #[command(flatten)]
     pub vsphere: VsphereArgs,
 }
@@ -65,7 +70,13 @@ async fn daemon(
     once: bool,
     metrics: Metrics,
 ) -> Result<Daemon, Failure> {
-    let repository = Arc::new(repo.open().await?);
+    // Leases as long as the daemon's, so a dead daemon's backups stop blocking prune soon; prune
+    // waits for running backups rather than failing.
+    let repository = Arc::new(repo.open().await?.with_lock_options(LockOptions {
+        ttl: args.lease_ttl,
+        wait: Duration::from_secs(900),
+        clock_skew: args.clock_skew,
+    }));
     let client = args.vsphere.connect().await?;
     client.keep_alive(Duration::from_secs(600));
     let audit = match &args.audit_log {
@@ -82,6 +93,7 @@ async fn daemon(
         lease_ttl: args.lease_ttl,
         poll,
         once,
+        clock_skew: args.clock_skew,
     };
     Ok(Daemon::new(
         repository,
@@ -158,7 +170,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(ceso::engine::schedule::daemon::default_node);
     let lease = store
-        .try_lease(&spec.name, &node, args.daemon.lease_ttl)
+        .try_lease(
+            &spec.name,
+            &node,
+            args.daemon.lease_ttl,
+            args.daemon.clock_skew,
+        )
         .await?
         .ok_or_else(|| {
             Failure::new(

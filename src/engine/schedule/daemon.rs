@@ -32,6 +32,9 @@ pub struct DaemonOptions {
     pub poll: Duration,
     /// Run the jobs due now, then exit.
     pub once: bool,
+    /// Clock difference tolerated between daemons: another's lease counts as lapsed only this
+    /// long after it expires.
+    pub clock_skew: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -41,6 +44,7 @@ impl Default for DaemonOptions {
             lease_ttl: Duration::from_secs(60),
             poll: Duration::from_secs(15),
             once: false,
+            clock_skew: Duration::from_secs(30),
         }
     }
 }
@@ -124,9 +128,20 @@ impl Daemon {
     pub async fn run(&self, stop: CancellationToken) -> crate::engine::backup::Result<()> {
         let mut running = futures::stream::FuturesUnordered::new();
         let mut active: BTreeSet<String> = BTreeSet::new();
+        // Definitions as last seen, to audit changes made by others (Terraform).
+        let mut seen: Option<std::collections::BTreeMap<String, JobSpec>> = None;
         loop {
             let jobs = self.store.jobs().await?;
             self.metrics.jobs.set(jobs.len() as i64);
+            let now_seen: std::collections::BTreeMap<String, JobSpec> = jobs
+                .iter()
+                .filter_map(|j| j.as_ref().ok())
+                .map(|j| (j.name.clone(), j.clone()))
+                .collect();
+            if let Some(before) = &seen {
+                self.audit_changes(before, &now_seen);
+            }
+            seen = Some(now_seen);
             let mut wake = Instant::now() + self.options.poll;
             for job in jobs {
                 let spec = match job {
@@ -151,7 +166,12 @@ impl Daemon {
                 }
                 let Some(lease) = self
                     .store
-                    .try_lease(&spec.name, &self.options.node, self.options.lease_ttl)
+                    .try_lease(
+                        &spec.name,
+                        &self.options.node,
+                        self.options.lease_ttl,
+                        self.options.clock_skew,
+                    )
                     .await?
                 else {
                     continue; // another daemon runs it
@@ -179,6 +199,34 @@ impl Daemon {
                     active.remove(&name);
                 }
             }
+        }
+    }
+
+    /// Audit records for definitions added, changed or removed since the last look.
+    fn audit_changes(
+        &self,
+        before: &std::collections::BTreeMap<String, JobSpec>,
+        now: &std::collections::BTreeMap<String, JobSpec>,
+    ) {
+        for (name, spec) in now {
+            if before.get(name) != Some(spec) {
+                self.audit(
+                    "job.put",
+                    Some(name),
+                    None,
+                    "ok",
+                    json!({"by": spec.updated_by, "at": spec.updated_at, "schedule": spec.schedule, "enabled": spec.enabled}),
+                );
+            }
+        }
+        for name in before.keys().filter(|n| !now.contains_key(*n)) {
+            self.audit(
+                "job.delete",
+                Some(name),
+                None,
+                "ok",
+                serde_json::Value::Null,
+            );
         }
     }
 

@@ -179,15 +179,18 @@ impl JobStore {
     }
 
     /// Takes the job's lease for `ttl` unless another daemon holds it; `None` when it does.
+    /// Another daemon's lease counts as lapsed only `clock_skew` after it expires.
     pub async fn try_lease(
         &self,
         job: &str,
         node: &str,
         ttl: std::time::Duration,
+        clock_skew: std::time::Duration,
     ) -> Result<Option<JobLease>> {
         let now = Utc::now();
+        let skew = ChronoDuration::from_std(clock_skew).unwrap_or(ChronoDuration::seconds(30));
         let next = match self.newest_lease(job).await? {
-            Some((_, r)) if !r.released && r.expires > now => return Ok(None),
+            Some((_, r)) if !r.released && r.expires + skew > now => return Ok(None),
             Some((n, _)) => n + 1,
             None => 1,
         };
@@ -287,16 +290,25 @@ mod tests {
     async fn one_holder_at_a_time_and_expired_leases_move_on() {
         let (_d, s) = store();
         let ttl = Duration::from_millis(300);
+        let skew = Duration::from_millis(100);
         let mut a = s
-            .try_lease("j", "a", ttl)
+            .try_lease("j", "a", ttl, skew)
             .await
             .unwrap()
             .expect("a takes it");
-        assert!(s.try_lease("j", "b", ttl).await.unwrap().is_none(), "held");
+        assert!(
+            s.try_lease("j", "b", ttl, skew).await.unwrap().is_none(),
+            "held"
+        );
         s.renew(&mut a, ttl).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(340)).await;
+        assert!(
+            s.try_lease("j", "b", ttl, skew).await.unwrap().is_none(),
+            "within the clock skew"
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
         let b = s
-            .try_lease("j", "b", ttl)
+            .try_lease("j", "b", ttl, skew)
             .await
             .unwrap()
             .expect("expired: b takes it");
@@ -307,12 +319,12 @@ mod tests {
         );
         s.release(a).await.unwrap();
         assert!(
-            s.try_lease("j", "c", ttl).await.unwrap().is_none(),
+            s.try_lease("j", "c", ttl, skew).await.unwrap().is_none(),
             "a's release does not free b's lease"
         );
         s.release(b).await.unwrap();
         assert!(
-            s.try_lease("j", "c", ttl).await.unwrap().is_some(),
+            s.try_lease("j", "c", ttl, skew).await.unwrap().is_some(),
             "released"
         );
     }
@@ -323,7 +335,7 @@ mod tests {
         let ttl = Duration::from_secs(30);
         let tries = (0..8).map(|i| {
             let s = s.clone();
-            async move { s.try_lease("j", &format!("n{i}"), ttl).await.unwrap() }
+            async move { s.try_lease("j", &format!("n{i}"), ttl, ttl).await.unwrap() }
         });
         let won = futures::future::join_all(tries)
             .await

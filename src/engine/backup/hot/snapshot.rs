@@ -111,6 +111,11 @@ pub async fn remove_leftovers(
 /// Creates the backup snapshot (no memory). With `quiesce` it asks VMware Tools to quiesce
 /// first and falls back to a crash-consistent snapshot if that fails; returns the snapshot,
 /// its name, the consistency reached and, after a fallback, why.
+///
+/// Creation itself is not interrupted by `cancel` (checked only before it starts): a
+/// `CreateSnapshot_Task` cancelled half-way may still leave a snapshot whose reference the
+/// caller would never learn, so the task runs to its end and the caller, seeing the
+/// cancellation afterwards, removes the snapshot it now knows.
 pub async fn create(
     client: &Arc<Client>,
     vm: &ManagedObjectReference,
@@ -131,6 +136,10 @@ pub async fn create(
         quiesce,
     };
     let action = || format!("create the backup snapshot of {vm_name}");
+    if cancel.is_cancelled() {
+        return Err(HotError::Cancelled);
+    }
+    let cancel = &CancellationToken::new();
     if quiesce {
         match client
             .create_snapshot(vm, &spec(true), Some(timeout), cancel)
