@@ -424,12 +424,20 @@ fn backup_job_mistakes_fail_at_plan_naming_the_field() {
         .ok("apply the example");
     let store = JobStore::new(std::sync::Arc::new(LocalBackend::new(repo.clone())));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let spec = rt.block_on(store.job("web-nightly")).unwrap().expect("the example's job");
+    let spec = rt
+        .block_on(store.job("web-nightly"))
+        .unwrap()
+        .expect("the example's job");
     assert_eq!(spec.timezone, "Europe/Paris");
     assert_eq!(spec.max_rate, Some(100 << 20));
     assert_eq!(spec.retention.keep_monthly, 12);
     let outputs = ex.outputs();
-    assert!(outputs["next_run"]["value"].as_str().is_some_and(|t| t.contains('T')), "{outputs}");
+    assert!(
+        outputs["next_run"]["value"]
+            .as_str()
+            .is_some_and(|t| t.contains('T')),
+        "{outputs}"
+    );
     let plan = ex.run(&["plan", "-detailed-exitcode", "-no-color", "-var", &var]);
     assert_eq!(plan.code, 0, "plan after apply: {}", plan.stdout);
     // Edited outside Terraform: the plan shows it.
@@ -440,12 +448,26 @@ fn backup_job_mistakes_fail_at_plan_naming_the_field() {
     assert_eq!(plan.code, 2, "drift shows: {}", plan.stdout);
     assert!(plan.stdout.contains("max_parallel"), "{}", plan.stdout);
     // Import by name.
-    ex.run(&["state", "rm", "ceso_backup_job.nightly"]).ok("state rm");
-    ex.run(&["import", "-no-color", "-var", &var, "ceso_backup_job.nightly", "web-nightly"])
-        .ok("import");
+    ex.run(&["state", "rm", "ceso_backup_job.nightly"])
+        .ok("state rm");
+    ex.run(&[
+        "import",
+        "-no-color",
+        "-var",
+        &var,
+        "ceso_backup_job.nightly",
+        "web-nightly",
+    ])
+    .ok("import");
     ex.run(&["apply", "-auto-approve", "-no-color", "-var", &var])
         .ok("converge");
-    assert_eq!(rt.block_on(store.job("web-nightly")).unwrap().unwrap().max_parallel, 2);
+    assert_eq!(
+        rt.block_on(store.job("web-nightly"))
+            .unwrap()
+            .unwrap()
+            .max_parallel,
+        2
+    );
     ex.run(&["destroy", "-auto-approve", "-no-color", "-var", &var])
         .ok("destroy");
     assert!(rt.block_on(store.job("web-nightly")).unwrap().is_none());
