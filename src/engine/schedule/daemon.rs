@@ -59,6 +59,10 @@ pub fn default_node() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// One VM's backup in a run: the backup id and bytes read, `None` when skipped, or why it
+/// failed.
+type VmResult = Result<Option<(String, u64)>, String>;
+
 /// What a daemon works with.
 pub struct Daemon {
     repo: Arc<Repository>,
@@ -389,15 +393,14 @@ impl Daemon {
                 return outcome;
             }
         };
-        let results: Vec<(String, Result<Option<(String, u64)>, String>)> =
-            futures::stream::iter(vms)
-                .map(|(vm, _)| async move {
-                    let r = self.backup_one(spec, &vm, cancel).await;
-                    (vm, r)
-                })
-                .buffer_unordered(spec.max_parallel.max(1) as usize)
-                .collect()
-                .await;
+        let results: Vec<(String, VmResult)> = futures::stream::iter(vms)
+            .map(|(vm, _)| async move {
+                let r = self.backup_one(spec, &vm, cancel).await;
+                (vm, r)
+            })
+            .buffer_unordered(spec.max_parallel.max(1) as usize)
+            .collect()
+            .await;
         for (vm, r) in results {
             match r {
                 Ok(Some((backup, bytes))) => {
@@ -437,12 +440,7 @@ impl Daemon {
     }
 
     /// Backs up one VM as the job's mode says; `None` when it is skipped.
-    async fn backup_one(
-        &self,
-        spec: &JobSpec,
-        vm: &str,
-        cancel: &CancellationToken,
-    ) -> Result<Option<(String, u64)>, String> {
+    async fn backup_one(&self, spec: &JobSpec, vm: &str, cancel: &CancellationToken) -> VmResult {
         if spec.mode != Mode::Snapshot {
             let obj = crate::engine::backup::hot::snapshot::find_vm(&self.client, vm)
                 .await
