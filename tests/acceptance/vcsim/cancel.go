@@ -125,7 +125,11 @@ var taskModelRef = types.ManagedObjectReference{Type: "CesoTaskModel", Value: "c
 // ceso addition: taskModel receives CancelTask and the slowed task methods. It holds no state;
 // as a sync.Locker with no-op methods it opts out of the simulator's lock on the dispatch
 // object, and locks the real objects itself.
-type taskModel struct{}
+type taskModel struct {
+	// ceso addition: an embedded mo type as first field, as the simulator expects of every
+	// registry object (SearchIndex.FindByUuid, for one, inspects them all and panics otherwise).
+	mo.ExtensibleManagedObject
+}
 
 func (*taskModel) Reference() types.ManagedObjectReference { return taskModelRef }
 func (*taskModel) Lock()                                   {}

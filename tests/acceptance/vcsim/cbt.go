@@ -233,7 +233,11 @@ var cbtModelRef = types.ManagedObjectReference{Type: "CesoCbtModel", Value: "ces
 
 // cbtModel receives the routed methods; stateless, and a no-op sync.Locker so that the
 // simulator does not lock it (each method locks its VM).
-type cbtModel struct{}
+type cbtModel struct {
+	// ceso addition: an embedded mo type as first field, as the simulator expects of every
+	// registry object (SearchIndex.FindByUuid, for one, inspects them all and panics otherwise).
+	mo.ExtensibleManagedObject
+}
 
 func (*cbtModel) Reference() types.ManagedObjectReference { return cbtModelRef }
 func (*cbtModel) Lock()                                   {}

@@ -503,7 +503,11 @@ var pciModelRef = types.ManagedObjectReference{Type: "CesoPciModel", Value: "ces
 // ceso addition: pciModel receives the requests routed to it by pciRequest. It holds no state;
 // as a sync.Locker with no-op methods it opts out of the simulator's lock on the dispatch
 // object, and locks the real objects itself.
-type pciModel struct{}
+type pciModel struct {
+	// ceso addition: an embedded mo type as first field, as the simulator expects of every
+	// registry object (SearchIndex.FindByUuid, for one, inspects them all and panics otherwise).
+	mo.ExtensibleManagedObject
+}
 
 func (*pciModel) Reference() types.ManagedObjectReference { return pciModelRef }
 func (*pciModel) Lock()                                   {}

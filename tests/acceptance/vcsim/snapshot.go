@@ -90,7 +90,11 @@ var snapshotModelRef = types.ManagedObjectReference{Type: "CesoSnapshotModel", V
 // It holds no state. As a sync.Locker with no-op methods it opts out of the lock the
 // simulator takes on the dispatch object (registry.go, Registry.locker); each method locks
 // its real target instead.
-type snapshotModel struct{}
+type snapshotModel struct {
+	// ceso addition: an embedded mo type as first field, as the simulator expects of every
+	// registry object (SearchIndex.FindByUuid, for one, inspects them all and panics otherwise).
+	mo.ExtensibleManagedObject
+}
 
 func (*snapshotModel) Reference() types.ManagedObjectReference { return snapshotModelRef }
 func (*snapshotModel) Lock()                                   {}
