@@ -104,29 +104,32 @@ fn placement_over_three_esxi_endpoints() {
     assert!(text.contains("0/3 hosts fit"), "{text}");
     assert!(text.contains("memory"), "{text}");
 
-    // Anti-affinity: three web VMs, added one apply at a time, land on three endpoints; the
-    // placements of those already made stay put (a VM does not avoid itself).
-    let web = |n: usize| {
-        format!(
-            "{head}data \"ceso_placement\" \"web\" {{\n  count = {n}\n  name = \"web-${{count.index}}\"\n  cpus = 1\n  memory_mb = 512\n  anti_affinity_group = \"web\"\n}}\nresource \"ceso_vm\" \"web\" {{\n  count = {n}\n  name = \"web-${{count.index}}\"\n  endpoint = data.ceso_placement.web[count.index].endpoint\n  host = data.ceso_placement.web[count.index].host\n  memory_mb = 512\n  power_state = \"off\"\n  anti_affinity_group = \"web\"\n}}\n"
-        )
-    };
-    for n in 1..=3 {
-        ws.write("main.tf", &web(n));
-        ws.apply().ok(&format!("{n} web VMs"));
-        let plan = ws.run(&["plan", "-detailed-exitcode", "-no-color"]);
-        assert_eq!(plan.code, 0, "stable after {n}: {}", plan.stdout);
-    }
+    // Anti-affinity: the example places three web VMs at once, one per endpoint; the next plan
+    // is empty (a VM does not avoid itself).
+    let ex = Workspace::from_example("resources/ceso_vm/placed");
+    ex.init();
+    let endpoints = format!(
+        "endpoints={{a=\"{}\",b=\"{}\",c=\"{}\"}}",
+        a.url, b.url, c.url
+    );
+    let vars = ["-var", &endpoints, "-var", "password=p", "-var", "user=u"];
+    ex.run(&[&["apply", "-auto-approve", "-no-color"][..], &vars[..]].concat())
+        .ok("three web VMs");
     let per_sim: Vec<usize> = [&ca, &cb, &cc]
         .iter()
         .map(|c| vms_named(c, "web-").len())
         .collect();
     assert_eq!(per_sim, vec![1, 1, 1], "one web VM per endpoint");
+    let plan = ex.run(&[&["plan", "-detailed-exitcode", "-no-color"][..], &vars[..]].concat());
+    assert_eq!(plan.code, 0, "stable: {}", plan.stdout);
 
     // An endpoint that cannot be reached fails only what uses it, naming it.
     let dead = "http://127.0.0.1:9/sdk";
     let head4 = header(&[("a", &a.url), ("b", &b.url), ("c", &c.url), ("dead", dead)]);
-    ws.write("main.tf", &web(3).replace(&head, &head4));
+    ws.write(
+        "main.tf",
+        &format!("{head4}data \"ceso_placement\" \"any\" {{\n  cpus = 1\n  memory_mb = 256\n}}\n"),
+    );
     let plan = ws.run(&["plan", "-no-color"]);
     let text = folded(&plan);
     assert_eq!(
@@ -156,8 +159,7 @@ fn placement_over_three_esxi_endpoints() {
     ws2.write("main.tf", &pinned);
     ws2.run(&["destroy", "-auto-approve", "-no-color"])
         .ok("destroy solo");
-    ws.write("main.tf", &web(3));
-    ws.run(&["destroy", "-auto-approve", "-no-color"])
+    ex.run(&[&["destroy", "-auto-approve", "-no-color"][..], &vars[..]].concat())
         .ok("destroy web");
     assert!(vms_named(&ca, "web-").is_empty() && vms_named(&cc, "web-").is_empty());
 }

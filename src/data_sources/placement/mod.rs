@@ -46,6 +46,17 @@ struct RejectedModel {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+struct PlacementModel {
+    name: String,
+    host: String,
+    endpoint: String,
+    datastore: String,
+    network: Option<String>,
+    pci_devices: Vec<String>,
+    vgpu_profile: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct MoveModel {
     vm: String,
     from: String,
@@ -78,6 +89,8 @@ struct Model {
     cpu_overcommit: Option<f64>,
     memory_overcommit: Option<f64>,
     recommendations_enabled: Option<bool>,
+    instances: Option<i64>,
+    placements: Option<Vec<PlacementModel>>,
     host: Option<String>,
     pci_devices: Option<Vec<String>>,
     hosts_total: Option<i64>,
@@ -119,6 +132,18 @@ fn rejected_type() -> Type {
         ("endpoint", Type::String),
         ("filter", Type::String),
         ("reason", Type::String),
+    ])
+}
+
+fn placement_type() -> Type {
+    Type::object([
+        ("name", Type::String),
+        ("host", Type::String),
+        ("endpoint", Type::String),
+        ("datastore", Type::String),
+        ("network", Type::String),
+        ("pci_devices", list_of(Type::String)),
+        ("vgpu_profile", Type::String),
     ])
 }
 
@@ -345,6 +370,8 @@ impl DataSource for Placement {
                 .attribute(Attribute::string("strategy").optional().validate(one_of(&["spread", "pack", "balanced"])).description("`spread` (least allocated first, the default), `pack` (most allocated first) or `balanced` (CPU and memory use closest to each other)."))
                 .attribute(Attribute::number("cpu_overcommit").optional().description("CPU over-commit ratio: a host offers capacity × ratio MHz. Default 4."))
                 .attribute(Attribute::number("memory_overcommit").optional().description("Memory over-commit ratio. Default 1 (no over-commit)."))
+                .attribute(Attribute::number("instances").optional().validate(int_between(1, 1000)).description("Place this many VMs like this one at once (for `count`): named `NAME-0`, `NAME-1`, ..., each placed seeing the ones before (so an `anti_affinity_group` spreads them). The answers are in `placements`; the other attributes describe the first."))
+                .attribute(Attribute::new("placements", list_of(placement_type())).computed().description("One placement per instance: `name`, `host`, `endpoint`, `datastore`, `network`, `pci_devices`, `vgpu_profile`."))
                 .attribute(Attribute::bool("recommendations_enabled").optional().description("Also compute rebalancing recommendations (VM moves that even out host load) in `recommendations`."))
                 .attribute(Attribute::string("host").computed().description("The chosen host's name (as `ceso_vm.host` takes it)."))
                 .attribute(Attribute::new("pci_devices", list_of(Type::String)).computed().description("PCI addresses of the GPUs to pass through, for a `gpus` request (as `ceso_vm`'s `pci_device.address`)."))
@@ -392,14 +419,59 @@ impl DataSource for Placement {
         }
         let only = (parts.len() == 1).then(|| parts[0].0.clone());
         let mut merged = merge(parts);
-        if let Some(name) = m.name.as_deref() {
-            forget_vm(&mut merged, name);
+        let instances = m.instances.unwrap_or(1).max(1) as usize;
+        let base = m.name.clone().unwrap_or_else(|| "vm".into());
+        let names: Vec<String> = if instances == 1 {
+            vec![base.clone()]
+        } else {
+            (0..instances).map(|i| format!("{base}-{i}")).collect()
+        };
+        if m.name.is_some() {
+            for n in &names {
+                forget_vm(&mut merged, n);
+            }
         }
         let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
         let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
         let request = m.request(&host_names, &ds_names)?;
-        let decision = placement::place(&merged, &request)
+        let requests: Vec<placement::PlacementRequest> = names
+            .iter()
+            .map(|n| placement::PlacementRequest {
+                name: n.clone(),
+                ..request.clone()
+            })
+            .collect();
+        let batch = placement::place_batch(&merged, &requests)
             .map_err(|e| Diagnostics::from_error("Invalid placement request", e.to_string()))?;
+        if batch.placed < requests.len() && requests.len() > 1 {
+            return Err(Diagnostics::from_error(
+                "Not every instance fits",
+                batch.summary.clone(),
+            ));
+        }
+        let only_ref = only.as_deref();
+        m.placements = Some(
+            batch
+                .decisions
+                .iter()
+                .filter_map(|d| {
+                    let p = d.placement.as_ref()?;
+                    let (endpoint, host) = split(&p.host, only_ref);
+                    Some(PlacementModel {
+                        name: d.request.clone(),
+                        host,
+                        endpoint,
+                        datastore: split(&p.datastore, only_ref).1,
+                        network: p.network.clone(),
+                        pci_devices: p.pci_devices.clone(),
+                        vgpu_profile: p.vgpu_profile.clone(),
+                    })
+                })
+                .collect(),
+        );
+        let decision = batch.decisions.into_iter().next().ok_or_else(|| {
+            Diagnostics::from_error("Invalid placement request", "no request to place")
+        })?;
         let Some(chosen) = decision.placement.as_ref() else {
             return Err(Diagnostics::from_error(
                 "No host fits",

@@ -34,17 +34,17 @@ provider "ceso" {
   }
 }
 
-# Three web VMs that must not share a host: each asks ceso_placement where to go, and joins
-# the "web" anti-affinity group the next one avoids. Add them one at a time (count 1, 2, 3):
-# data sources of one plan all see the same inventory.
+# Three web VMs that must not share a host: ceso_placement places the three together (each
+# seeing the ones before), and each VM goes where its placement says. Once they exist, the same
+# plan gives the same answer (a VM does not avoid itself), so nothing moves.
 variable "web_count" {
   type    = number
-  default = 1
+  default = 3
 }
 
 data "ceso_placement" "web" {
-  count               = var.web_count
-  name                = "web-${count.index}"
+  name                = "web"
+  instances           = var.web_count
   cpus                = 2
   memory_mb           = 2048
   anti_affinity_group = "web"
@@ -52,9 +52,9 @@ data "ceso_placement" "web" {
 
 resource "ceso_vm" "web" {
   count               = var.web_count
-  name                = "web-${count.index}"
-  endpoint            = data.ceso_placement.web[count.index].endpoint
-  host                = data.ceso_placement.web[count.index].host
+  name                = data.ceso_placement.web.placements[count.index].name
+  endpoint            = data.ceso_placement.web.placements[count.index].endpoint
+  host                = data.ceso_placement.web.placements[count.index].host
   num_cpus            = 2
   memory_mb           = 2048
   anti_affinity_group = "web"
@@ -62,5 +62,5 @@ resource "ceso_vm" "web" {
 }
 
 output "placement" {
-  value = { for i, vm in ceso_vm.web : vm.name => "${vm.endpoint}/${vm.host}" }
+  value = { for vm in ceso_vm.web : vm.name => "${vm.endpoint}/${vm.host}" }
 }
