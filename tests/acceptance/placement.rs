@@ -32,20 +32,30 @@ fn vms_named(c: &SimClient, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Makes the T4 of a simulated host ready for passthrough (enabled, host rebooted).
-fn gpu_ready(c: &SimClient) {
-    let host = c
+/// Makes the T4 of the simulator's GPU host ready for passthrough (enabled, host rebooted);
+/// returns the host's name.
+fn gpu_ready(c: &SimClient) -> String {
+    let hosts: Vec<_> = c
         .run(c.client.retrieve_all("HostSystem", &["name"]))
-        .unwrap()[0]
-        .obj
-        .clone();
-    let pci = c.run(c.client.host_pci(&host)).unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|h| h.obj)
+        .collect();
+    let pci = hosts
+        .iter()
+        .map(|h| c.run(c.client.host_pci(h)).unwrap())
+        .find(|p| p.state(T4).capable)
+        .expect("a host with a T4");
+    let host = pci.host.clone();
     let cancel = Default::default();
     c.run(async {
         let cl = &c.client;
-        cl.update_passthru(&pci.passthru_system.unwrap(), &[(T4.to_string(), true)])
-            .await
-            .unwrap();
+        cl.update_passthru(
+            pci.passthru_system.as_ref().unwrap(),
+            &[(T4.to_string(), true)],
+        )
+        .await
+        .unwrap();
         cl.set_maintenance(&host, true, None, &cancel)
             .await
             .unwrap();
@@ -56,6 +66,7 @@ fn gpu_ready(c: &SimClient) {
             .await
             .unwrap();
     });
+    pci.name
 }
 
 #[test]
@@ -278,4 +289,42 @@ fn placement_inventory_fetch_of_1000_hosts() {
         "placement inventory of 1,000 hosts at -delay 5: {}",
         figures.join("; ")
     );
+}
+
+/// On the vCenter model (a cluster of three hosts and a standalone one, the GPU on one of
+/// them): the placement of a GPU VM names the GPU host and its free T4, and a VM built from that
+/// answer lands there with the GPU; the next plan is empty (the VM keeps its own GPU).
+#[test]
+fn placement_on_vcenter_puts_a_gpu_vm_on_the_gpu_host() {
+    require_acc!();
+    let sim = Vcsim::start(&["-gpu-hosts", "1", "-reboot-ms", "0"]);
+    let c = SimClient::connect(&sim);
+    let gpu_host = gpu_ready(&c);
+    let ws = Workspace::empty().against(&sim);
+    ws.write(
+        "main.tf",
+        "terraform {\n  required_providers {\n    ceso = { source = \"choiceomg/ceso\" }\n  }\n}\nprovider \"ceso\" {}\ndata \"ceso_placement\" \"train\" {\n  name = \"train\"\n  cpus = 2\n  memory_mb = 1024\n  gpus = 1\n  gpu_model = \"t4\"\n}\nresource \"ceso_vm\" \"train\" {\n  name = \"train\"\n  host = data.ceso_placement.train.host\n  memory_mb = 1024\n  power_state = \"off\"\n  dynamic \"pci_device\" {\n    for_each = data.ceso_placement.train.pci_devices\n    content {\n      address = pci_device.value\n    }\n  }\n}\noutput \"placement\" {\n  value = data.ceso_placement.train\n}\n",
+    );
+    ws.init();
+    ws.apply().ok("GPU VM where placement says");
+    let out = &ws.outputs()["placement"]["value"];
+    assert_eq!(out["host"], gpu_host.as_str(), "{out}");
+    assert_eq!(out["pci_devices"], serde_json::json!([T4]));
+    assert_eq!(out["hosts_fit"], 1, "{out}");
+    let vm = c
+        .run(c.client.retrieve_all("VirtualMachine", &["name"]))
+        .unwrap()
+        .into_iter()
+        .find(|o| o.text("name") == Some("train"))
+        .expect("the VM");
+    let info = c.run(c.client.vm_info(&vm.obj)).unwrap();
+    let on = c
+        .run(c.client.properties(&info.host.clone().unwrap(), &["name"]))
+        .unwrap();
+    assert_eq!(on.text("name"), Some(gpu_host.as_str()));
+    assert_eq!(info.passthroughs().count(), 1);
+    let plan = ws.plan_exit_code();
+    assert_eq!(plan.code, 0, "stable: {}", plan.stdout);
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy");
 }

@@ -59,6 +59,55 @@ pub struct PlacementInventory {
     pub inventory: placement::Inventory,
     /// Host name -> host object.
     pub hosts: BTreeMap<String, ManagedObjectReference>,
+    /// Passthrough devices and vGPUs VMs hold: (VM name, host name, what).
+    pub held: Vec<(String, String, HeldDevice)>,
+}
+
+/// A device a VM holds.
+#[derive(Debug, Clone)]
+pub enum HeldDevice {
+    /// A whole device.
+    Direct(placement::PciDevice),
+    /// One instance of a vGPU profile.
+    Vgpu(String),
+}
+
+impl PlacementInventory {
+    /// Takes the VM named `name` out: its memory and devices count as free again, so a
+    /// placement for that VM is where it would go if placed now (it neither avoids nor crowds
+    /// itself, and keeps its GPU).
+    pub fn forget(&mut self, name: &str) {
+        for h in &mut self.inventory.hosts {
+            let mut freed = 0;
+            h.vms.retain(|v| {
+                let keep = v.name != name;
+                if !keep {
+                    freed += v.memory_mib;
+                }
+                keep
+            });
+            h.memory_mib_used = h.memory_mib_used.saturating_sub(freed);
+        }
+        for (vm, host, what) in self.held.iter().filter(|(vm, ..)| vm == name) {
+            let _ = vm;
+            let Some(h) = self.inventory.hosts.iter_mut().find(|h| h.name == *host) else {
+                continue;
+            };
+            match what {
+                HeldDevice::Direct(d) => {
+                    if !h.pci_devices.iter().any(|x| x.id == d.id) {
+                        h.pci_devices.push(d.clone());
+                    }
+                }
+                HeldDevice::Vgpu(profile) => {
+                    if let Some(p) = h.vgpu_profiles.iter_mut().find(|p| p.name == *profile) {
+                        p.free += 1;
+                    }
+                }
+            }
+        }
+        self.held.retain(|(vm, ..)| vm != name);
+    }
 }
 
 const GIB: i64 = 1 << 30;
@@ -69,6 +118,18 @@ fn names(contents: &[ObjectContent], kinds: &[&str]) -> BTreeMap<ManagedObjectRe
         .filter(|o| kinds.contains(&o.obj.kind.as_str()))
         .filter_map(|o| Some((o.obj.clone(), o.text("name")?.to_string())))
         .collect()
+}
+
+/// A host PCI device as the placement engine sees it.
+fn engine_device(d: &crate::vsphere::pci::PciDevice) -> placement::PciDevice {
+    placement::PciDevice {
+        id: d.id.clone(),
+        class_id: d.class_id,
+        vendor_id: d.vendor_id,
+        device_id: d.device_id,
+        vendor_name: d.vendor_name.clone(),
+        device_name: d.device_name.clone(),
+    }
 }
 
 /// GiB of frame buffer a vGPU profile gives (`grid_t4-4q` -> 4), when its name says.
@@ -103,11 +164,27 @@ pub fn convert(contents: &[ObjectContent], cluster_default: &str) -> PlacementIn
         let mut held: Vec<String> = Vec::new();
         let mut vgpus_held: BTreeMap<String, u64> = BTreeMap::new();
         for v in &on_host {
+            let vm_name = v.text("name").unwrap_or_default().to_string();
             for d in devices(v.get("config.hardware.device")) {
                 if let Device::Passthrough(p) = d {
                     match p.backing {
-                        PassthroughBacking::Direct { id, .. } => held.push(normalize_address(&id)),
+                        PassthroughBacking::Direct { id, .. } => {
+                            let id = normalize_address(&id);
+                            if let Some(dev) = pci.device(&id) {
+                                out.held.push((
+                                    vm_name.clone(),
+                                    name.clone(),
+                                    HeldDevice::Direct(engine_device(dev)),
+                                ));
+                            }
+                            held.push(id);
+                        }
                         PassthroughBacking::Vgpu { profile } => {
+                            out.held.push((
+                                vm_name.clone(),
+                                name.clone(),
+                                HeldDevice::Vgpu(profile.clone()),
+                            ));
                             *vgpus_held.entry(profile).or_default() += 1
                         }
                     }
@@ -121,14 +198,7 @@ pub fn convert(contents: &[ObjectContent], cluster_default: &str) -> PlacementIn
                 let s = pci.state(&d.id);
                 s.capable && s.active && !held.contains(&d.id)
             })
-            .map(|d| placement::PciDevice {
-                id: d.id.clone(),
-                class_id: d.class_id,
-                vendor_id: d.vendor_id,
-                device_id: d.device_id,
-                vendor_name: d.vendor_name.clone(),
-                device_name: d.device_name.clone(),
-            })
+            .map(engine_device)
             .collect();
         let vgpu_profiles = pci
             .vgpu_profiles

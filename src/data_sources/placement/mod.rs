@@ -193,23 +193,6 @@ fn merge(parts: Vec<(String, inventory::PlacementInventory)>) -> placement::Inve
     out
 }
 
-/// Takes the VM named `name` out of the inventory: the request is where that VM would go if
-/// placed now, so an existing VM neither avoids nor crowds itself (its placement stays stable
-/// from one plan to the next).
-fn forget_vm(inv: &mut placement::Inventory, name: &str) {
-    for h in &mut inv.hosts {
-        let mut freed = 0;
-        h.vms.retain(|v| {
-            let keep = v.name != name;
-            if !keep {
-                freed += v.memory_mib;
-            }
-            keep
-        });
-        h.memory_mib_used = h.memory_mib_used.saturating_sub(freed);
-    }
-}
-
 /// `ENDPOINT/NAME` (several endpoints) or `NAME` (one, `only`) as (endpoint, name).
 fn split(qualified: &str, only: Option<&str>) -> (String, String) {
     match only {
@@ -418,7 +401,6 @@ impl DataSource for Placement {
             return Err(diags);
         }
         let only = (parts.len() == 1).then(|| parts[0].0.clone());
-        let mut merged = merge(parts);
         let instances = m.instances.unwrap_or(1).max(1) as usize;
         let base = m.name.clone().unwrap_or_else(|| "vm".into());
         let names: Vec<String> = if instances == 1 {
@@ -427,10 +409,13 @@ impl DataSource for Placement {
             (0..instances).map(|i| format!("{base}-{i}")).collect()
         };
         if m.name.is_some() {
-            for n in &names {
-                forget_vm(&mut merged, n);
+            for (_, part) in parts.iter_mut() {
+                for n in &names {
+                    part.forget(n);
+                }
             }
         }
+        let merged = merge(parts);
         let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
         let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
         let request = m.request(&host_names, &ds_names)?;
