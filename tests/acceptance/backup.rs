@@ -1,7 +1,8 @@
 //! `ceso-backup` against the simulator, through the real binary: full and CBT-incremental hot
 //! backups of a running VM whose disk holds known data, restores to new VMs and to a file
-//! compared byte for byte, a backup killed mid-transfer and cleaned up by the next run, a
-//! corrupt chunk named by verify, and prune + gc freeing exactly the unreferenced chunks.
+//! compared byte for byte, restores over a powered-off original (`--force`), a backup killed
+//! mid-transfer and cleaned up by the next run, a corrupt chunk named by verify, prune + gc
+//! freeing exactly the unreferenced chunks, and the settings read from a config file.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -62,8 +63,35 @@ pub(crate) fn cli(sim: &Vcsim, repo: &Path) -> Command {
         .env("CESO_ALLOW_UNVERIFIED_SSL", "true")
         .env("CESO_BACKUP_REPO", repo)
         .env_remove("CESO_BACKUP_PASSWORD")
+        // No config file: not the default one of whoever runs the tests either.
+        .env_remove("CESO_BACKUP_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent/ceso-acceptance")
         .stdin(Stdio::null());
     cmd
+}
+
+/// The CLI with no CESO_* variable at all and `config_home` as XDG_CONFIG_HOME.
+fn bare_cli(config_home: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CESO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("XDG_CONFIG_HOME", config_home).stdin(Stdio::null());
+    cmd
+}
+
+/// The `error` line of a failed run: (exit code, message).
+fn failure_of(cmd: Command, args: &[&str]) -> (i32, String) {
+    let (code, lines, stderr) = run_json(cmd, args);
+    assert_ne!(code, 0, "ceso-backup {args:?} succeeded: {lines:?}");
+    let error = lines
+        .iter()
+        .find(|l| l["event"] == "error")
+        .unwrap_or_else(|| panic!("no error line from {args:?}: {lines:?}\n{stderr}"));
+    assert_eq!(error["exit_code"], code);
+    (code, error["message"].as_str().unwrap().to_string())
 }
 
 /// Runs the CLI with `--json` and returns (exit code, the JSON lines).
@@ -505,4 +533,283 @@ fn verify_names_a_corrupt_chunk_and_prune_gc_free_exactly_the_unreferenced() {
         doomed
     );
     assert_eq!(result_of(cli(&sim, &repo_dir), &["verify"])["ok"], true);
+}
+
+/// The names of the VMs whose names start with `db-`.
+async fn db_vm_names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .retrieve_all("VirtualMachine", &["name"])
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.text("name").map(str::to_string))
+        .filter(|n| n.starts_with("db-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_config_file_supplies_the_settings_and_flags_and_variables_override_it() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let capacity = 8 * MIB;
+    let (_vm, flat) = sc.run(make_vm(&client, "cfg-1", capacity));
+    let data = disk_image(capacity, 11);
+    sc.run(upload(&client, &flat, &data));
+
+    // The default file, found through XDG_CONFIG_HOME; its repository is relative to it.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("config");
+    std::fs::create_dir_all(home.join("ceso")).unwrap();
+    let path = home.join("ceso/backup.toml");
+    let text = format!(
+        "repo = \"repo\"\n\n[vsphere]\nurl = \"{}\"\nuser = \"user\"\npassword = \"pass\"\n\
+         allow_unverified_ssl = true\napi_timeout = \"30s\"\n",
+        sim.url
+    );
+    std::fs::write(&path, &text).unwrap();
+    let set_mode = |p: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(&path, 0o600);
+    let file_repo = home.join("ceso/repo");
+
+    let r = result_of(bare_cli(&home), &["init", "--chunk-size", "1MiB"]);
+    assert_eq!(r["chunk_size"], CHUNK as u64);
+    assert!(file_repo.is_dir(), "the repository is where the file says");
+    let b = result_of(bare_cli(&home), &["backup", "--vm", "cfg-1"]);
+    assert_eq!(b["vm"]["name"], "cfg-1", "{b}");
+    let listed = |cmd: Command| -> usize {
+        result_of(cmd, &["list"])["backups"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(listed(bare_cli(&home)), 1);
+
+    // A flag beats the file: another repository.
+    let flag_repo = dir.path().join("flag-repo");
+    let flag_repo_s = flag_repo.to_str().unwrap();
+    result_of(
+        bare_cli(&home),
+        &["--repo", flag_repo_s, "init", "--chunk-size", "1MiB"],
+    );
+    result_of(
+        bare_cli(&home),
+        &["backup", "--vm", "cfg-1", "--repo", flag_repo_s],
+    );
+    let mut with_repo_flag = bare_cli(&home);
+    with_repo_flag.args(["--repo", flag_repo_s]);
+    assert_eq!(listed(with_repo_flag), 1);
+    assert_eq!(
+        listed(bare_cli(&home)),
+        1,
+        "the file's repository is untouched"
+    );
+    // ... and so does a variable; the flag beats the variable.
+    let mut env_repo = bare_cli(&home);
+    env_repo.env("CESO_BACKUP_REPO", &flag_repo);
+    result_of(env_repo, &["backup", "--vm", "cfg-1"]);
+    let mut env_repo = bare_cli(&home);
+    env_repo.env("CESO_BACKUP_REPO", &flag_repo);
+    assert_eq!(listed(env_repo), 2);
+    let mut both = bare_cli(&home);
+    both.env("CESO_BACKUP_REPO", &flag_repo)
+        .args(["--repo", file_repo.to_str().unwrap()]);
+    assert_eq!(listed(both), 1);
+
+    // vSphere settings too: a dead endpoint from a flag or a variable fails the login the
+    // file's settings would have made.
+    let dead = "http://127.0.0.1:1/sdk";
+    let (code, message) = failure_of(bare_cli(&home), &["backup", "--vm", "cfg-1", "--url", dead]);
+    assert_eq!(code, 1);
+    assert!(message.contains("log in"), "{message}");
+    let mut env_url = bare_cli(&home);
+    env_url.env("CESO_URL", dead);
+    let (code, message) = failure_of(env_url, &["backup", "--vm", "cfg-1"]);
+    assert_eq!(code, 1, "{message}");
+
+    // --config (or CESO_BACKUP_CONFIG) names another file instead of the default one.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, format!("repo = \"{flag_repo_s}\"\n")).unwrap();
+    let mut cmd = bare_cli(&home);
+    cmd.args(["--config", other.to_str().unwrap()]);
+    assert_eq!(listed(cmd), 2);
+    let mut cmd = bare_cli(&home);
+    cmd.env("CESO_BACKUP_CONFIG", &other);
+    assert_eq!(listed(cmd), 2);
+
+    // A password in a file others may read is refused, naming the file and the fix.
+    set_mode(&path, 0o644);
+    let (code, message) = failure_of(bare_cli(&home), &["list"]);
+    assert_eq!(code, 2);
+    let shown = path.display().to_string();
+    assert!(message.contains(&format!("chmod 600 {shown}")), "{message}");
+    assert!(!message.contains("pass\""), "{message}");
+    set_mode(&path, 0o600);
+    assert_eq!(listed(bare_cli(&home)), 1);
+
+    // An unknown key is an error naming it and the file.
+    std::fs::write(&path, format!("{text}retries = 3\n")).unwrap();
+    let (code, message) = failure_of(bare_cli(&home), &["list"]);
+    assert_eq!(code, 2);
+    assert!(
+        message.contains(&shown) && message.contains("`retries`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn restore_force_replaces_a_powered_off_vm_and_keeps_its_name() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let capacity = 8 * MIB;
+    let (original, flat) = sc.run(make_vm(&client, "db-9", capacity));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init_repo(&sim, &repo);
+    let mut backups = Vec::new();
+    let images: Vec<Vec<u8>> = (21..23).map(|seed| disk_image(capacity, seed)).collect();
+    for image in &images {
+        sc.run(upload(&client, &flat, image));
+        let r = result_of(cli(&sim, &repo), &["backup", "--vm", "db-9"]);
+        backups.push(r["backup"].as_str().unwrap().to_string());
+    }
+    let current = disk_image(capacity, 29);
+    sc.run(upload(&client, &flat, &current));
+    let untouched = || {
+        let vm = sc
+            .run(client.find_by_name("VirtualMachine", "db-9"))
+            .unwrap();
+        assert_eq!(vm, original);
+        assert_eq!(digest(&sc.run(download(&client, &flat))), digest(&current));
+        assert_eq!(sc.run(db_vm_names(&client)), vec!["db-9".to_string()]);
+    };
+
+    // Refused without --force, and while the VM runs.
+    let (code, message) = failure_of(cli(&sim, &repo), &["restore", &backups[0], "--to", "db-9"]);
+    assert_eq!(code, 1);
+    assert!(
+        message.contains("already exists") && message.contains("--force"),
+        "{message}"
+    );
+    untouched();
+    let (code, message) = failure_of(
+        cli(&sim, &repo),
+        &["restore", &backups[0], "--to", "db-9", "--force"],
+    );
+    assert_eq!(code, 1);
+    assert!(message.contains("power it off"), "{message}");
+    untouched();
+
+    // Powered off: replaced by the first backup, under the same name.
+    let cancel = CancellationToken::new();
+    sc.run(client.power_vm(&original, PowerOp::Off, None, &cancel))
+        .unwrap();
+    // A restore that fails leaves the original as it was.
+    let (code, message) = failure_of(
+        cli(&sim, &repo),
+        &[
+            "restore",
+            &backups[0],
+            "--to",
+            "db-9",
+            "--force",
+            "--datastore",
+            "no-such-datastore",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(message.contains("no-such-datastore"), "{message}");
+    untouched();
+    // So does one that fails half-way, with the new VM created and its disk being written:
+    // the half-restored VM goes, the original stays.
+    let chunk = *sc
+        .run(async { chunks_of(&open_repo(&repo).await, &backups[0]).await })
+        .iter()
+        .next()
+        .unwrap();
+    let chunk_path = repo.join(chunk.object_key());
+    let good = std::fs::read(&chunk_path).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&chunk_path, &bad).unwrap();
+    let (code, message) = failure_of(
+        cli(&sim, &repo),
+        &["restore", &backups[0], "--to", "db-9", "--force"],
+    );
+    assert_eq!(code, 1, "{message}");
+    assert!(message.contains(&chunk.to_string()), "{message}");
+    untouched();
+    std::fs::write(&chunk_path, &good).unwrap();
+    let r = result_of(
+        cli(&sim, &repo),
+        &["restore", &backups[0], "--to", "db-9", "--force"],
+    );
+    assert_eq!(r["name"], "db-9", "{r}");
+    assert_eq!(r["replaced"], original.value.as_str(), "{r}");
+    let first = ManagedObjectReference::new("VirtualMachine", r["vm"].as_str().unwrap());
+    assert_ne!(first, original);
+    assert_eq!(
+        sc.run(client.find_by_name("VirtualMachine", "db-9"))
+            .unwrap(),
+        first
+    );
+    let gone = sc.run(client.vm_info(&original)).unwrap_err();
+    assert!(gone.is_not_found(), "the original is gone: {gone}");
+    assert_eq!(sc.run(db_vm_names(&client)), vec!["db-9".to_string()]);
+    let restored = sc.run(async { download(&client, &flat_of(&client, "db-9").await).await });
+    assert_eq!(
+        digest(&restored),
+        digest(&images[0]),
+        "the first backup's data"
+    );
+    let info = sc.run(client.vm_info(&first)).unwrap();
+    assert_eq!(info.power_state, "poweredOff");
+    assert_eq!((info.num_cpus, info.memory_mb), (2, 256));
+
+    // Again over the replacement (whose files are under its temporary name), powered on.
+    let r = result_of(
+        cli(&sim, &repo),
+        &[
+            "restore",
+            &backups[1],
+            "--to",
+            "db-9",
+            "--force",
+            "--power-on",
+        ],
+    );
+    assert_eq!(r["replaced"], first.value.as_str(), "{r}");
+    let second = ManagedObjectReference::new("VirtualMachine", r["vm"].as_str().unwrap());
+    assert!(sc.run(client.vm_info(&first)).unwrap_err().is_not_found());
+    assert_eq!(sc.run(db_vm_names(&client)), vec!["db-9".to_string()]);
+    let restored = sc.run(async { download(&client, &flat_of(&client, "db-9").await).await });
+    assert_eq!(
+        digest(&restored),
+        digest(&images[1]),
+        "the second backup's data"
+    );
+    assert_eq!(
+        sc.run(client.vm_info(&second)).unwrap().power_state,
+        "poweredOn"
+    );
+
+    // --force with no VM of that name is a plain restore.
+    let r = result_of(
+        cli(&sim, &repo),
+        &["restore", &backups[0], "--to", "db-10", "--force"],
+    );
+    assert_eq!(r["replaced"], Value::Null, "{r}");
+    assert_eq!(
+        sc.run(db_vm_names(&client)),
+        vec!["db-10".to_string(), "db-9".to_string()]
+    );
 }

@@ -64,6 +64,13 @@ impl From<HotError> for Failure {
             HotError::Repository(e) => e.into(),
             HotError::Cancelled => Failure::new(code::INTERRUPTED, e.to_string()),
             e @ HotError::Busy { .. } => Failure::new(code::BUSY, e.to_string()),
+            HotError::VmExists { name } => Failure::new(
+                code::FAILURE,
+                format!(
+                    "a VM named {name:?} already exists; restore under another name, or add \
+                     --force to replace it (it must be powered off)"
+                ),
+            ),
             e => Failure::new(code::FAILURE, e.to_string()),
         }
     }

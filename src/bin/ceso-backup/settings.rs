@@ -1,6 +1,7 @@
 //! Where things are and how to reach them: the repository (URL and key) and the vSphere
-//! endpoint (URL, credentials, TLS), from flags with environment fallbacks; plus the parsers of
-//! sizes and durations the flags take.
+//! endpoint (URL, credentials, TLS), from flags with environment fallbacks, then the
+//! configuration file ([`crate::config_file`]) for what neither gives; plus the parsers of sizes
+//! and durations the flags take.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ceso::vsphere::client::parse_endpoint_url;
 use ceso::vsphere::tls::parse_thumbprint;
 use ceso::vsphere::{Client, ConnectConfig, Secret, TlsPolicy};
 
+use crate::config_file::ConfigFile;
 use crate::failure::Failure;
 
 /// The repository and its key.
@@ -35,9 +37,31 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
+    /// Takes the config file's settings where neither a flag nor the environment gave one
+    /// (`given(id)`: whether clap found argument `id` on the command line or in its variable).
+    /// The key is one setting: the file's key or password file counts only when no flag names
+    /// one and CESO_BACKUP_PASSWORD (`env_passphrase`) is not set.
+    pub fn fill_from(
+        &mut self,
+        file: &ConfigFile,
+        given: impl Fn(&str) -> bool,
+        env_passphrase: bool,
+    ) {
+        if !given("repo") && file.repo.is_some() {
+            self.repo = file.repo.clone();
+        }
+        if !given("password_file") && !given("key_file") && !env_passphrase {
+            self.password_file = file.password_file.clone();
+            self.key_file = file.key_file.clone();
+        }
+    }
+
     fn url(&self) -> Result<RepositoryUrl, Failure> {
         let text = self.repo.as_deref().ok_or_else(|| {
-            Failure::usage("no repository given: use --repo URL or set CESO_BACKUP_REPO")
+            Failure::usage(
+                "no repository given: use --repo URL, set CESO_BACKUP_REPO, or set repo in the \
+                 config file",
+            )
         })?;
         RepositoryUrl::parse(text).map_err(|e| Failure::usage(e.to_string()))
     }
@@ -109,11 +133,39 @@ pub struct VsphereArgs {
 }
 
 impl VsphereArgs {
+    /// Takes the config file's `[vsphere]` settings where neither a flag nor the environment
+    /// gave one (`given(id)`, as for [`RepoArgs::fill_from`]). A pinned thumbprint from the file
+    /// is not used when the flags or environment ask for `allow_unverified_ssl`.
+    pub fn fill_from(&mut self, file: &ConfigFile, given: impl Fn(&str) -> bool) {
+        let f = &file.vsphere;
+        let take = |mine: &mut Option<String>, theirs: &Option<String>, id: &str| {
+            if !given(id) && theirs.is_some() {
+                *mine = theirs.clone();
+            }
+        };
+        take(&mut self.url, &f.url, "url");
+        take(&mut self.user, &f.user, "user");
+        take(&mut self.password, &f.password, "password");
+        let insecure_given = given("allow_unverified_ssl");
+        if !(insecure_given && self.allow_unverified_ssl) {
+            take(&mut self.thumbprint, &f.thumbprint, "thumbprint");
+        }
+        if !insecure_given && !given("thumbprint") {
+            if let Some(insecure) = f.allow_unverified_ssl {
+                self.allow_unverified_ssl = insecure;
+            }
+        }
+        if let (false, Some(timeout)) = (given("api_timeout"), f.api_timeout) {
+            self.api_timeout = timeout;
+        }
+    }
+
     /// Logs in.
     pub async fn connect(&self) -> Result<Arc<Client>, Failure> {
         let missing = |what: &str, env: &str| {
             Failure::usage(format!(
-                "no vSphere {what} given: use --{what} or set {env}"
+                "no vSphere {what} given: use --{what}, set {env}, or set {what} in the \
+                 config file's [vsphere] table"
             ))
         };
         let url = parse_endpoint_url(

@@ -141,6 +141,7 @@ pub async fn restore(
     };
     let client = a.vsphere.connect().await?;
     let mut options = RestoreOptions::new(name);
+    options.replace = a.force;
     options.datastore = a.datastore;
     options.host = a.host;
     options.power_on = a.power_on;
@@ -149,8 +150,15 @@ pub async fn restore(
     let report = result?;
     out.result("restore", to_json(&report), || {
         let mut t = format!(
-            "restored {} as VM {} ({})\n",
-            report.backup, report.name, report.vm
+            "restored {} as VM {} ({}){}\n",
+            report.backup,
+            report.name,
+            report.vm,
+            report
+                .replaced
+                .as_ref()
+                .map(|r| format!(", replacing {r}"))
+                .unwrap_or_default()
         );
         for d in &report.disks {
             let _ = writeln!(t, "  {}: {} ({})", d.label, d.file, human_bytes(d.bytes));

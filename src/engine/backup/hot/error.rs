@@ -35,6 +35,23 @@ pub enum HotError {
         /// Who holds it, e.g. `pid 4242 on backup-1`.
         holder: String,
     },
+    /// A restore's target name is taken and replacing that VM was not asked for.
+    #[error(
+        "a VM named {name:?} already exists; restore under another name, or replace it \
+         (it must be powered off)"
+    )]
+    VmExists {
+        /// The name.
+        name: String,
+    },
+    /// The VM a restore would replace is not powered off.
+    #[error("VM {name:?} is {state}; power it off first to restore over it")]
+    NotPoweredOff {
+        /// The VM.
+        name: String,
+        /// Its power state, e.g. `poweredOn`.
+        state: String,
+    },
     /// The request or the data does not fit (unknown disk, missing config, ...).
     #[error("{0}")]
     Invalid(String),

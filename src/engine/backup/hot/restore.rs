@@ -2,6 +2,13 @@
 //! uploaded to its flat extent through the datastore interface), or one disk to a local raw file
 //! (sparse: zero chunks become holes).
 //!
+//! A restore over an existing VM ([`RestoreOptions::replace`]; the VM must be powered off)
+//! never risks the original: the backup is restored first as a new VM under a temporary name
+//! (`NAME.ceso-restore-XXXXXX`, in the original's folder, on its host and resource pool by
+//! default); only once that VM is complete is the original destroyed and the new one renamed
+//! (`Rename_Task`) to NAME. A failure before the destroy leaves the original as it was; one
+//! after it names the restored VM to rename by hand.
+//!
 //! Disks are put back on SCSI controllers with their original bus and unit numbers; a disk that
 //! was on another kind of controller (IDE, SATA, NVMe) goes to the first free unit of a SCSI
 //! controller, and the report says so. Network adapters are reconnected to their networks by
@@ -26,15 +33,20 @@ use crate::engine::backup::manifest::{BackupId, DiskManifest, Manifest};
 use crate::engine::backup::repository::Repository;
 use crate::vsphere::cbt::flat_extent_of;
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
+use crate::vsphere::envelope::RequestWriter;
 use crate::vsphere::inventory::NetworkRef;
+use crate::vsphere::task::TaskCall;
+use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::vm::{ConfigSpec, PowerOp};
 use crate::vsphere::{Client, ErrorKind};
 
 /// Where and how to restore a backup as a new VM.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
-    /// The new VM's name (must not exist).
+    /// The new VM's name (must not exist unless `replace`).
     pub name: String,
+    /// Replace a VM of that name, which must be powered off (see the module doc).
+    pub replace: bool,
     /// Datastore (default: the first disk's datastore at backup time).
     pub datastore: Option<String>,
     /// Host (default: the first host, by name, that sees the datastore).
@@ -50,6 +62,7 @@ impl RestoreOptions {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            replace: false,
             datastore: None,
             host: None,
             power_on: false,
@@ -80,6 +93,8 @@ pub struct RestoreReport {
     pub vm: String,
     /// Its name.
     pub name: String,
+    /// The moid of the VM it replaced (destroyed), if any.
+    pub replaced: Option<String>,
     /// Its disks.
     pub disks: Vec<RestoredDisk>,
     /// Adjustments made (adapters left out, disks moved to another controller).
@@ -157,8 +172,8 @@ fn layout(spec: &VmSpec, notes: &mut Vec<String>) -> (Vec<(i32, String)>, Vec<Sl
     (controllers, out)
 }
 
-/// Restores backup `id` as a new VM; see the module doc. A VM left half-restored by a failure
-/// is destroyed.
+/// Restores backup `id` as a new VM, or over the powered-off VM of that name with
+/// `options.replace`; see the module doc. A VM left half-restored by a failure is destroyed.
 pub async fn restore_vm(
     client: &Arc<Client>,
     repo: &Repository,
@@ -167,18 +182,173 @@ pub async fn restore_vm(
     progress: &ProgressSink,
     cancel: &CancellationToken,
 ) -> HotResult<RestoreReport> {
+    let existing = match client.find_by_name("VirtualMachine", &options.name).await {
+        Ok(vm) => Some(vm),
+        Err(e) if e.kind == ErrorKind::NotFound => None,
+        Err(e) => return Err(HotError::vsphere("look for VMs of that name", e)),
+    };
+    match existing {
+        None => {
+            let target = Target {
+                name: &options.name,
+                home: None,
+            };
+            restore_new(client, repo, id, options, &target, progress, cancel).await
+        }
+        Some(_) if !options.replace => Err(HotError::VmExists {
+            name: options.name.clone(),
+        }),
+        Some(original) => replace(client, repo, id, options, &original, progress, cancel).await,
+    }
+}
+
+/// Where a replacement goes unless told otherwise: the original's folder, host and pool.
+struct Home {
+    folder: Option<ManagedObjectReference>,
+    host: Option<ManagedObjectReference>,
+    pool: Option<ManagedObjectReference>,
+}
+
+/// The VM a restore creates.
+struct Target<'a> {
+    name: &'a str,
+    home: Option<Home>,
+}
+
+/// The temporary name of a replacement: unique, so neither a leftover of an interrupted
+/// restore nor the directory of an earlier replacement (which keeps the name it was created
+/// under) is ever in the way.
+fn temporary_name(name: &str) -> String {
+    format!("{name}.ceso-restore-{:06x}", rand::random::<u32>() >> 8)
+}
+
+/// Restores over `original` (named `options.name`): new VM, destroy, rename, then power on.
+async fn replace(
+    client: &Arc<Client>,
+    repo: &Repository,
+    id: &BackupId,
+    options: &RestoreOptions,
+    original: &ManagedObjectReference,
+    progress: &ProgressSink,
+    cancel: &CancellationToken,
+) -> HotResult<RestoreReport> {
+    let name = &options.name;
+    let info = client
+        .vm_info(original)
+        .await
+        .map_err(|e| HotError::vsphere(format!("read VM {name:?}"), e))?;
+    if info.template {
+        return Err(HotError::Invalid(format!(
+            "{name:?} is a template; a restore replaces only VMs"
+        )));
+    }
+    if info.power_state != "poweredOff" {
+        return Err(HotError::NotPoweredOff {
+            name: name.clone(),
+            state: info.power_state,
+        });
+    }
+    let temporary = temporary_name(name);
+    let target = Target {
+        name: &temporary,
+        home: Some(Home {
+            folder: info.folder,
+            host: info.host,
+            pool: info.resource_pool,
+        }),
+    };
+    let staged = RestoreOptions {
+        power_on: false,
+        ..options.clone()
+    };
+    let mut report = restore_new(client, repo, id, &staged, &target, progress, cancel).await?;
+    let restored = ManagedObjectReference::new("VirtualMachine", &report.vm);
+
+    // The last moment to back out without touching the original: stop if asked to, or if
+    // someone powered the original on while its replacement was being restored.
+    let abandon = if cancel.is_cancelled() {
+        Some(HotError::Cancelled)
+    } else {
+        match client.vm_info(original).await {
+            Ok(now) if now.power_state != "poweredOff" => Some(HotError::NotPoweredOff {
+                name: name.clone(),
+                state: now.power_state,
+            }),
+            Ok(_) => None,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => Some(HotError::vsphere(format!("read VM {name:?} again"), e)),
+        }
+    };
+    if let Some(e) = abandon {
+        if let Err(cleanup) = client.destroy(&restored).await {
+            tracing::warn!(vm = %restored, error = %cleanup, "could not destroy the restored VM");
+        }
+        return Err(e);
+    }
+
+    // From here on nothing is cancelled half-way: the original goes, the copy takes its name.
+    client.destroy(original).await.map_err(|e| {
+        HotError::vsphere(
+            format!(
+                "destroy VM {name:?} ({original}) to replace it (the restored VM is kept as \
+                 {temporary:?}, {restored})",
+                original = original.value,
+                restored = restored.value
+            ),
+            e,
+        )
+    })?;
+    let args = |w: &mut RequestWriter| {
+        w.text("newName", name);
+    };
+    client
+        .run_task(
+            TaskCall {
+                name: "Rename_Task",
+                this: &restored,
+                args: &args,
+            },
+            Some(options.timeout),
+            &CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| {
+            HotError::vsphere(
+                format!(
+                    "rename the restored VM {temporary:?} ({}) to {name:?} after VM {name:?} \
+                     was destroyed; rename it by hand",
+                    restored.value
+                ),
+                e,
+            )
+        })?;
+    report.name = name.clone();
+    report.replaced = Some(original.value.clone());
+    report.notes.push(format!(
+        "replaced VM {name:?} ({}); the new VM's files are under its temporary name {temporary:?}",
+        original.value
+    ));
+    if options.power_on {
+        client
+            .power_vm(&restored, PowerOp::On, Some(options.timeout), cancel)
+            .await
+            .map_err(|e| HotError::vsphere(format!("power on {name:?}"), e))?;
+    }
+    Ok(report)
+}
+
+/// Restores backup `id` as the new VM `target.name`.
+async fn restore_new(
+    client: &Arc<Client>,
+    repo: &Repository,
+    id: &BackupId,
+    options: &RestoreOptions,
+    target: &Target<'_>,
+    progress: &ProgressSink,
+    cancel: &CancellationToken,
+) -> HotResult<RestoreReport> {
     let manifest = repo.show(id).await?;
     let spec = VmSpec::from_json(&manifest.vm_config).map_err(HotError::Invalid)?;
-    match client.find_by_name("VirtualMachine", &options.name).await {
-        Ok(_) => {
-            return Err(HotError::Invalid(format!(
-                "a VM named {:?} already exists; restore under another name",
-                options.name
-            )))
-        }
-        Err(e) if e.kind == ErrorKind::NotFound => {}
-        Err(e) => return Err(HotError::vsphere("look for VMs of that name", e)),
-    }
     let inv = client
         .inventory()
         .await
@@ -197,26 +367,47 @@ pub async fn restore_vm(
         .datacenter_of(&ds)
         .await
         .map_err(|e| HotError::vsphere(format!("find the datacenter of {ds_name}"), e))?;
-    let folder = inv
+    let root_folder = inv
         .datacenters
         .iter()
         .find(|d| d.0 == dc)
         .and_then(|d| d.2.clone())
         .ok_or_else(|| HotError::Invalid(format!("datacenter {dc_name} has no VM folder")))?;
-    let host = match &options.host {
-        Some(h) => inv
+    let home = target.home.as_ref();
+    // A replacement goes to the original's folder when that is in the datastore's datacenter.
+    let folder = match home.and_then(|h| h.folder.as_ref()) {
+        Some(f) if f != &root_folder => match client.datacenter_of(f).await {
+            Ok((f_dc, _)) if f_dc == dc => f.clone(),
+            _ => root_folder,
+        },
+        _ => root_folder,
+    };
+    // ... and to the original's host and resource pool when that host sees the datastore.
+    let home_host = home
+        .and_then(|h| h.host.as_ref())
+        .and_then(|obj| inv.hosts.iter().find(|h| &h.obj == obj))
+        .filter(|h| h.datastores.contains(&ds));
+    let host = match (&options.host, home_host) {
+        (Some(h), _) => inv
             .host(h)
             .map_err(|e| HotError::vsphere("choose the host", e))?,
-        None => inv
+        (None, Some(h)) => h,
+        (None, None) => inv
             .hosts
             .iter()
             .find(|h| h.datastores.contains(&ds))
             .ok_or_else(|| HotError::Invalid(format!("no host sees datastore {ds_name}")))?,
     };
-    let pool = inv
-        .pool_of(host)
-        .ok_or_else(|| HotError::Invalid(format!("host {} has no resource pool", host.name)))?
-        .clone();
+    let home_pool = home
+        .and_then(|h| h.pool.clone())
+        .filter(|_| options.host.is_none() && home_host.is_some());
+    let pool = match home_pool {
+        Some(p) => p,
+        None => inv
+            .pool_of(host)
+            .ok_or_else(|| HotError::Invalid(format!("host {} has no resource pool", host.name)))?
+            .clone(),
+    };
 
     let mut notes = Vec::new();
     let (controllers, slots) = layout(&spec, &mut notes);
@@ -293,7 +484,7 @@ pub async fn restore_vm(
         }
     }
     let config = ConfigSpec {
-        name: Some(options.name.clone()),
+        name: Some(target.name.to_string()),
         guest_id: Some(spec.guest_id.clone()).filter(|g| !g.is_empty()),
         vm_path: Some(format!("[{ds_name}]")),
         num_cpus: Some(spec.num_cpus.max(1)),
@@ -313,7 +504,7 @@ pub async fn restore_vm(
             cancel,
         )
         .await
-        .map_err(|e| HotError::vsphere(format!("create VM {:?}", options.name), e))?;
+        .map_err(|e| HotError::vsphere(format!("create VM {:?}", target.name), e))?;
 
     let filled = fill_disks(
         client, repo, &manifest, &spec, &slots, &vm, &dc_name, progress, cancel,
@@ -332,12 +523,13 @@ pub async fn restore_vm(
         client
             .power_vm(&vm, PowerOp::On, Some(options.timeout), cancel)
             .await
-            .map_err(|e| HotError::vsphere(format!("power on {:?}", options.name), e))?;
+            .map_err(|e| HotError::vsphere(format!("power on {:?}", target.name), e))?;
     }
     Ok(RestoreReport {
         backup: id.clone(),
         vm: vm.value,
-        name: options.name.clone(),
+        name: target.name.to_string(),
+        replaced: None,
         disks,
         notes,
     })
@@ -476,6 +668,15 @@ mod tests {
             thin: true,
             file: "[ds] a/a.vmdk".into(),
         }
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_say_what_they_are() {
+        let a = temporary_name("web-1");
+        let b = temporary_name("web-1");
+        assert!(a.starts_with("web-1.ceso-restore-"), "{a}");
+        assert_eq!(a.len(), "web-1.ceso-restore-".len() + 6, "{a}");
+        assert_ne!(a, b);
     }
 
     #[test]
