@@ -248,6 +248,16 @@ impl Client {
         &self.tasks
     }
 
+    /// The user the session logs in as.
+    pub(crate) fn user_name(&self) -> &str {
+        &self.user
+    }
+
+    /// The password the session logs in with (for the REST login of the tagging service).
+    pub(crate) fn password_text(&self) -> &str {
+        self.password.expose()
+    }
+
     /// The transport, for datastore file access with the session cookie.
     pub(crate) fn transport(&self) -> &Transport {
         &self.transport

@@ -20,6 +20,7 @@ pub mod pci;
 pub mod property;
 pub mod secret;
 pub mod snapshot;
+pub mod tagging;
 pub mod task;
 pub mod tls;
 pub mod transport;

@@ -472,3 +472,117 @@ fn backup_job_mistakes_fail_at_plan_naming_the_field() {
         .ok("destroy");
     assert!(rt.block_on(store.job("web-nightly")).unwrap().is_none());
 }
+
+/// Tags the VMs `moids` with `backup:nightly` through the simulator's tagging REST API, as a
+/// vSphere administrator would.
+async fn tag_vms(sdk: &str, moids: &[String]) {
+    let base = sdk.trim_end_matches("/sdk");
+    let http = reqwest::Client::new();
+    let post = |path: &str, sid: Option<&str>, body: Value| {
+        let mut req = http
+            .post(format!("{base}/rest{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(s) = sid {
+            req = req.header("vmware-api-session-id", s);
+        }
+        req
+    };
+    let value =
+        |text: String| -> Value { serde_json::from_str::<Value>(&text).unwrap()["value"].clone() };
+    let sid = value(
+        http.post(format!("{base}/rest/com/vmware/cis/session"))
+            .basic_auth("user", Some("pass"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let sid = sid.as_str().unwrap();
+    let category = value(
+        post(
+            "/com/vmware/cis/tagging/category",
+            Some(sid),
+            serde_json::json!({"create_spec": {"name": "backup", "description": "", "cardinality": "MULTIPLE", "associable_types": []}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap(),
+    );
+    let tag = value(
+        post(
+            "/com/vmware/cis/tagging/tag",
+            Some(sid),
+            serde_json::json!({"create_spec": {"name": "nightly", "description": "", "category_id": category}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap(),
+    );
+    for moid in moids {
+        let r = post(
+            &format!(
+                "/com/vmware/cis/tagging/tag-association/id:{}?~action=attach",
+                tag.as_str().unwrap()
+            ),
+            Some(sid),
+            serde_json::json!({"object_id": {"id": moid, "type": "VirtualMachine"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+}
+
+/// A job that selects VMs by vSphere tag (vCenter's tagging service) backs up exactly the
+/// tagged VMs when run; an unknown tag fails the run naming the tags that exist.
+#[test]
+fn backup_job_selects_vms_by_tag() {
+    require_acc!();
+    let sim = Vcsim::start(&["-vapi"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let (a, _) = sc.run(make_vm(&client, "tagged-a", 2 * MIB));
+    let (b, _) = sc.run(make_vm(&client, "tagged-b", 2 * MIB));
+    let (_c, _) = sc.run(make_vm(&client, "untagged-c", 2 * MIB));
+    sc.run(tag_vms(&sim.url, &[a.value.clone(), b.value.clone()]));
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    init_repo(&sim, &repo);
+    let ws = Workspace::empty();
+    let cfg = |tags: &str| {
+        format!(
+            "terraform {{\n  required_providers {{\n    ceso = {{ source = \"choiceomg/ceso\" }}\n  }}\n}}\nprovider \"ceso\" {{\n  backup_repository = \"{}\"\n}}\nresource \"ceso_backup_job\" \"tagged\" {{\n  name = \"tagged\"\n  schedule = \"@daily\"\n  tags = [{tags}]\n  max_parallel = 2\n  retention {{\n    keep_last = 2\n  }}\n}}\n",
+            repo.display()
+        )
+    };
+    ws.write("main.tf", &cfg("\"backup:nightly\""));
+    ws.init();
+    ws.apply().ok("job by tag");
+    let run = result_of(cli(&sim, &repo), &["run", "tagged"]);
+    assert_eq!(run["last_run"]["backups"], 2, "{run}");
+    for (vm, want) in [("tagged-a", 1), ("tagged-b", 1), ("untagged-c", 0)] {
+        assert_eq!(backups_of(&sc, &repo, vm), want, "{vm}");
+    }
+    // A tag nobody made: the run fails and says which tags exist.
+    ws.write("main.tf", &cfg("\"backup:weekly\""));
+    ws.apply().ok("unknown tag");
+    let (code, lines, _) = crate::backup::run_json(cli(&sim, &repo), &["run", "tagged"]);
+    assert_eq!(code, 1);
+    let text = serde_json::to_string(&lines).unwrap();
+    assert!(
+        text.contains("no tag \\\"backup:weekly\\\"") && text.contains("backup:nightly"),
+        "{text}"
+    );
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy");
+}

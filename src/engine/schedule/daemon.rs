@@ -357,13 +357,10 @@ impl Daemon {
         outcome
     }
 
-    /// The VMs a job names now: its ids, and the VMs whose name matches its pattern.
+    /// The VMs a job names now: its ids, the VMs whose name matches its pattern, and the VMs
+    /// carrying any of its tags; each once.
     async fn resolve(&self, spec: &JobSpec) -> Result<Vec<(String, String)>, String> {
-        let mut vms: Vec<(String, String)> = spec
-            .vm_ids
-            .iter()
-            .map(|v| (v.clone(), String::new()))
-            .collect();
+        let mut names: Vec<String> = spec.vm_ids.clone();
         if let Some(pattern) = &spec.vm_name_regex {
             let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
             let all = self
@@ -371,17 +368,38 @@ impl Daemon {
                 .retrieve_all("VirtualMachine", &["name", "config.template"])
                 .await
                 .map_err(|e| e.message)?;
-            let mut names: Vec<String> = all
+            let mut matched: Vec<String> = all
                 .iter()
                 .filter(|o| o.bool("config.template") != Some(true))
                 .filter_map(|o| o.text("name").map(str::to_string))
                 .filter(|n| re.is_match(n))
                 .collect();
-            names.sort();
-            vms.extend(names.into_iter().map(|n| (n, String::new())));
+            matched.sort();
+            names.extend(matched);
         }
-        vms.dedup();
-        Ok(vms)
+        if !spec.tags.is_empty() {
+            let tagged = self
+                .client
+                .objects_with_tags(&spec.tags)
+                .await
+                .map_err(|e| format!("tags: {}", e.message))?;
+            let mut matched = Vec::new();
+            for vm in tagged.into_iter().filter(|o| o.kind == "VirtualMachine") {
+                let name = self
+                    .client
+                    .properties(&vm, &["name"])
+                    .await
+                    .ok()
+                    .and_then(|o| o.text("name").map(str::to_string))
+                    .unwrap_or_else(|| vm.value.clone());
+                matched.push(name);
+            }
+            matched.sort();
+            names.extend(matched);
+        }
+        let mut seen = BTreeSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        Ok(names.into_iter().map(|n| (n, String::new())).collect())
     }
 
     async fn backup_all(&self, spec: &JobSpec, cancel: &CancellationToken) -> RunOutcome {

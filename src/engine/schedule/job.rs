@@ -88,6 +88,9 @@ pub struct JobSpec {
     /// VMs whose name matches, resolved at each run.
     #[serde(default)]
     pub vm_name_regex: Option<String>,
+    /// VMs carrying any of these vSphere tags (`category:tag` or `tag`), resolved at each run.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Hot or not.
     #[serde(default)]
     pub mode: Mode,
@@ -226,10 +229,10 @@ impl JobSpec {
                 });
             }
         }
-        if self.vm_ids.is_empty() && self.vm_name_regex.is_none() {
+        if self.vm_ids.is_empty() && self.vm_name_regex.is_none() && self.tags.is_empty() {
             out.push(Invalid {
                 field: "vm_ids",
-                message: "Name the VMs to back up: vm_ids, or vm_name_regex.".into(),
+                message: "Name the VMs to back up: vm_ids, vm_name_regex or tags.".into(),
             });
         }
         if self.max_parallel == 0 {

@@ -58,6 +58,7 @@ pub struct JobModel {
     pub timezone: Option<String>,
     pub vm_ids: Option<Vec<String>>,
     pub vm_name_regex: Option<String>,
+    pub tags: Option<Vec<String>>,
     pub mode: Option<String>,
     pub max_parallel: Option<i64>,
     pub max_rate: Option<String>,
@@ -100,6 +101,7 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("timezone").default_value(Value::String("UTC".into())).validate(Arc::new(TimezoneValidator)).description("IANA time zone the schedule is read in, e.g. `Europe/Paris`."))
             .attribute(Attribute::new("vm_ids", Type::List(Box::new(Type::String))).optional().description("VMs to back up: `ceso_vm` ids (instance UUIDs), moids, names or inventory paths."))
             .attribute(Attribute::string("vm_name_regex").optional().validate(regex_syntax()).description("Also back up every VM whose name matches, resolved at each run."))
+            .attribute(Attribute::new("tags", Type::List(Box::new(Type::String))).optional().description("Also back up every VM carrying any of these vSphere tags (`category:tag`, or `tag` in any category), resolved at each run (vCenter's tagging service)."))
             .attribute(Attribute::string("mode").default_value(Value::String("snapshot".into())).validate(one_of(&["snapshot", "quiesce", "powered_off_only"])).description("`snapshot`: hot, quiesced when VMware Tools run, else crash-consistent; `quiesce`: hot and quiesced only (a VM without running Tools fails); `powered_off_only`: running VMs are skipped."))
             .attribute(Attribute::number("max_parallel").default_value(Value::Number(1i64.into())).validate(int_between(1, 64)).description("VMs backed up at once."))
             .attribute(Attribute::string("max_rate").optional().validate(Arc::new(RateValidator)).description("Read at most this much per second per VM from the datastores, e.g. `50M` or `100MiB`, to spare the VMs' storage."))
@@ -228,6 +230,7 @@ impl JobModel {
             timezone: self.timezone.clone().unwrap_or_else(|| "UTC".into()),
             vm_ids: self.vm_ids.clone().unwrap_or_default(),
             vm_name_regex: self.vm_name_regex.clone(),
+            tags: self.tags.clone().unwrap_or_default(),
             mode: match self.mode.as_deref() {
                 Some("quiesce") => Mode::Quiesce,
                 Some("powered_off_only") => Mode::PoweredOffOnly,
@@ -291,6 +294,7 @@ impl JobModel {
             vm_ids: (!spec.vm_ids.is_empty() || prior.vm_ids.is_some())
                 .then(|| spec.vm_ids.clone()),
             vm_name_regex: spec.vm_name_regex.clone(),
+            tags: (!spec.tags.is_empty() || prior.tags.is_some()).then(|| spec.tags.clone()),
             mode: Some(spec.mode.as_str().to_string()),
             max_parallel: Some(i64::from(spec.max_parallel)),
             max_rate: rate,
@@ -388,12 +392,13 @@ impl Resource for BackupJob {
         }
         let ids = get_attr(config, "vm_ids");
         let regex = get_attr(config, "vm_name_regex");
-        let no_ids = matches!(ids, Value::Null) || matches!(ids, Value::List(l) if l.is_empty());
-        if no_ids && *regex == Value::Null {
+        let empty =
+            |v: &Value| matches!(v, Value::Null) || matches!(v, Value::List(l) if l.is_empty());
+        if empty(ids) && *regex == Value::Null && empty(get_attr(config, "tags")) {
             diags.attr_error(
                 AttrPath::attr("vm_ids"),
                 "No VMs to back up",
-                "Name the VMs: vm_ids, or vm_name_regex.",
+                "Name the VMs: vm_ids, vm_name_regex or tags.",
             );
         }
     }
