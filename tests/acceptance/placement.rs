@@ -101,6 +101,44 @@ fn placement_over_three_esxi_endpoints() {
         "{rejected:?}"
     );
 
+    // The data source's example, over the same three endpoints.
+    let ds = Workspace::from_example("data-sources/ceso_placement");
+    ds.init();
+    let endpoints = format!(
+        "endpoints={{a=\"{}\",b=\"{}\",c=\"{}\"}}",
+        a.url, b.url, c.url
+    );
+    ds.run(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-var",
+        &endpoints,
+        "-var",
+        "password=p",
+        "-var",
+        "user=u",
+    ])
+    .ok("placement example");
+    let out = ds.outputs();
+    assert!(
+        out["where"]["value"].as_str().unwrap().starts_with("c/"),
+        "{out}"
+    );
+    assert_eq!(out["gpus"]["value"], serde_json::json!([T4]));
+    assert!(
+        out["why"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("1/3 hosts fit"),
+        "{out}"
+    );
+    assert_eq!(
+        out["rejected"]["value"].as_array().unwrap().len(),
+        2,
+        "{out}"
+    );
+
     // An impossible request fails the plan with the summary.
     ws.write(
         "main.tf",

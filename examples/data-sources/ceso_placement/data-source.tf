@@ -6,45 +6,52 @@ terraform {
   }
 }
 
-# Three standalone ESXi hosts, no vCenter. User and password at the top level are defaults
-# for every endpoint block.
-provider "ceso" {
-  user     = "root"
-  password = var.esxi_password
-
-  endpoint {
-    name = "esx-01"
-    url  = "https://esx-01.example.com/sdk"
-  }
-  endpoint {
-    name = "esx-02"
-    url  = "https://esx-02.example.com/sdk"
-  }
-  endpoint {
-    name = "esx-03"
-    url  = "https://esx-03.example.com/sdk"
-  }
+# Standalone ESXi hosts, no vCenter: one endpoint block each. User and password at the top
+# level are defaults for every block.
+variable "endpoints" {
+  description = "Endpoint name => SDK URL, e.g. { esx-01 = \"https://esx-01.example.com/sdk\" }."
+  type        = map(string)
 }
 
-variable "esxi_password" {
+variable "user" {
+  type    = string
+  default = "root"
+}
+
+variable "password" {
   type      = string
   sensitive = true
+}
+
+provider "ceso" {
+  user     = var.user
+  password = var.password
+
+  dynamic "endpoint" {
+    for_each = var.endpoints
+    content {
+      name = endpoint.key
+      url  = endpoint.value
+    }
+  }
 }
 
 # Where should a GPU training VM go? A dry run at plan time, explained.
 data "ceso_placement" "train" {
   name      = "train-01"
-  cpus      = 8
-  memory_mb = 32768
-  disk_gb   = 200
+  cpus      = 4
+  memory_mb = 1024
   gpus      = 1
   gpu_model = "t4"
-  network   = "VM Network"
   strategy  = "spread"
 }
 
 output "where" {
   value = "${data.ceso_placement.train.endpoint}/${data.ceso_placement.train.host} on ${data.ceso_placement.train.datastore}"
+}
+
+output "gpus" {
+  value = data.ceso_placement.train.pci_devices
 }
 
 output "why" {
