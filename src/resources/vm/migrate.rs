@@ -27,20 +27,7 @@ use crate::vsphere::vm::{PowerOp, VmInfo};
 use crate::vsphere::{Client, Error, ErrorKind};
 
 use super::model::VmModel;
-
-fn string(v: &Value) -> Option<&str> {
-    match v {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn elements(v: &Value) -> &[Value] {
-    match v {
-        Value::List(items) => items,
-        _ => &[],
-    }
-}
+use super::values::{elements, string};
 
 /// What a plan moves: the VM to another host of its vCenter, or to another endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod model;
 mod pci;
 mod plan;
 mod schema;
+mod values;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,6 +242,19 @@ fn settings_spec(plan: &VmModel, prior: Option<&VmModel>) -> ConfigSpec {
             .filter(|f| prior.and_then(|p| p.firmware.as_ref()) != Some(f)),
         ..ConfigSpec::default()
     }
+}
+
+/// The spec of a new VM named as planned in `[datastore]`, built around disks copied from
+/// `source`: what the plan leaves unset (guest OS, vCPUs, memory, firmware) comes from it.
+fn spec_around(plan: &VmModel, source: &VmInfo, datastore: &str) -> ConfigSpec {
+    let mut spec = settings_spec(plan, None);
+    spec.name = Some(plan.name.clone());
+    spec.vm_path = Some(format!("[{datastore}]"));
+    spec.guest_id = spec.guest_id.or(Some(source.guest_id.clone()));
+    spec.num_cpus = spec.num_cpus.or(Some(source.num_cpus));
+    spec.memory_mb = spec.memory_mb.or(Some(source.memory_mb));
+    spec.firmware = spec.firmware.or(Some(source.firmware.clone()));
+    spec
 }
 
 /// Device changes that take the VM's disks and NICs from `info` to `plan`.
@@ -581,6 +595,7 @@ impl Vm {
                 kind: "ParaVirtualSCSIController".into(),
             }];
             let mut copied: Vec<String> = Vec::new();
+            let mut copies: Vec<Disk> = Vec::new();
             client
                 .make_directory(
                     &format!("[{}] {}", at.datastore, plan.name),
@@ -605,30 +620,13 @@ impl Vm {
                     return Err(action("copy a disk for", &e));
                 }
                 copied.push(dest.clone());
-                changes.push(DeviceChange::Disk {
-                    op: Operation::Add,
-                    disk: Disk {
-                        key: -101 - i as i32,
-                        controller_key: CONTROLLER_KEY,
-                        unit_number: if i as i64 >= SCSI_RESERVED_UNIT {
-                            i as i32 + 1
-                        } else {
-                            i as i32
-                        },
-                        capacity_kb: d.capacity_kb,
-                        file_name: dest,
-                        thin: d.thin,
-                    },
-                    file_op: false,
+                copies.push(Disk {
+                    file_name: dest,
+                    ..(*d).clone()
                 });
             }
-            let mut spec = settings_spec(plan, None);
-            spec.name = Some(plan.name.clone());
-            spec.vm_path = Some(format!("[{}]", at.datastore));
-            spec.guest_id = spec.guest_id.or(Some(src.guest_id.clone()));
-            spec.num_cpus = spec.num_cpus.or(Some(src.num_cpus));
-            spec.memory_mb = spec.memory_mb.or(Some(src.memory_mb));
-            spec.firmware = spec.firmware.or(Some(src.firmware.clone()));
+            changes.extend(migrate::attach(&copies, CONTROLLER_KEY, SCSI_RESERVED_UNIT));
+            let mut spec = spec_around(plan, &src, &at.datastore);
             spec.device_changes = changes;
             return match client
                 .create_vm(
@@ -868,13 +866,7 @@ impl Vm {
             Ok(c) => c,
             Err(e) => return undo(action("copy the disks to move", &e), written).await,
         };
-        let mut spec = settings_spec(plan, None);
-        spec.name = Some(plan.name.clone());
-        spec.vm_path = Some(format!("[{}]", at.datastore));
-        spec.guest_id = spec.guest_id.or(Some(info.guest_id.clone()));
-        spec.num_cpus = spec.num_cpus.or(Some(info.num_cpus));
-        spec.memory_mb = spec.memory_mb.or(Some(info.memory_mb));
-        spec.firmware = spec.firmware.or(Some(info.firmware.clone()));
+        let mut spec = spec_around(plan, &info, &at.datastore);
         let mut changes = vec![DeviceChange::ScsiController {
             key: CONTROLLER_KEY,
             bus: 0,

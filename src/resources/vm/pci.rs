@@ -14,20 +14,7 @@ use crate::vsphere::vm::VmInfo;
 use crate::vsphere::{Client, Error};
 
 use super::model::{match_pci, PciModel, VmModel};
-
-fn elements(v: &Value) -> &[Value] {
-    match v {
-        Value::List(items) => items,
-        _ => &[],
-    }
-}
-
-fn string(v: &Value) -> Option<&str> {
-    match v {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
+use super::values::{elements, string};
 
 /// What a block value names (as [`PciModel::identity`]); `None` while unknown.
 fn identity(block: &Value) -> Option<String> {

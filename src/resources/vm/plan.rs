@@ -11,28 +11,8 @@ use crate::framework::walk::set_attr;
 use crate::framework::{AttrPath, Context, Diagnostics};
 use crate::provider::{client, endpoint_of};
 
+use super::values::{elements, int, string};
 use super::SCSI_RESERVED_UNIT;
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.to_i64(),
-        _ => None,
-    }
-}
-
-fn string(v: &Value) -> Option<&str> {
-    match v {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn elements(v: &Value) -> &[Value] {
-    match v {
-        Value::List(items) => items,
-        _ => &[],
-    }
-}
 
 /// Static checks of a configuration.
 pub fn validate(config: &Value, diags: &mut Diagnostics) {
