@@ -189,6 +189,12 @@ fn backup_job_from_terraform_runs_in_two_daemons_once_at_a_time() {
     let plan = ws.plan_exit_code();
     assert_eq!(plan.code, 0, "plan after apply: {}", plan.stdout);
 
+    // A job for another vSphere endpoint: these daemons (started for none) never run it.
+    let mut elsewhere = spec.clone();
+    elsewhere.name = "elsewhere".into();
+    elsewhere.endpoint = Some("other-vcenter".into());
+    sc.run(store.put_job(&elsewhere)).unwrap();
+
     // Two daemons on one repository.
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
@@ -238,7 +244,7 @@ fn backup_job_from_terraform_runs_in_two_daemons_once_at_a_time() {
     let sample = |name: &str| scrape.samples.iter().find(|s| s.metric == name);
     match sample("ceso_backup_jobs").map(|s| &s.value) {
         Some(prometheus_parse::Value::Gauge(v)) | Some(prometheus_parse::Value::Untyped(v)) => {
-            assert_eq!(*v, 1.0)
+            assert_eq!(*v, 2.0, "both jobs of the repository")
         }
         other => panic!("ceso_backup_jobs: {other:?}\n{body}"),
     }
@@ -266,6 +272,11 @@ fn backup_job_from_terraform_runs_in_two_daemons_once_at_a_time() {
         assert!(pair[0].1 <= pair[1].0, "overlapping runs: {pair:?}");
     }
     assert!(all.iter().all(|r| r.3 == "succeeded"), "{all:?}");
+    assert!(
+        runs(&audit_of(&logs), "elsewhere").is_empty(),
+        "a job of another endpoint ran here"
+    );
+    sc.run(store.delete_job("elsewhere")).unwrap();
 
     // Destroy: the daemons stop running it; its backups stay.
     ws.run(&["destroy", "-auto-approve", "-no-color"])

@@ -34,6 +34,14 @@ pub struct DaemonArgs {
     /// lease counts as lapsed this long after it expires.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub clock_skew: Duration,
+    /// The name of the vSphere endpoint this daemon reaches (as in the provider's `endpoint`
+    /// blocks): it runs the jobs whose `endpoint` is this name, and those with none.
+    #[arg(
+        long = "endpoint-name",
+        env = "CESO_BACKUP_ENDPOINT",
+        value_name = "NAME"
+    )]
+    pub endpoint_name: Option<String>,
     #[command(flatten)]
     pub vsphere: VsphereArgs,
 }
@@ -94,6 +102,7 @@ async fn daemon(
         poll,
         once,
         clock_skew: args.clock_skew,
+        endpoint: args.endpoint_name.clone(),
     };
     Ok(Daemon::new(
         repository,

@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     /// Clock difference tolerated between daemons: another's lease counts as lapsed only this
     /// long after it expires.
     pub clock_skew: Duration,
+    /// The vSphere endpoint this daemon reaches: it runs jobs naming it and jobs naming none.
+    pub endpoint: Option<String>,
 }
 
 impl Default for DaemonOptions {
@@ -45,8 +47,15 @@ impl Default for DaemonOptions {
             poll: Duration::from_secs(15),
             once: false,
             clock_skew: Duration::from_secs(30),
+            endpoint: None,
         }
     }
+}
+
+/// Whether a daemon reaching vSphere endpoint `endpoint` runs `spec`: jobs naming no endpoint
+/// run anywhere, the others only where their endpoint is.
+pub fn runs_here(spec: &JobSpec, endpoint: Option<&str>) -> bool {
+    spec.endpoint.as_deref().is_none_or(|e| Some(e) == endpoint)
 }
 
 /// `host:pid`, a name that differs between daemons.
@@ -155,7 +164,11 @@ impl Daemon {
                         continue;
                     }
                 };
-                if !spec.enabled || active.contains(&spec.name) || !spec.validate().is_empty() {
+                if !spec.enabled
+                    || !runs_here(&spec, self.options.endpoint.as_deref())
+                    || active.contains(&spec.name)
+                    || !spec.validate().is_empty()
+                {
                     continue;
                 }
                 let status = self.store.status(&spec.name).await?;
@@ -620,5 +633,21 @@ impl Daemon {
                 tracing::warn!(job = %spec.name, error = %e, "the failure webhook failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_run_where_their_endpoint_is() {
+        let mut spec = JobSpec::default();
+        assert!(runs_here(&spec, None));
+        assert!(runs_here(&spec, Some("esx-01")));
+        spec.endpoint = Some("esx-01".into());
+        assert!(runs_here(&spec, Some("esx-01")));
+        assert!(!runs_here(&spec, Some("esx-02")));
+        assert!(!runs_here(&spec, None));
     }
 }

@@ -91,6 +91,10 @@ pub struct JobSpec {
     /// VMs carrying any of these vSphere tags (`category:tag` or `tag`), resolved at each run.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The vSphere endpoint the VMs are on (a name daemons are started with); jobs without one
+    /// run on any daemon.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// Hot or not.
     #[serde(default)]
     pub mode: Mode,

@@ -53,6 +53,7 @@ pub struct LastRunModel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobModel {
     pub id: Option<String>,
+    pub endpoint: Option<String>,
     pub name: String,
     pub schedule: String,
     pub timezone: Option<String>,
@@ -97,6 +98,7 @@ pub fn schema() -> Schema {
             .description("A scheduled backup job. Its definition is written into the provider's `backup_repository`; `ceso-backup serve` daemons that can reach the repository and vSphere run it when due (several daemons split the work; a job never runs twice at once). `next_run` and `last_run` come from the repository. Destroying the job removes its definition only: its backups stay.")
             .attribute(Attribute::string("id").computed().use_state_for_unknown().description("The job's name."))
             .attribute(Attribute::string("name").required().requires_replace().validate(crate::framework::validator::matches(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$", "1 to 64 letters, digits, '-', '_' or '.' (not starting with '.')")).description("The job's name, unique in the repository."))
+            .attribute(Attribute::string("endpoint").optional().description("The vSphere endpoint the VMs live on (a name of the provider's `endpoint` blocks). Daemons started with `--endpoint-name` run only the jobs naming their endpoint and those naming none; leave it unset with a single endpoint."))
             .attribute(Attribute::string("schedule").required().validate(Arc::new(CronValidator)).description("When to run: a cron pattern of 5 fields (`30 2 * * *`), 6 with seconds first (`*/30 * * * * *`), or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. A daemon that was down runs a missed job once, not once per missed time."))
             .attribute(Attribute::string("timezone").default_value(Value::String("UTC".into())).validate(Arc::new(TimezoneValidator)).description("IANA time zone the schedule is read in, e.g. `Europe/Paris`."))
             .attribute(Attribute::new("vm_ids", Type::List(Box::new(Type::String))).optional().description("VMs to back up: `ceso_vm` ids (instance UUIDs), moids, names or inventory paths."))
@@ -231,6 +233,7 @@ impl JobModel {
             vm_ids: self.vm_ids.clone().unwrap_or_default(),
             vm_name_regex: self.vm_name_regex.clone(),
             tags: self.tags.clone().unwrap_or_default(),
+            endpoint: self.endpoint.clone(),
             mode: match self.mode.as_deref() {
                 Some("quiesce") => Mode::Quiesce,
                 Some("powered_off_only") => Mode::PoweredOffOnly,
@@ -288,6 +291,7 @@ impl JobModel {
         let r = spec.retention;
         JobModel {
             id: Some(spec.name.clone()),
+            endpoint: spec.endpoint.clone(),
             name: spec.name.clone(),
             schedule: spec.schedule.clone(),
             timezone: Some(spec.timezone.clone()),
