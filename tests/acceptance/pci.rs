@@ -448,3 +448,43 @@ fn pci_attach_gpu_to_powered_off_vm_timing() {
     );
     assert!(took.as_secs() < 10, "took {took:?}");
 }
+
+/// A vGPU: `pci_device { vgpu_profile }` gives the VM a VmiopBackingInfo device of a profile the
+/// host offers; removing the block removes it.
+#[test]
+fn pci_vgpu_profile_attaches_a_vgpu() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let s = Sim::connect(&sim);
+    assert!(s.pci().vgpu_profiles.iter().any(|p| p == "grid_a100-8c"));
+    let ws = Workspace::empty().against(&sim);
+    let cfg = |block: &str| {
+        format!(
+            "terraform {{\n  required_providers {{\n    ceso = {{ source = \"choiceomg/ceso\" }}\n  }}\n}}\nprovider \"ceso\" {{}}\nresource \"ceso_vm\" \"ml\" {{\n  name = \"ml-01\"\n  host = \"{}\"\n  memory_mb = 2048\n  power_state = \"off\"\n{block}\n}}\n",
+            s.host_name
+        )
+    };
+    ws.write(
+        "main.tf",
+        &cfg("  pci_device {\n    vgpu_profile = \"grid_a100-8c\"\n  }"),
+    );
+    ws.init();
+    ws.apply().ok("vGPU VM");
+    let moid = crate::harness::resource_values(&ws.show_json(), "ceso_vm.ml")["moid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.passthrough_ids(&moid),
+        vec!["vgpu:grid_a100-8c".to_string()]
+    );
+    assert!(s.vm(&moid).memory_locked_to_max);
+    let plan = ws.plan_exit_code();
+    assert_eq!(plan.code, 0, "plan after apply: {}", plan.stdout);
+    // The block removed: the vGPU is detached.
+    ws.write("main.tf", &cfg(""));
+    ws.apply().ok("detach");
+    assert!(s.passthrough_ids(&moid).is_empty());
+    ws.run(&["destroy", "-auto-approve", "-no-color"])
+        .ok("destroy");
+}
