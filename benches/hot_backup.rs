@@ -20,13 +20,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-use ceso::vsphere::cbt::flat_extent_of;
 use ceso::vsphere::datastore_file::DatastoreFile;
-use ceso::vsphere::device::{DeviceChange, Disk, Operation};
-use ceso::vsphere::vm::{ConfigSpec, PowerOp};
 use ceso::vsphere::{Client, ConnectConfig, Secret, TlsPolicy};
+
+#[path = "../tests/support/cbt_vm.rs"]
+mod cbt_vm;
 
 const MIB: u64 = 1 << 20;
 const MB: f64 = 1e6;
@@ -157,61 +155,6 @@ fn start_vcsim(root: &Path, dir: &Path) -> Sim {
     }
 }
 
-async fn make_vm(client: &Arc<Client>, size: u64) -> DatastoreFile {
-    let inv = client.inventory().await.unwrap();
-    let (_, dc, folder) = inv.datacenters[0].clone();
-    let host = &inv.hosts[0];
-    let pool = inv.pool_of(host).unwrap().clone();
-    let ds = inv.datastores[0].1.clone();
-    let cancel = CancellationToken::new();
-    let spec = ConfigSpec {
-        name: Some("bench".into()),
-        guest_id: Some("otherGuest64".into()),
-        vm_path: Some(format!("[{ds}]")),
-        num_cpus: Some(1),
-        memory_mb: Some(256),
-        cbt: Some(true),
-        device_changes: vec![
-            DeviceChange::ScsiController {
-                key: -100,
-                bus: 0,
-                kind: "ParaVirtualSCSIController".into(),
-            },
-            DeviceChange::Disk {
-                op: Operation::Add,
-                disk: Disk {
-                    key: -101,
-                    controller_key: -100,
-                    unit_number: 0,
-                    capacity_kb: (size / 1024) as i64,
-                    file_name: format!("[{ds}]"),
-                    thin: true,
-                },
-                file_op: true,
-            },
-        ],
-        ..ConfigSpec::default()
-    };
-    let vm = client
-        .create_vm(
-            &folder.unwrap(),
-            &pool,
-            Some(&host.obj),
-            &spec,
-            None,
-            &cancel,
-        )
-        .await
-        .unwrap();
-    client
-        .power_vm(&vm, PowerOp::On, None, &cancel)
-        .await
-        .unwrap();
-    let info = client.vm_info(&vm).await.unwrap();
-    let file = info.disks().next().unwrap().file_name.clone();
-    flat_extent_of(&dc, &file).unwrap()
-}
-
 async fn upload_file(client: &Client, flat: &DatastoreFile, path: &Path, size: u64) {
     let file = tokio::fs::File::open(path).await.unwrap();
     let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
@@ -290,7 +233,7 @@ fn main() {
         });
         let raw = dir.path().join("disk.raw");
         write_image(&raw, size, fill, fill);
-        let flat = rt.block_on(make_vm(&client, size));
+        let (_, flat) = rt.block_on(cbt_vm::make_vm(&client, "bench", size as usize));
         rt.block_on(upload_file(&client, &flat, &raw, size));
         println!("{fill}% non-zero:");
 

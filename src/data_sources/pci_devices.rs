@@ -8,10 +8,8 @@ use crate::cty::{Type, Value};
 use crate::framework::typed::{from_value, to_value, unknown_to_null};
 use crate::framework::validator::{matches, regex_syntax};
 use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
-use crate::vsphere::inventory::HostInfo;
+use crate::provider::{client, endpoint_of, error_diagnostics, resolve_host};
 use crate::vsphere::pci::{class_name, gpu_vendor, HostPci, PciDevice};
-use crate::vsphere::Client;
 
 /// The `ceso_pci_devices` data source.
 pub struct PciDevices;
@@ -130,37 +128,6 @@ fn entry(host: &HostPci, d: &PciDevice) -> Entry {
             .map(str::to_string),
         memory_mb: host.gpu_memory_kb.get(&d.id).map(|kb| kb / 1024),
         vgpu_profiles: host.profiles_for(d),
-    }
-}
-
-/// The host named `name`, or the endpoint's only host when `name` is unset.
-pub async fn resolve_host(
-    client: &Client,
-    name: Option<&str>,
-    attr: &str,
-) -> Result<HostInfo, Diagnostics> {
-    let inv = client
-        .inventory_cached()
-        .await
-        .map_err(|e| error_diagnostics("read the inventory", &e))?;
-    match name {
-        Some(n) => inv.host(n).cloned().map_err(|e| {
-            Diagnostics::from_attr_error(AttrPath::attr(attr), "Unknown host", e.message)
-        }),
-        None if inv.hosts.len() == 1 => Ok(inv.hosts[0].clone()),
-        None => Err(Diagnostics::from_attr_error(
-            AttrPath::attr(attr),
-            "Missing host",
-            format!(
-                "The endpoint has {} hosts; set {attr} to one of: {}.",
-                inv.hosts.len(),
-                inv.hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
     }
 }
 

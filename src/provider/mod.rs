@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod lookup;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub use config::ProviderModel;
 pub use connection::{
     client, connect, error_diagnostics, BackupSettings, Connection, Endpoints, ProviderState,
 };
+pub use lookup::resolve_host;
 
 /// The `endpoint` attribute every resource, data source and action has.
 pub fn endpoint_attribute(resource: bool) -> Attribute {

@@ -12,9 +12,9 @@ use reqwest::header::CONTENT_LENGTH;
 use super::client::Client;
 use super::envelope::RequestWriter;
 use super::error::{Error, ErrorKind, Result};
-use super::methods::{Method, PlainCall};
+use super::methods::{NodeCall, PlainCall};
 use super::types::ManagedObjectReference;
-use super::xml::{parse_fragment, Node};
+use super::xml::parse_fragment;
 
 /// Where a VM comes from: an `.ovf` (its files beside it) or an `.ova` archive, on this machine.
 #[derive(Debug, Clone)]
@@ -182,33 +182,6 @@ impl OvfSource {
     }
 }
 
-/// `OvfManager.CreateImportSpec` / `ResourcePool.ImportVApp`, returning a node or a reference.
-struct NodeCall<'a> {
-    name: &'static str,
-    this: &'a ManagedObjectReference,
-    args: &'a (dyn Fn(&mut RequestWriter) + Send + Sync),
-}
-
-impl Method for NodeCall<'_> {
-    type Response = Option<Node>;
-    const NAME: &'static str = "";
-    const IDEMPOTENT: bool = false;
-    fn this(&self) -> &ManagedObjectReference {
-        self.this
-    }
-    fn write_args(&self, w: &mut RequestWriter) {
-        (self.args)(w)
-    }
-    fn decode(inner: &str) -> Result<Option<Node>> {
-        Ok(parse_fragment(inner)?
-            .into_iter()
-            .find(|n| n.name == "returnval"))
-    }
-    fn method_name(&self) -> &'static str {
-        self.name
-    }
-}
-
 /// Where an OVF deployment goes.
 pub struct OvfTarget<'a> {
     /// The VM's name.
@@ -250,6 +223,7 @@ impl Client {
                 name: "CreateImportSpec",
                 this: &manager,
                 args: &args,
+                idempotent: false,
             })
             .await?
             .ok_or_else(|| Error::new(ErrorKind::Decode, "CreateImportSpec returned nothing"))?;
@@ -288,6 +262,7 @@ impl Client {
                 name: "ImportVApp",
                 this: at.pool,
                 args: &import,
+                idempotent: false,
             })
             .await?
             .and_then(|n| n.as_moref())

@@ -21,7 +21,6 @@ use super::xml::Node;
 /// Host properties read for PCI and passthrough, in one property read per host set.
 pub const HOST_PCI_PATHS: &[&str] = &[
     "name",
-    "parent",
     "vm",
     "hardware.pciDevice",
     "hardware.systemInfo.uuid",
@@ -30,7 +29,6 @@ pub const HOST_PCI_PATHS: &[&str] = &[
     "config.sharedPassthruGpuTypes",
     "configManager.pciPassthruSystem",
     "runtime.inMaintenanceMode",
-    "runtime.connectionState",
 ];
 
 /// One PCI function of a host (`HostPciDevice`).
@@ -84,8 +82,6 @@ pub struct Holder {
     pub vm: ManagedObjectReference,
     /// Its name.
     pub name: String,
-    /// Whether it is powered on.
-    pub powered_on: bool,
 }
 
 /// What one host reports about its PCI devices.
@@ -95,14 +91,10 @@ pub struct HostPci {
     pub host: ManagedObjectReference,
     /// Its name.
     pub name: String,
-    /// Its compute resource.
-    pub parent: Option<ManagedObjectReference>,
     /// Its `HostPciPassthruSystem`, when it has one.
     pub passthru_system: Option<ManagedObjectReference>,
     /// Whether it is in maintenance mode.
     pub in_maintenance: bool,
-    /// `connected`, `disconnected` or `notResponding`.
-    pub connection_state: String,
     /// Every PCI function, in the host's order.
     pub devices: Vec<PciDevice>,
     /// Passthrough state by address.
@@ -211,13 +203,8 @@ impl HostPci {
         Self {
             host: o.obj.clone(),
             name: o.text("name").unwrap_or_default().to_string(),
-            parent: o.moref("parent"),
             passthru_system: o.moref("configManager.pciPassthruSystem"),
             in_maintenance: o.bool("runtime.inMaintenanceMode").unwrap_or(false),
-            connection_state: o
-                .text("runtime.connectionState")
-                .unwrap_or("connected")
-                .to_string(),
             devices,
             passthru,
             gpu_memory_kb,
@@ -419,12 +406,7 @@ impl Client {
         let spec = PropertyFilterSpec {
             props: vec![PropertySpec::new(
                 "VirtualMachine",
-                &[
-                    "name",
-                    "runtime.host",
-                    "runtime.powerState",
-                    "config.hardware.device",
-                ],
+                &["name", "runtime.host", "config.hardware.device"],
             )],
             objects: vms.into_iter().map(ObjectSpec::object).collect(),
         };
@@ -438,7 +420,6 @@ impl Client {
             let holder = Holder {
                 vm: vm.obj.clone(),
                 name: vm.text("name").unwrap_or_default().to_string(),
-                powered_on: vm.text("runtime.powerState") == Some("poweredOn"),
             };
             for d in super::device::devices(vm.get("config.hardware.device")) {
                 if let super::device::Device::Passthrough(p) = d {

@@ -185,6 +185,8 @@ impl Client {
                 .call(Method::GET, "/com/vmware/cis/tagging/tag", None)
                 .await?;
             let mut all = Vec::new();
+            // Categories by id: tags share few categories, each is read once.
+            let mut categories: std::collections::BTreeMap<String, String> = Default::default();
             for id in ids {
                 let t: TagInfo = rest
                     .call(
@@ -193,14 +195,18 @@ impl Client {
                         None,
                     )
                     .await?;
-                let c: CategoryInfo = rest
-                    .call(
-                        Method::GET,
-                        &format!("/com/vmware/cis/tagging/category/id:{}", t.category_id),
-                        None,
-                    )
-                    .await?;
-                all.push((t.id, c.name, t.name));
+                if !categories.contains_key(&t.category_id) {
+                    let c: CategoryInfo = rest
+                        .call(
+                            Method::GET,
+                            &format!("/com/vmware/cis/tagging/category/id:{}", t.category_id),
+                            None,
+                        )
+                        .await?;
+                    categories.insert(t.category_id.clone(), c.name);
+                }
+                let category = categories[&t.category_id].clone();
+                all.push((t.id, category, t.name));
             }
             let mut wanted = Vec::new();
             for text in tags {

@@ -609,9 +609,11 @@ impl Client {
         let args = |w: &mut RequestWriter| {
             w.start("spec", None).text("guestId", guest_id).end("spec");
         };
-        let call = QueryConfigOptionEx {
+        let call = super::methods::NodeCall {
+            name: "QueryConfigOptionEx",
             this: browser,
             args: &args,
+            idempotent: true,
         };
         let option = self.call(&call).await?;
         let ids: Vec<String> = option
@@ -628,28 +630,5 @@ impl Client {
         } else {
             Ok(Err(ids))
         }
-    }
-}
-
-/// `EnvironmentBrowser.QueryConfigOptionEx`.
-struct QueryConfigOptionEx<'a> {
-    this: &'a ManagedObjectReference,
-    args: &'a (dyn Fn(&mut RequestWriter) + Send + Sync),
-}
-
-impl super::methods::Method for QueryConfigOptionEx<'_> {
-    type Response = Option<Node>;
-    const NAME: &'static str = "QueryConfigOptionEx";
-    const IDEMPOTENT: bool = true;
-    fn this(&self) -> &ManagedObjectReference {
-        self.this
-    }
-    fn write_args(&self, w: &mut RequestWriter) {
-        (self.args)(w)
-    }
-    fn decode(inner: &str) -> Result<Option<Node>> {
-        Ok(super::xml::parse_fragment(inner)?
-            .into_iter()
-            .find(|n| n.name == "returnval"))
     }
 }

@@ -18,9 +18,8 @@ use tokio_util::sync::CancellationToken;
 use ceso::engine::backup::{BackupId, ChunkId, LocalBackend, Repository};
 use ceso::vsphere::cbt::flat_extent_of;
 use ceso::vsphere::datastore_file::DatastoreFile;
-use ceso::vsphere::device::{DeviceChange, Disk, Operation};
 use ceso::vsphere::types::ManagedObjectReference;
-use ceso::vsphere::vm::{ConfigSpec, PowerOp};
+use ceso::vsphere::vm::PowerOp;
 use ceso::vsphere::Client;
 
 use crate::harness::{SimClient, Vcsim};
@@ -123,67 +122,7 @@ pub(crate) fn result_of(cmd: Command, args: &[&str]) -> Value {
         .unwrap_or_else(|| panic!("no result line from {args:?}"))
 }
 
-/// A powered-on VM with one thin disk of `capacity` bytes and CBT on; returns it and its
-/// flat extent.
-pub(crate) async fn make_vm(
-    client: &Arc<Client>,
-    name: &str,
-    capacity: usize,
-) -> (ManagedObjectReference, DatastoreFile) {
-    let inv = client.inventory().await.unwrap();
-    let (_, dc_name, folder) = inv.datacenters[0].clone();
-    let host = &inv.hosts[0];
-    let pool = inv.pool_of(host).unwrap().clone();
-    let ds = inv.datastores[0].1.clone();
-    let cancel = CancellationToken::new();
-    let spec = ConfigSpec {
-        name: Some(name.into()),
-        guest_id: Some("otherGuest64".into()),
-        vm_path: Some(format!("[{ds}]")),
-        num_cpus: Some(2),
-        memory_mb: Some(256),
-        cbt: Some(true),
-        device_changes: vec![
-            DeviceChange::ScsiController {
-                key: -100,
-                bus: 0,
-                kind: "ParaVirtualSCSIController".into(),
-            },
-            DeviceChange::Disk {
-                op: Operation::Add,
-                disk: Disk {
-                    key: -101,
-                    controller_key: -100,
-                    unit_number: 0,
-                    capacity_kb: (capacity / 1024) as i64,
-                    file_name: format!("[{ds}]"),
-                    thin: true,
-                },
-                file_op: true,
-            },
-        ],
-        ..ConfigSpec::default()
-    };
-    let vm = client
-        .create_vm(
-            &folder.unwrap(),
-            &pool,
-            Some(&host.obj),
-            &spec,
-            None,
-            &cancel,
-        )
-        .await
-        .unwrap();
-    client
-        .power_vm(&vm, PowerOp::On, None, &cancel)
-        .await
-        .unwrap();
-    let info = client.vm_info(&vm).await.unwrap();
-    assert!(info.cbt, "CBT is on");
-    let disk = info.disks().next().unwrap().file_name.clone();
-    (vm, flat_extent_of(&dc_name, &disk).unwrap())
-}
+pub(crate) use crate::cbt_vm::make_vm;
 
 pub(crate) async fn upload(client: &Client, file: &DatastoreFile, data: &[u8]) {
     let pieces: Vec<std::io::Result<Bytes>> = data

@@ -4,6 +4,8 @@
 
 mod backup;
 mod backup_job;
+#[path = "../support/cbt_vm.rs"]
+mod cbt_vm;
 mod cli;
 mod endpoint;
 mod harness;

@@ -125,12 +125,9 @@ pub async fn serve(
     let server = match args.metrics_addr {
         Some(addr) => {
             let (m, stop) = (metrics.clone(), cancel.clone());
-            // Bind now, so a bad address fails the start rather than a background task.
-            if !addr.ip().is_loopback() {
-                return Err(Failure::usage(format!(
-                    "--metrics-addr {addr} is not a loopback address (127.0.0.1 or ::1)"
-                )));
-            }
+            // Checked now, so a bad address fails the start rather than a background task.
+            Metrics::check_address(addr)
+                .map_err(|e| Failure::usage(format!("--metrics-addr: {e}")))?;
             Some(tokio::spawn(async move { m.serve(addr, stop).await }))
         }
         None => None,

@@ -148,22 +148,22 @@ pub fn convert(contents: &[ObjectContent], cluster_default: &str) -> PlacementIn
         &["Network", "DistributedVirtualPortgroup", "OpaqueNetwork"],
     );
     let datastore_names = names(contents, &["Datastore"]);
-    let vms: Vec<&ObjectContent> = contents
-        .iter()
-        .filter(|o| o.obj.kind == "VirtualMachine")
-        .collect();
+    // VMs by host, grouped once (not searched per host).
+    let mut vms_of: BTreeMap<ManagedObjectReference, Vec<&ObjectContent>> = BTreeMap::new();
+    for vm in contents.iter().filter(|o| o.obj.kind == "VirtualMachine") {
+        if let Some(host) = vm.moref("runtime.host") {
+            vms_of.entry(host).or_default().push(vm);
+        }
+    }
     let mut out = PlacementInventory::default();
     for h in contents.iter().filter(|o| o.obj.kind == "HostSystem") {
         let name = h.text("name").unwrap_or_default().to_string();
         let pci = HostPci::from_content(h);
-        let on_host: Vec<&&ObjectContent> = vms
-            .iter()
-            .filter(|v| v.moref("runtime.host").as_ref() == Some(&h.obj))
-            .collect();
+        let on_host: &[&ObjectContent] = vms_of.get(&h.obj).map_or(&[], Vec::as_slice);
         // Devices and vGPU instances VMs hold.
         let mut held: Vec<String> = Vec::new();
         let mut vgpus_held: BTreeMap<String, u64> = BTreeMap::new();
-        for v in &on_host {
+        for v in on_host {
             let vm_name = v.text("name").unwrap_or_default().to_string();
             for d in devices(v.get("config.hardware.device")) {
                 if let Device::Passthrough(p) = d {

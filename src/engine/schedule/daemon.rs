@@ -80,7 +80,13 @@ pub struct Daemon {
     audit: Arc<AuditLog>,
     metrics: Metrics,
     options: DaemonOptions,
+    /// When the repository's size was last counted (a listing of every chunk: not after every
+    /// run of a busy daemon on a large repository).
+    sized_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How often at most the repository's chunks are listed to report its size.
+const SIZE_EVERY: Duration = Duration::from_secs(600);
 
 /// What one run did, for its status and the audit log.
 #[derive(Debug, Default)]
@@ -114,6 +120,7 @@ impl Daemon {
             audit,
             metrics,
             options,
+            sized_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -143,6 +150,8 @@ impl Daemon {
         let mut active: BTreeSet<String> = BTreeSet::new();
         // Definitions as last seen, to audit changes made by others (Terraform).
         let mut seen: Option<std::collections::BTreeMap<String, JobSpec>> = None;
+        let mut statuses: std::collections::BTreeMap<String, crate::engine::schedule::JobStatus> =
+            std::collections::BTreeMap::new();
         loop {
             let jobs = self.store.jobs().await?;
             self.metrics.jobs.set(jobs.len() as i64);
@@ -171,11 +180,26 @@ impl Daemon {
                 {
                     continue;
                 }
-                let status = self.store.status(&spec.name).await?;
-                let Some(next) = next_run(&spec, &status) else {
-                    continue;
-                };
+                // A status seen before can only be older than the repository's (runs move the
+                // next time later), so a job it shows as not due yet is not due: its status is
+                // read again only when it may be.
                 let now = Utc::now();
+                let cached = statuses
+                    .get(&spec.name)
+                    .and_then(|st| next_run(&spec, st))
+                    .filter(|next| *next > now);
+                let next = match cached {
+                    Some(next) => next,
+                    None => {
+                        let status = self.store.status(&spec.name).await?;
+                        let next = next_run(&spec, &status);
+                        statuses.insert(spec.name.clone(), status);
+                        let Some(next) = next else {
+                            continue;
+                        };
+                        next
+                    }
+                };
                 if next > now {
                     let wait = (next - now).to_std().unwrap_or_default();
                     wake = wake.min(Instant::now() + wait);
@@ -396,17 +420,22 @@ impl Daemon {
                 .objects_with_tags(&spec.tags)
                 .await
                 .map_err(|e| format!("tags: {}", e.message))?;
-            let mut matched = Vec::new();
-            for vm in tagged.into_iter().filter(|o| o.kind == "VirtualMachine") {
-                let name = self
-                    .client
-                    .properties(&vm, &["name"])
-                    .await
-                    .ok()
-                    .and_then(|o| o.text("name").map(str::to_string))
-                    .unwrap_or_else(|| vm.value.clone());
-                matched.push(name);
-            }
+            // Their names, read together (concurrent reads coalesce into one round trip).
+            let vms: Vec<_> = tagged
+                .into_iter()
+                .filter(|o| o.kind == "VirtualMachine")
+                .collect();
+            let reads = vms.iter().map(|vm| self.client.read_batched(vm, &["name"]));
+            let mut matched: Vec<String> = futures::future::join_all(reads)
+                .await
+                .into_iter()
+                .zip(&vms)
+                .map(|(r, vm)| {
+                    r.ok()
+                        .and_then(|o| o.text("name").map(str::to_string))
+                        .unwrap_or_else(|| vm.value.clone())
+                })
+                .collect();
             matched.sort();
             names.extend(matched);
         }
@@ -592,6 +621,13 @@ impl Daemon {
     }
 
     async fn update_repository_size(&self) {
+        {
+            let mut at = self.sized_at.lock().unwrap_or_else(|p| p.into_inner());
+            if at.is_some_and(|t| t.elapsed() < SIZE_EVERY) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
         let size: Result<u64, _> = self
             .repo
             .backend()

@@ -114,14 +114,20 @@ impl Metrics {
         out
     }
 
+    /// Checks that `addr` is a loopback address, the only kind metrics are served on.
+    pub fn check_address(addr: SocketAddr) -> std::io::Result<()> {
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the metrics address {addr} is not a loopback address (127.0.0.1 or ::1); put a reverse proxy in front to expose it"),
+        ))
+    }
+
     /// Serves `/metrics` and `/healthz` on `addr` (loopback only) until `stop`.
     pub async fn serve(&self, addr: SocketAddr, stop: CancellationToken) -> std::io::Result<()> {
-        if !addr.ip().is_loopback() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("the metrics address {addr} is not a loopback address (127.0.0.1 or ::1); put a reverse proxy in front to expose it"),
-            ));
-        }
+        Self::check_address(addr)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let metrics = self.clone();
         let app = Router::new()

@@ -13,12 +13,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::cty::Value;
-use crate::data_sources::pci_devices::resolve_host;
 use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
 use crate::framework::typed::{from_planned, get_attr, parse_duration, to_value};
 use crate::framework::validator::{duration, matches};
 use crate::framework::{AttrPath, Attribute, Block, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
+use crate::provider::{client, endpoint_of, error_diagnostics, resolve_host};
 use crate::vsphere::pci::{normalize_address, HostPci};
 use crate::vsphere::Client;
 

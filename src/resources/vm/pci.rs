@@ -350,10 +350,8 @@ mod tests {
         let mut h = HostPci {
             host: ManagedObjectReference::new("HostSystem", "host-1"),
             name: "esx-01".into(),
-            parent: None,
             passthru_system: None,
             in_maintenance: false,
-            connection_state: "connected".into(),
             devices: [
                 "0000:3b:00.0",
                 "0000:af:00.0",
@@ -384,7 +382,6 @@ mod tests {
             vec![Holder {
                 vm: ManagedObjectReference::new("VirtualMachine", "vm-7"),
                 name: "train-1".into(),
-                powered_on: true,
             }],
         );
         h
