@@ -59,12 +59,9 @@ package main
 // cancelling the simulator's own tasks (never cancelable).
 //
 // WaitForUpdatesEx. Every change to a task's info is made through Registry.Update under the
-// task's registry lock, so property collectors report it. The simulator's collector has no real
-// versions (after the first call every answer carries version "-", and it queues changes per
-// collector until the next WaitForUpdatesEx takes them), and a filter created while a long poll
-// is pending is only reported with the next change of any object: a slow task's progress steps
-// are such changes, so a waiter hears of a new filter within a quarter of MS at most. A filter
-// on "info" receives the whole current TaskInfo for every change to it.
+// task's registry lock, so property collectors report it (collector.go: a pending long poll
+// hears of each progress step within about 20 ms). A filter on "info" receives the whole
+// current TaskInfo for every change to it (with partialUpdates, the changed fields).
 //
 // How the calls are reached: routed at decode time, as in snapshot.go and pci.go. init
 // registers CancelTask's request type, whose UnmarshalXML keeps the task the client named and

@@ -32,14 +32,31 @@
 // cancel.go models Task.CancelTask (RequestCanceled; NotSupported / InvalidState) and
 // -slow-task METHOD=MS[,...], which makes those *_Task methods return a running, cancelable
 // task with progress that does the simulator's work only after MS milliseconds.
+// collector.go models the PropertyCollector's updates (CreateFilter, DestroyPropertyFilter,
+// WaitForUpdatesEx, WaitForUpdates, CheckForUpdates, CancelWaitForUpdates,
+// DestroyPropertyCollector) after the vSphere API reference: each answer is the difference
+// between the filters' current state and the state of the version the client names, versions
+// are real ("1", "2", ...; the last 16 can be asked again, others are InvalidCollectorVersion),
+// a filter created during a long poll is reported by it within ~20 ms, and destroying a filter
+// during a long poll neither panics (the simulator's own collector did) nor loses any other
+// filter's update.
+// faults.go injects faults, deterministically given -fault-seed: -fault-wait-error P (a SOAP
+// SystemError instead of a WaitForUpdatesEx/WaitForUpdates), -fault-wait-reset P (the wait's
+// connection reset, unanswered, within its maxWaitSeconds), -fault-reset-before P and
+// -fault-reset-after P (the connection reset before / after the call ran) for the methods of
+// -fault-methods (default: all but the waits), never on the login path nor in the first
+// -fault-after-calls calls.
 // -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
 // -api-version makes it a server of another release (about.apiVersion/version), refusing
 // SOAPActions that name a newer API version as such a server would.
 //
 // Every SOAP call is counted per method: GET /vcsim-counts on the same address
-// returns {"total":{path:n},"methods":{path:{method:n}},"soap_actions":{action:n},"peak_inflight":n}, so a
-// test or benchmark can report round trips (read it before and after a command).
+// returns {"total":{path:n},"methods":{path:{method:n}},"soap_actions":{action:n},"peak_inflight":n,
+// "injected":{"wait_error":n,"wait_reset":n,"wait_reset_answer_lost":n,"reset_before":{method:n},
+// "reset_after":{method:n},"stall":n},"panics":n,"collector":{"collectors":n,"filters":n,"waits":n,
+// "answers":n}}, so a test or benchmark can report round trips (read it before and after a
+// command) and check that faults were injected (faults.go) and nothing was left behind.
 package main
 
 import (
@@ -101,7 +118,9 @@ var bodyMethod = regexp.MustCompile(`<(?:[\w-]+:)?Body[^>]*>\s*<(?:[\w-]+:)?([A-
 func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && r.URL.Path == "/vcsim-counts" {
 		c.mu.Lock()
-		b, _ := json.Marshal(map[string]interface{}{"total": c.total, "methods": c.methods, "soap_actions": c.actions, "peak_inflight": c.peak})
+		// ceso addition: "injected" and "panics" (faults.go), "collector" (collector.go).
+		b, _ := json.Marshal(map[string]interface{}{"total": c.total, "methods": c.methods, "soap_actions": c.actions, "peak_inflight": c.peak,
+			"injected": faultCounts(), "panics": panicCount(), "collector": collectorStats()})
 		c.peak = c.inflight
 		c.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -144,6 +163,22 @@ func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Unlock()
 	defer func() { c.mu.Lock(); c.inflight--; c.mu.Unlock() }()
 	c.next.ServeHTTP(w, r)
+}
+
+// serveHandler wraps the simulator's handler as the launcher serves it (tests use it too):
+// panics counted (faults.go), disk extents, changed block tracking and QueryChangedDiskAreas
+// (cbt.go), every SOAP call counted, then fault injection and the tagging of waits (faults.go,
+// collector.go) right before the simulator.
+func serveHandler(sim http.Handler, announced string) (http.Handler, error) {
+	faults, err := installFaults(sim)
+	if err != nil {
+		return nil, err
+	}
+	var h http.Handler = &soapCounter{next: faults, total: map[string]int{}, methods: map[string]map[string]int{}, actions: map[string]int{}, announced: announced}
+	// ceso addition: disk extents, changed block tracking and QueryChangedDiskAreas; see cbt.go.
+	h = installCBT(h)
+	// ceso addition: panics are counted in /vcsim-counts; see faults.go.
+	return countPanics(h), nil
 }
 
 // newerVersion reports whether dotted version a is newer than b ("8.0.2.0" > "8.0").
@@ -235,9 +270,11 @@ func main() {
 	}
 	m.Service.RegisterEndpoints = *vapi
 	s := m.Service.NewServer()
-	s.Config.Handler = &soapCounter{next: s.Config.Handler, total: map[string]int{}, methods: map[string]map[string]int{}, actions: map[string]int{}, announced: *apiVersion}
-	// ceso addition: disk extents, changed block tracking and QueryChangedDiskAreas; see cbt.go.
-	s.Config.Handler = installCBT(s.Config.Handler)
+	h, err := serveHandler(s.Config.Handler, *apiVersion)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s.Config.Handler = h
 	fmt.Printf("VCSIM_URL=%s\n", s.URL)
 	if *urlFile != "" {
 		if err := os.WriteFile(*urlFile, []byte(s.URL.String()+"\n"), 0o600); err != nil {
