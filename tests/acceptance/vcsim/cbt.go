@@ -114,7 +114,8 @@ package main
 // client sent and route the call to a stateless dispatcher (cbtModel); the state is a
 // registry handler (cbtWatcher) that sees every device change, snapshot and removal.
 // Lock order: a VM's operation lock (snapshot.go, vmOpLock), then the VM's registry lock, then
-// cbtMu; the HTTP handler takes cbtMu alone and releases it before it locks a VM.
+// cbtMu; the HTTP handler takes an extent's PUT lock, then cbtMu alone (per 64 KiB block, never
+// while reading the request body) and releases it before it locks a VM.
 
 import (
 	"bytes"
@@ -164,6 +165,9 @@ type cbtDisk struct {
 	epoch    string                       // "" while CBT is off for the disk
 	seq      int64                        // current sequence number in epoch
 	history  []cbtChange                  // writes of the current epoch, oldest first
+	// ceso addition: put serializes the PUTs of the extent (taken before cbtMu, never while
+	// holding it).
+	put sync.Mutex
 }
 
 // cbtChange is one recorded write: the blocks (sorted indexes) it changed, under seq.
@@ -876,7 +880,11 @@ func inventoryPath(dc *simulator.Datacenter) string {
 }
 
 // putFlat writes a PUT body into a tracked flat extent and records the changed blocks; it
-// returns false (nothing done) when the file is not a known disk's extent.
+// returns false (nothing done) when the file is not a known disk's extent. ceso addition
+// (transfer.go): the body is read from the network without cbtMu held, so a slow, throttled
+// (-datastore-mbps) or stalled upload never holds up the registry handlers that take cbtMu;
+// each 64 KiB block is compared and written under cbtMu, and the PUTs of one extent still run
+// one at a time (cbtDisk.put).
 func putFlat(w http.ResponseWriter, r *http.Request, flat string) bool {
 	cbtMu.Lock()
 	d := cbtDisks[flat]
@@ -884,8 +892,12 @@ func putFlat(w http.ResponseWriter, r *http.Request, flat string) bool {
 		cbtMu.Unlock()
 		return false
 	}
-	owner := d.vm
+	cbtMu.Unlock()
+	d.put.Lock()
 	status, msg, changed := writeFlat(d, r)
+	d.put.Unlock()
+	cbtMu.Lock()
+	owner := d.vm
 	cbtMu.Unlock()
 	if changed {
 		publishVM(owner)
@@ -898,20 +910,28 @@ func putFlat(w http.ResponseWriter, r *http.Request, flat string) bool {
 	return true
 }
 
-// writeFlat does putFlat's work with cbtMu held: the body replaces the extent's content up to
-// the capacity (a short body leaves the rest zero), changed 64 KiB blocks are written and
-// recorded. It reports the HTTP status, an error message, and whether a changeId moved.
+// writeFlat does putFlat's work: the body replaces the extent's content up to the capacity (a
+// short body leaves the rest zero), changed 64 KiB blocks are written and recorded. It reports
+// the HTTP status, an error message, and whether a changeId moved. It takes cbtMu for each
+// block and for the end, never while reading the body.
 func writeFlat(d *cbtDisk, r *http.Request) (int, string, bool) {
-	capacity := d.capacity
+	cbtMu.Lock()
+	capacity, flat := d.capacity, d.flat
+	cbtMu.Unlock()
 	if r.ContentLength > capacity {
 		return http.StatusBadRequest, fmt.Sprintf("%d bytes exceed the disk's capacity of %d bytes", r.ContentLength, capacity), false
 	}
-	f, err := os.OpenFile(d.flat, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(flat, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return http.StatusInternalServerError, err.Error(), false
 	}
 	defer f.Close()
 	var changed []int64
+	record := func() bool {
+		cbtMu.Lock()
+		defer cbtMu.Unlock()
+		return d.recordNow(&changed)
+	}
 	st, err := f.Stat()
 	if err != nil {
 		return http.StatusInternalServerError, err.Error(), false
@@ -933,36 +953,41 @@ func writeFlat(d *cbtDisk, r *http.Request) (int, string, bool) {
 		case err == io.ErrUnexpectedEOF:
 			ended = true
 		case err != nil:
-			return http.StatusBadRequest, "reading the request body: " + err.Error(), d.recordNow(&changed)
+			return http.StatusBadRequest, "reading the request body: " + err.Error(), record()
 		}
 		for i := got; int64(i) < n; i++ {
 			newBuf[i] = 0
 		}
-		if err := readBlock(f, oldBuf[:n], off); err != nil {
-			return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)
-		}
-		if !bytes.Equal(newBuf[:n], oldBuf[:n]) {
-			if err := writeBlock(f, newBuf[:n], off); err != nil {
-				return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)
+		cbtMu.Lock()
+		err = readBlock(f, oldBuf[:n], off)
+		if err == nil && !bytes.Equal(newBuf[:n], oldBuf[:n]) {
+			if err = writeBlock(f, newBuf[:n], off); err == nil {
+				changed = append(changed, off/cbtBlockSize)
 			}
-			changed = append(changed, off/cbtBlockSize)
+		}
+		cbtMu.Unlock()
+		if err != nil {
+			return http.StatusInternalServerError, err.Error(), record()
 		}
 		off += n
 	}
-	if off < capacity {
-		// The body ended early: what follows reads as zeros from now on.
-		if off < oldSize {
-			blocks, err := nonZeroBlocks(d.flat, off, oldSize)
-			if err != nil {
-				return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)
-			}
-			changed = append(changed, blocks...)
-			if err := f.Truncate(off); err != nil {
-				return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)
-			}
+	if off >= capacity {
+		if n, _ := r.Body.Read(newBuf[:1]); n > 0 {
+			return http.StatusBadRequest, fmt.Sprintf("the body exceeds the disk's capacity of %d bytes (the first %d bytes were written)", capacity, capacity), record()
 		}
-	} else if n, _ := r.Body.Read(newBuf[:1]); n > 0 {
-		return http.StatusBadRequest, fmt.Sprintf("the body exceeds the disk's capacity of %d bytes (the first %d bytes were written)", capacity, capacity), d.recordNow(&changed)
+	}
+	cbtMu.Lock()
+	defer cbtMu.Unlock()
+	if off < capacity && off < oldSize {
+		// The body ended early: what follows reads as zeros from now on.
+		blocks, err := nonZeroBlocks(flat, off, oldSize)
+		if err != nil {
+			return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)
+		}
+		changed = append(changed, blocks...)
+		if err := f.Truncate(off); err != nil {
+			return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)
+		}
 	}
 	if err := f.Truncate(capacity); err != nil {
 		return http.StatusInternalServerError, err.Error(), d.recordNow(&changed)

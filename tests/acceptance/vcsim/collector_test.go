@@ -36,11 +36,15 @@ type wireEnv struct {
 	u    *url.URL // the SDK URL, with credentials
 }
 
-// newWireEnv starts model m (created here) behind main's handler chain and logs in.
-func newWireEnv(t *testing.T, m *simulator.Model) *wireEnv {
+// newWireEnv starts model m (created here) behind main's handler chain and logs in; setup
+// runs once the inventory exists, before the handlers are installed (as in main).
+func newWireEnv(t *testing.T, m *simulator.Model, setup ...func()) *wireEnv {
 	t.Helper()
 	if err := m.Create(); err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f()
 	}
 	s := m.Service.NewServer()
 	h, err := serveHandler(s.Config.Handler, "")

@@ -46,6 +46,10 @@
 // -fault-reset-after P (the connection reset before / after the call ran) for the methods of
 // -fault-methods (default: all but the waits), never on the login path nor in the first
 // -fault-after-calls calls.
+// transfer.go paces datastore transfers (/folder and /nfc GET and PUT bodies, cbt.go's PUT path
+// included) at -datastore-mbps MB/s each, stalls them after -fault-stall-transfer-after bytes
+// (for paths matching -fault-stall-paths) with the connection left open, and gives the
+// inventory VMs -disk-gb GiB disks (sparse flat extents).
 // -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
 // -api-version makes it a server of another release (about.apiVersion/version), refusing
@@ -166,9 +170,10 @@ func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveHandler wraps the simulator's handler as the launcher serves it (tests use it too):
-// panics counted (faults.go), disk extents, changed block tracking and QueryChangedDiskAreas
-// (cbt.go), every SOAP call counted, then fault injection and the tagging of waits (faults.go,
-// collector.go) right before the simulator.
+// panics counted (faults.go), datastore transfers paced and stalled (transfer.go), disk
+// extents, changed block tracking and QueryChangedDiskAreas (cbt.go), every SOAP call counted,
+// then fault injection and the tagging of waits (faults.go, collector.go) right before the
+// simulator.
 func serveHandler(sim http.Handler, announced string) (http.Handler, error) {
 	faults, err := installFaults(sim)
 	if err != nil {
@@ -177,6 +182,12 @@ func serveHandler(sim http.Handler, announced string) (http.Handler, error) {
 	var h http.Handler = &soapCounter{next: faults, total: map[string]int{}, methods: map[string]map[string]int{}, actions: map[string]int{}, announced: announced}
 	// ceso addition: disk extents, changed block tracking and QueryChangedDiskAreas; see cbt.go.
 	h = installCBT(h)
+	// ceso addition: datastore transfers paced (-datastore-mbps) and stalled
+	// (-fault-stall-transfer-after); see transfer.go.
+	h, err = installTransfers(h)
+	if err != nil {
+		return nil, err
+	}
 	// ceso addition: panics are counted in /vcsim-counts; see faults.go.
 	return countPanics(h), nil
 }
@@ -249,6 +260,9 @@ func main() {
 	installNetworkModel()
 	// ceso addition: PCI passthrough and vGPU after the vSphere API reference; see pci.go.
 	installPciModel(*gpuHosts)
+	// ceso addition: -disk-gb, multi-GiB inventory disks (sized sparsely by cbt.go); see
+	// transfer.go.
+	sizeInventoryDisks(*inventoryDiskGiB)
 	if *alias {
 		for _, e := range simulator.Map.All("ClusterComputeResource") {
 			ref := e.Reference()
