@@ -1,6 +1,6 @@
 //! Coalesced reads: when Terraform refreshes many objects in parallel, each single-object read
-//! waits a few milliseconds for company, and the whole group is fetched with one
-//! `RetrievePropertiesEx`. Nothing is kept after a batch is answered, so a read never returns
+//! waits a few milliseconds for company (and for the batch in flight, if any), and the whole
+//! group is fetched with one `RetrievePropertiesEx`. Nothing is kept after a batch is answered, so a read never returns
 //! data older than its own request (no invalidation on writes is needed).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +21,9 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(3);
 #[derive(Default)]
 pub struct ReadBatcher {
     state: Mutex<BatchState>,
+    /// Held while a batch is fetched: the next batch gathers until it is done (group commit),
+    /// so under load each round trip carries every read that arrived during the last one.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -77,6 +80,7 @@ impl Client {
                 armed: true,
             };
             tokio::time::sleep(BATCH_WINDOW).await;
+            let _fetching = batcher.fetching.lock().await;
             let batch = {
                 let mut st = batcher.state.lock().expect("lock");
                 st.leader = false;
@@ -118,8 +122,10 @@ impl Client {
         };
         match self.retrieve(spec).await {
             Ok(results) => {
+                let by_obj: std::collections::HashMap<&ManagedObjectReference, &ObjectContent> =
+                    results.iter().map(|o| (&o.obj, o)).collect();
                 for p in batch {
-                    let found = results.iter().find(|o| o.obj == p.obj).cloned();
+                    let found = by_obj.get(&p.obj).map(|o| (*o).clone());
                     let _ = p.tx.send(found.ok_or_else(|| {
                         Error::new(ErrorKind::NotFound, format!("{} does not exist", p.obj))
                     }));

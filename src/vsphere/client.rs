@@ -12,8 +12,13 @@ use super::batch::ReadBatcher;
 use super::error::{Error, ErrorKind, Result};
 use super::inventory::InventoryCache;
 use super::methods::{CurrentTime, Login, Logout, Method, RetrieveServiceContent};
+use super::prefetch::VmPrefetch;
 use super::secret::Secret;
 use super::task::TaskWaiter;
+
+/// The answer to "does this environment browser support this guest id", shared by every caller
+/// of the session that asks it (the first asks vSphere, the others wait for its answer).
+pub(crate) type GuestIdCheck = Arc<tokio::sync::OnceCell<std::result::Result<(), Vec<String>>>>;
 use super::tls::TlsPolicy;
 use super::transport::Transport;
 use super::types::{AboutInfo, ManagedObjectReference, ServiceContent};
@@ -75,7 +80,8 @@ pub struct Client {
     tasks: TaskWaiter,
     reads: ReadBatcher,
     inventory: InventoryCache,
-    guest_ids: Mutex<std::collections::HashSet<String>>,
+    prefetch: VmPrefetch,
+    guest_ids: Mutex<HashMap<String, GuestIdCheck>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -121,6 +127,7 @@ impl Client {
             tasks: TaskWaiter::default(),
             reads: ReadBatcher::default(),
             inventory: InventoryCache::default(),
+            prefetch: VmPrefetch::default(),
             guest_ids: Mutex::new(Default::default()),
         };
         client.login().await?;
@@ -179,9 +186,12 @@ impl Client {
     /// Calls a method in this session; when the session has expired (`NotAuthenticated`),
     /// logs in again once and repeats the call.
     pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
-        if !method.is_idempotent() {
-            // Any write may change what the cached inventory says.
+        if method.changes_inventory() {
+            // A write that may change what the cached inventory says.
             self.inventory.clear();
+        }
+        if !method.is_idempotent() {
+            self.prefetch.note_write(method);
         }
         match self.transport.call(method).await {
             Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
@@ -228,14 +238,19 @@ impl Client {
         &self.views
     }
 
-    /// Guest OS ids already found supported in this session.
-    pub(crate) fn known_guest_ids(&self) -> &Mutex<std::collections::HashSet<String>> {
+    /// Guest OS id checks of this session, by environment browser and id (each asked once).
+    pub(crate) fn known_guest_ids(&self) -> &Mutex<HashMap<String, GuestIdCheck>> {
         &self.guest_ids
     }
 
     /// The inventory cache of this session.
     pub(crate) fn inventory_cache(&self) -> &InventoryCache {
         &self.inventory
+    }
+
+    /// The VM snapshot refreshes read from.
+    pub(crate) fn vm_prefetch(&self) -> &VmPrefetch {
+        &self.prefetch
     }
 
     /// The read batcher of this session.
@@ -263,9 +278,10 @@ impl Client {
         &self.transport
     }
 
-    /// Logs out; errors are ignored (the session expires on its own).
+    /// Logs out (the session's views and collectors end with it); errors are ignored (the
+    /// session expires on its own).
     pub async fn logout(&self) {
-        self.destroy_views().await;
+        self.views.lock().expect("lock").clear();
         if let Ok(this) = self.session_manager() {
             if let Err(e) = self.transport.call(&Logout { this }).await {
                 tracing::debug!(error = %e, "logout failed");

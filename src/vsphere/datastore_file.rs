@@ -85,7 +85,12 @@ impl Client {
         range: Option<Range<u64>>,
     ) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
         let transport = self.transport();
-        let mut req = transport.authed(transport.http().get(file.url(transport.url())));
+        let mut req = transport.authed(
+            transport
+                .http()
+                .get(file.url(transport.url()))
+                .timeout(transport.timeout()),
+        );
         if let Some(r) = &range {
             if r.is_empty() {
                 return Err(Error::new(ErrorKind::InvalidArgument, "empty byte range"));
@@ -108,7 +113,12 @@ impl Client {
     {
         let transport = self.transport();
         let resp = transport
-            .authed(transport.http().put(file.url(transport.url())))
+            .authed(
+                transport
+                    .http()
+                    .put(file.url(transport.url()))
+                    .timeout(transport.timeout()),
+            )
             .header(CONTENT_LENGTH, len)
             .body(reqwest::Body::wrap_stream(body))
             .send()

@@ -83,7 +83,21 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
     }
+
+    /// Whether a write that failed this way may still have happened (the connection broke,
+    /// or the wait for its task ended before the task did): the caller must look before it
+    /// tries again or reports that nothing was made.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Transport | ErrorKind::Timeout | ErrorKind::Cancelled
+        )
+    }
 }
+
+/// How many times a write whose answer was lost, and which surely did not happen, is sent
+/// again.
+pub const LOST_CALL_RETRIES: u32 = 3;
 
 /// The client's result type.
 pub type Result<T> = std::result::Result<T, Error>;

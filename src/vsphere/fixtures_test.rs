@@ -663,11 +663,21 @@ async fn client_login_fault_is_auth() {
     assert!(e.message.contains("Login failure"), "{}", e.message);
 }
 
+/// The session's task watch: a private collector, a list view of the awaited tasks, one filter.
+const TASK_WATCH: &[(&str, &str)] = &[
+    ("CreatePropertyCollector", "create_property_collector.xml"),
+    ("CreateListView", "create_list_view.xml"),
+    ("CreateFilter", "create_filter.xml"),
+];
+
+fn task(id: &str) -> ManagedObjectReference {
+    ManagedObjectReference::new("Task", id)
+}
+
 #[tokio::test]
 async fn client_reads_task_outcomes_from_the_update_set() {
     let mut routes = SESSION.to_vec();
-    routes.push(("CreatePropertyCollector", "create_property_collector.xml"));
-    routes.push(("CreateFilter", "create_filter.xml"));
+    routes.extend_from_slice(TASK_WATCH);
     routes.push(("WaitForUpdatesEx", "wait_for_updates_tasks.xml"));
     let server = Replay::start(&routes).await;
     let client = Arc::new(server.connect().await.unwrap());
@@ -675,67 +685,103 @@ async fn client_reads_task_outcomes_from_the_update_set() {
     let timeout = Some(Duration::from_secs(10));
 
     let ok = client
-        .wait_for_task(
-            &ManagedObjectReference::new("Task", "task-69"),
-            timeout,
-            &cancel,
-            &|_| {},
-        )
+        .wait_for_task(&task("task-69"), timeout, &cancel, &|_| {})
         .await
         .unwrap();
     assert_eq!(ok, None);
 
     let e = client
-        .wait_for_task(
-            &ManagedObjectReference::new("Task", "task-70"),
-            timeout,
-            &cancel,
-            &|_| {},
-        )
+        .wait_for_task(&task("task-70"), timeout, &cancel, &|_| {})
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Task);
     assert_eq!(e.fault.as_deref(), Some("InvalidPowerState"));
     assert_eq!(e.message, "*types.InvalidPowerState");
+    // The first wait made the watch; the second reused it.
+    let methods = server.methods();
+    let count = |m: &str| methods.iter().filter(|x| *x == m).count();
+    assert_eq!(count("CreatePropertyCollector"), 1, "{methods:?}");
+    assert_eq!(count("CreateFilter"), 1, "{methods:?}");
+    assert!(server
+        .body_of("CreateListView")
+        .contains(r#"<obj type="Task">task-69</obj>"#));
 }
 
-/// Bug in `task.rs` (`Client::wait_for_task`): the first waiter marks the update loop as
-/// running (`polling = true`) before `CreateFilter`, and when `CreateFilter` fails it returns
-/// without starting the loop or clearing the flag. Every later wait in that session then
-/// registers, sees `polling == true`, never gets an update and runs into its timeout (or hangs
-/// forever with `timeout: None`). Input: `CreateFilter` answered once with a fault (here
-/// ManagedObjectNotFound, as for a task vCenter has already purged), then normally.
+/// Bug (found in an earlier `task.rs`): a failed `CreateFilter` left the update loop marked as
+/// running, and every later wait of the session hung until its timeout. Now a watch that cannot
+/// be made is made again, and the tasks are read directly meanwhile.
 #[tokio::test]
 async fn task_wait_after_a_failed_create_filter() {
     let mut routes = SESSION.to_vec();
     routes.push(("CreatePropertyCollector", "create_property_collector.xml"));
+    routes.push(("CreateListView", "create_list_view.xml"));
     routes.push(("CreateFilter", "fault_managed_object_not_found.xml"));
     routes.push(("CreateFilter", "create_filter.xml"));
     routes.push(("WaitForUpdatesEx", "wait_for_updates_tasks.xml"));
     let server = Replay::start(&routes).await;
     let client = Arc::new(server.connect().await.unwrap());
     let cancel = CancellationToken::new();
-    let timeout = Some(Duration::from_secs(3));
-    let gone = client
-        .wait_for_task(
-            &ManagedObjectReference::new("Task", "task-1"),
-            timeout,
-            &cancel,
-            &|_| {},
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(gone.kind, ErrorKind::NotFound);
-    // task-69 succeeded and the server would say so at once, but nobody asks.
     let result = client
         .wait_for_task(
-            &ManagedObjectReference::new("Task", "task-69"),
-            timeout,
+            &task("task-69"),
+            Some(Duration::from_secs(5)),
             &cancel,
             &|_| {},
         )
         .await;
     assert!(result.is_ok(), "{result:?}; calls: {:?}", server.methods());
+}
+
+/// A long poll answered with a fault fails no wait: the awaited tasks are read directly.
+#[tokio::test]
+async fn task_wait_survives_a_faulted_long_poll() {
+    let mut routes = SESSION.to_vec();
+    routes.extend_from_slice(TASK_WATCH);
+    routes.push(("WaitForUpdatesEx", "fault_system_error.xml"));
+    routes.push(("RetrievePropertiesEx", "retrieve_tasks.xml"));
+    let server = Replay::start(&routes).await;
+    let client = Arc::new(server.connect().await.unwrap());
+    let cancel = CancellationToken::new();
+    let result = client
+        .wait_for_task(
+            &task("task-69"),
+            Some(Duration::from_secs(5)),
+            &cancel,
+            &|_| {},
+        )
+        .await;
+    assert_eq!(result.ok(), Some(None), "calls: {:?}", server.methods());
+    assert!(server
+        .body_of("RetrievePropertiesEx")
+        .contains(r#"<obj type="Task">task-69</obj>"#));
+}
+
+/// After a faulted long poll whose direct read tells nothing yet, the watch is made again and
+/// its first answer (every task's state) ends the wait.
+#[tokio::test]
+async fn task_watch_is_made_again_after_a_fault() {
+    let mut routes = SESSION.to_vec();
+    routes.extend_from_slice(TASK_WATCH);
+    routes.push(("WaitForUpdatesEx", "fault_system_error.xml"));
+    routes.push(("WaitForUpdatesEx", "wait_for_updates_tasks.xml"));
+    let server = Replay::start(&routes).await;
+    let client = Arc::new(server.connect().await.unwrap());
+    let cancel = CancellationToken::new();
+    let result = client
+        .wait_for_task(
+            &task("task-69"),
+            Some(Duration::from_secs(5)),
+            &cancel,
+            &|_| {},
+        )
+        .await;
+    assert_eq!(result.ok(), Some(None), "calls: {:?}", server.methods());
+    let methods = server.methods();
+    let collectors = methods
+        .iter()
+        .filter(|m| *m == "CreatePropertyCollector")
+        .count();
+    assert_eq!(collectors, 2, "{methods:?}");
 }
 
 #[tokio::test]

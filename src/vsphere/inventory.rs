@@ -86,7 +86,8 @@ pub struct Inventory {
     pub networks: Vec<NetworkRef>,
 }
 
-const KINDS: &[(&str, &[&str])] = &[
+/// The properties the inventory is read from, by type.
+pub const INVENTORY_PROPS: &[(&str, &[&str])] = &[
     ("Datacenter", &["name", "vmFolder"]),
     (
         "ComputeResource",
@@ -189,16 +190,23 @@ impl Client {
     /// Reads the inventory snapshot: one `RetrievePropertiesEx` (plus one to create the view
     /// the first time in a session).
     pub async fn inventory(&self) -> Result<Inventory> {
-        let kinds: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+        let kinds: Vec<&str> = INVENTORY_PROPS.iter().map(|(k, _)| *k).collect();
         let objects = self
             .retrieve_in_view(
                 &kinds,
-                KINDS
+                INVENTORY_PROPS
                     .iter()
                     .map(|(k, paths)| PropertySpec::new(k, paths))
                     .collect(),
             )
             .await?;
+        Ok(Inventory::from_objects(objects))
+    }
+}
+
+impl Inventory {
+    /// The inventory from the objects read with [`INVENTORY_PROPS`] (others are ignored).
+    pub fn from_objects(objects: Vec<super::property::ObjectContent>) -> Inventory {
         let mut inv = Inventory::default();
         let mut switches = BTreeMap::new();
         for o in &objects {
@@ -253,7 +261,7 @@ impl Client {
             }
         }
         inv.hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(inv)
+        inv
     }
 }
 
@@ -271,6 +279,11 @@ impl InventoryCache {
     /// Drops the snapshot.
     pub fn clear(&self) {
         *self.slot.lock().expect("lock") = None;
+    }
+
+    /// Keeps `inv`, read just now.
+    pub fn store(&self, inv: Arc<Inventory>) {
+        *self.slot.lock().expect("lock") = Some((Instant::now(), inv));
     }
 
     fn fresh(&self) -> Option<Arc<Inventory>> {
@@ -296,7 +309,7 @@ impl Client {
             return Ok(inv);
         }
         let inv = Arc::new(self.inventory().await?);
-        *cache.slot.lock().expect("lock") = Some((Instant::now(), inv.clone()));
+        cache.store(inv.clone());
         Ok(inv)
     }
 }

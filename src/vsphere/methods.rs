@@ -35,6 +35,16 @@ pub trait Method {
     fn is_idempotent(&self) -> bool {
         Self::IDEMPOTENT
     }
+    /// Time this call may take on top of the API timeout (a long poll's own wait).
+    fn extra_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    /// Whether the call may change what the cached inventory holds (hosts, datastores,
+    /// networks): every write unless its type knows better (VM, task and collector calls
+    /// don't).
+    fn changes_inventory(&self) -> bool {
+        !self.is_idempotent()
+    }
 }
 
 /// A response holding one `returnval`.
@@ -167,7 +177,7 @@ macro_rules! soap_name {
 macro_rules! node_method {
     (
         $(#[$doc:meta])* $name:ident $(as $soap:literal)? { $($field:ident : $ty:ty),* $(,)? }
-        returns $resp:ty, decode $decode:expr, idempotent $idem:expr,
+        returns $resp:ty, decode $decode:expr, idempotent $idem:expr, $(inventory $inv:expr,)?
         write |$s:ident, $w:ident| $body:block
     ) => {
         $(#[$doc])*
@@ -192,6 +202,9 @@ macro_rules! node_method {
             fn decode(inner: &str) -> Result<Self::Response> {
                 $decode(inner)
             }
+            $(fn changes_inventory(&self) -> bool {
+                $inv
+            })?
         }
     };
 }
@@ -202,6 +215,14 @@ fn decode_void(_inner: &str) -> Result<()> {
 
 fn decode_moref(inner: &str) -> Result<Option<ManagedObjectReference>> {
     Ok(decode_optional_node(inner)?.and_then(|n| n.as_moref()))
+}
+
+fn decode_morefs(inner: &str) -> Result<Vec<ManagedObjectReference>> {
+    Ok(parse_fragment(inner)?
+        .iter()
+        .filter(|n| n.name == "returnval")
+        .filter_map(Node::as_moref)
+        .collect())
 }
 
 fn require_moref(inner: &str) -> Result<ManagedObjectReference> {
@@ -229,6 +250,13 @@ node_method! {
 }
 
 node_method! {
+    /// `PropertyCollector.CancelRetrievePropertiesEx`: lets the rest of a paged result go.
+    CancelRetrievePropertiesEx { token: String }
+    returns (), decode decode_void, idempotent true,
+    write |s, w| { w.text("token", &s.token); }
+}
+
+node_method! {
     /// `PropertyCollector.ContinueRetrievePropertiesEx`: the next page after a token.
     ContinueRetrievePropertiesEx { token: String }
     returns Option<Node>, decode decode_optional_node, idempotent true,
@@ -238,7 +266,7 @@ node_method! {
 node_method! {
     /// `ViewManager.CreateContainerView`: a view of every object of some types below a container.
     CreateContainerView { container: ManagedObjectReference, kinds: Vec<String>, recursive: bool }
-    returns ManagedObjectReference, decode require_moref, idempotent false,
+    returns ManagedObjectReference, decode require_moref, idempotent false, inventory false,
     write |s, w| {
         w.moref("container", &s.container);
         for k in &s.kinds {
@@ -258,14 +286,14 @@ node_method! {
 node_method! {
     /// `PropertyCollector.CreatePropertyCollector`: a private collector (for update waits).
     CreatePropertyCollector {}
-    returns ManagedObjectReference, decode require_moref, idempotent false,
+    returns ManagedObjectReference, decode require_moref, idempotent false, inventory false,
     write |s, w| {}
 }
 
 node_method! {
     /// `PropertyCollector.CreateFilter`: watch the objects and properties of a spec.
     CreateFilter { spec: PropertyFilterSpec, partial_updates: bool }
-    returns ManagedObjectReference, decode require_moref, idempotent false,
+    returns ManagedObjectReference, decode require_moref, idempotent false, inventory false,
     write |s, w| {
         s.spec.write("spec", w);
         w.text("partialUpdates", if s.partial_updates { "true" } else { "false" });
@@ -279,23 +307,75 @@ node_method! {
     write |s, w| {}
 }
 
-node_method! {
-    /// `PropertyCollector.WaitForUpdatesEx`: blocks until a watched property changes or
-    /// `max_wait_seconds` pass; `None` when nothing changed.
-    WaitForUpdatesEx { version: String, max_wait_seconds: u32 }
-    returns Option<Node>, decode decode_optional_node, idempotent true,
-    write |s, w| {
-        w.text("version", &s.version);
+/// `PropertyCollector.WaitForUpdatesEx`: blocks until a watched property changes or
+/// `max_wait_seconds` pass; `None` when nothing changed. Its HTTP request may take the wait on
+/// top of the API timeout, so a long poll works whatever `api_timeout` is.
+pub struct WaitForUpdatesEx {
+    /// The collector.
+    pub this: ManagedObjectReference,
+    /// The version of the last answer ("" for the current state).
+    pub version: String,
+    /// The longest the server waits for a change.
+    pub max_wait_seconds: u32,
+}
+
+impl Method for WaitForUpdatesEx {
+    type Response = Option<Node>;
+    const NAME: &'static str = "WaitForUpdatesEx";
+    const IDEMPOTENT: bool = true;
+    fn this(&self) -> &ManagedObjectReference {
+        &self.this
+    }
+    fn write_args(&self, w: &mut RequestWriter) {
+        w.text("version", &self.version);
         w.start("options", None);
-        w.text("maxWaitSeconds", &s.max_wait_seconds.to_string());
+        w.text("maxWaitSeconds", &self.max_wait_seconds.to_string());
         w.end("options");
     }
+    fn decode(inner: &str) -> Result<Self::Response> {
+        decode_optional_node(inner)
+    }
+    fn extra_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.max_wait_seconds))
+    }
+}
+
+node_method! {
+    /// `ViewManager.CreateListView`: a view of exactly these objects (e.g. the tasks awaited).
+    CreateListView { objects: Vec<ManagedObjectReference> }
+    returns ManagedObjectReference, decode require_moref, idempotent false, inventory false,
+    write |s, w| {
+        for o in &s.objects {
+            w.moref("obj", o);
+        }
+    }
+}
+
+node_method! {
+    /// `ListView.ModifyListView`: adds and removes objects; returns those it could not add.
+    ModifyListView { add: Vec<ManagedObjectReference>, remove: Vec<ManagedObjectReference> }
+    returns Vec<ManagedObjectReference>, decode decode_morefs, idempotent true, inventory false,
+    write |s, w| {
+        for o in &s.add {
+            w.moref("add", o);
+        }
+        for o in &s.remove {
+            w.moref("remove", o);
+        }
+    }
+}
+
+node_method! {
+    /// `PropertyCollector.DestroyPropertyCollector` (its filters go with it).
+    DestroyPropertyCollector {}
+    returns (), decode decode_void, idempotent true,
+    write |s, w| {}
 }
 
 node_method! {
     /// `Task.CancelTask`.
     CancelTask {}
-    returns (), decode decode_void, idempotent false,
+    returns (), decode decode_void, idempotent false, inventory false,
     write |s, w| {}
 }
 

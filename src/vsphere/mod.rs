@@ -17,6 +17,7 @@ pub mod methods;
 pub mod network;
 pub mod ovf;
 pub mod pci;
+pub mod prefetch;
 pub mod property;
 pub mod secret;
 pub mod snapshot;

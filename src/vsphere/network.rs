@@ -346,9 +346,32 @@ impl Client {
             .collect())
     }
 
-    /// Adds a standard port group to a host.
+    /// Adds a standard port group to a host. When the answer is lost, the host is asked
+    /// whether the port group is there before it is added again, so a lost answer never makes
+    /// the call fail nor a retry collide.
     pub async fn add_port_group(&self, host: &HostNetwork, spec: &PortGroupSpec) -> Result<()> {
-        self.call(&AddPortGroup(network_system(host)?, spec)).await
+        let system = network_system(host)?;
+        let mut lost = 0;
+        loop {
+            match self.call(&AddPortGroup(system, spec)).await {
+                Err(e) if e.outcome_unknown() && lost < super::error::LOST_CALL_RETRIES => {
+                    tracing::warn!(error = %e, host = %host.name, port_group = %spec.name, "the outcome of AddPortGroup is unknown; looking");
+                    if self.host_has_port_group(host, &spec.name).await? {
+                        return Ok(());
+                    }
+                    lost += 1;
+                }
+                Err(e) if lost > 0 && e.kind == ErrorKind::AlreadyExists => return Ok(()),
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether `host` has the standard port group `name` now.
+    async fn host_has_port_group(&self, host: &HostNetwork, name: &str) -> Result<bool> {
+        let now =
+            HostNetwork::from_content(&self.properties(&host.host, HOST_NETWORK_PATHS).await?);
+        Ok(now.port_group(name).is_some())
     }
 
     /// Replaces the spec of the host's port group `name`.
@@ -381,37 +404,67 @@ impl Client {
         spec: &DvPortGroupSpec,
     ) -> Result<ManagedObjectReference> {
         let args = |w: &mut RequestWriter| spec.write("spec", None, w);
-        self.run_task(
-            TaskCall {
-                name: "AddDVPortgroup_Task",
-                this: dvs,
-                args: &args,
-            },
-            None,
-            &CancellationToken::new(),
-        )
-        .await?;
+        let mut lost = 0;
+        loop {
+            let done = self
+                .run_task(
+                    TaskCall {
+                        name: "AddDVPortgroup_Task",
+                        this: dvs,
+                        args: &args,
+                    },
+                    None,
+                    &CancellationToken::new(),
+                )
+                .await;
+            match done {
+                Ok(_) => break,
+                // A lost answer: the port group may exist; if not, it surely was not made.
+                Err(e) if e.outcome_unknown() && lost < super::error::LOST_CALL_RETRIES => {
+                    tracing::warn!(error = %e, port_group = %spec.name, "the outcome of AddDVPortgroup_Task is unknown; looking");
+                    self.settle_tasks(dvs, "AddDVPortgroup_Task", super::vm::LOST_CALL_SETTLE)
+                        .await?;
+                    if let Some(pg) = self.find_dv_port_group(dvs, &spec.name).await? {
+                        return Ok(pg);
+                    }
+                    lost += 1;
+                }
+                Err(e) if lost > 0 && e.kind == ErrorKind::AlreadyExists => break,
+                Err(e) => return Err(e),
+            }
+        }
         // The task returns nothing: find the new port group on its switch by name.
-        self.retrieve_all(
-            "DistributedVirtualPortgroup",
-            &["name", "config.distributedVirtualSwitch"],
-        )
-        .await?
-        .into_iter()
-        .find(|pg| {
-            pg.text("name") == Some(spec.name.as_str())
-                && pg.moref("config.distributedVirtualSwitch").as_ref() == Some(dvs)
-        })
-        .map(|pg| pg.obj)
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "distributed port group {:?} was not found after creating it",
-                    spec.name
-                ),
+        self.find_dv_port_group(dvs, &spec.name)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "distributed port group {:?} was not found after creating it",
+                        spec.name
+                    ),
+                )
+            })
+    }
+
+    /// The port group named `name` on distributed switch `dvs`, if there is one.
+    async fn find_dv_port_group(
+        &self,
+        dvs: &ManagedObjectReference,
+        name: &str,
+    ) -> Result<Option<ManagedObjectReference>> {
+        Ok(self
+            .retrieve_all(
+                "DistributedVirtualPortgroup",
+                &["name", "config.distributedVirtualSwitch"],
             )
-        })
+            .await?
+            .into_iter()
+            .find(|pg| {
+                pg.text("name") == Some(name)
+                    && pg.moref("config.distributedVirtualSwitch").as_ref() == Some(dvs)
+            })
+            .map(|pg| pg.obj))
     }
 
     /// Reconfigures a distributed port group (`config_version` from its current config).
@@ -435,23 +488,40 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Destroys a managed entity (e.g. a distributed port group) and waits for it.
+    /// Destroys a managed entity (a VM, a distributed port group) and waits for it; one
+    /// already gone is not an error. When the answer is lost, the entity is looked up: gone,
+    /// it was destroyed; still there, it is tried once more.
     pub async fn destroy(self: &Arc<Self>, obj: &ManagedObjectReference) -> Result<()> {
         let none = |_: &mut RequestWriter| {};
-        match self
-            .run_task(
-                TaskCall {
-                    name: "Destroy_Task",
-                    this: obj,
-                    args: &none,
-                },
-                None,
-                &CancellationToken::new(),
-            )
-            .await
-        {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other.map(|_| ()),
+        let mut lost = 0;
+        loop {
+            let done = self
+                .run_task(
+                    TaskCall {
+                        name: "Destroy_Task",
+                        this: obj,
+                        args: &none,
+                    },
+                    None,
+                    &CancellationToken::new(),
+                )
+                .await;
+            match done {
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e)
+                    if e.kind == ErrorKind::Transport && lost < super::error::LOST_CALL_RETRIES =>
+                {
+                    tracing::warn!(error = %e, %obj, "the outcome of Destroy_Task is unknown; looking");
+                    self.settle_tasks(obj, "Destroy_Task", super::vm::LOST_CALL_SETTLE)
+                        .await?;
+                    match self.properties(obj, &["name"]).await {
+                        Err(f) if f.is_not_found() => return Ok(()),
+                        Err(f) => return Err(f),
+                        Ok(_) => lost += 1,
+                    }
+                }
+                other => return other.map(|_| ()),
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use super::envelope::RequestWriter;
 use super::error::{Error, ErrorKind, Result};
 use super::methods::{NodeCall, PlainCall};
 use super::types::ManagedObjectReference;
-use super::xml::parse_fragment;
+use super::xml::{parse_fragment, Node};
 
 /// Where a VM comes from: an `.ovf` (its files beside it) or an `.ova` archive, on this machine.
 #[derive(Debug, Clone)]
@@ -194,6 +194,38 @@ pub struct OvfTarget<'a> {
     pub datastore: &'a ManagedObjectReference,
     /// Host (standalone ESXi or a chosen host).
     pub host: Option<&'a ManagedObjectReference>,
+    /// The instance UUID the new VM gets (so it can be found when an answer is lost).
+    pub instance_uuid: Option<&'a str>,
+}
+
+/// Sets `instanceUuid` in an import spec's `configSpec`, in the WSDL's element order (after
+/// `changeVersion`, `name`, `version`, `createDate` and `uuid`).
+fn with_instance_uuid(spec: &Node, uuid: &str) -> Node {
+    let mut spec = spec.clone();
+    if let Some(config) = spec.children.iter_mut().find(|c| c.name == "configSpec") {
+        config.children.retain(|c| c.name != "instanceUuid");
+        let at = config
+            .children
+            .iter()
+            .rposition(|c| {
+                matches!(
+                    c.name.as_str(),
+                    "changeVersion" | "name" | "version" | "createDate" | "uuid"
+                )
+            })
+            .map_or(0, |i| i + 1);
+        config.children.insert(
+            at,
+            Node {
+                name: "instanceUuid".to_string(),
+                xsi_type: None,
+                attrs: Vec::new(),
+                text: uuid.to_string(),
+                children: Vec::new(),
+            },
+        );
+    }
+    spec
 }
 
 impl Client {
@@ -251,8 +283,12 @@ impl Client {
                 ))
             })
             .collect();
+        let spec = match at.instance_uuid {
+            Some(uuid) => with_instance_uuid(spec, uuid),
+            None => spec.clone(),
+        };
         let import = |w: &mut RequestWriter| {
-            w.node("spec", spec).moref("folder", at.folder);
+            w.node("spec", &spec).moref("folder", at.folder);
             if let Some(h) = at.host {
                 w.moref("host", h);
             }
@@ -352,7 +388,12 @@ impl Client {
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
             let transport = self.transport();
             let resp = transport
-                .authed(transport.http().put(url.clone()))
+                .authed(
+                    transport
+                        .http()
+                        .put(url.clone())
+                        .timeout(transport.timeout()),
+                )
                 .header(CONTENT_LENGTH, len)
                 .header("Content-Type", "application/x-vnd.vmware-streamVmdk")
                 .body(body)

@@ -7,14 +7,34 @@ use std::collections::BTreeMap;
 use super::client::Client;
 use super::envelope::RequestWriter;
 use super::error::{Error, ErrorKind, Result};
-use super::methods::{
-    ContinueRetrievePropertiesEx, CreateContainerView, DestroyView, RetrievePropertiesEx,
-};
+use super::methods::{ContinueRetrievePropertiesEx, CreateContainerView, RetrievePropertiesEx};
 use super::types::ManagedObjectReference;
 use super::xml::Node;
 
 /// Objects per page asked of the server; large enough that "all VMs" is one page almost always.
 pub const PAGE_SIZE: u32 = 10_000;
+
+/// The types in the session's one container view of the inventory, subtypes named too (vSphere
+/// includes subtypes of a listed type; some servers, such as the simulator, only exact types).
+/// Reads of any of them share the view, so a session makes one view whatever it reads.
+pub const SESSION_VIEW_KINDS: &[&str] = &[
+    "Datacenter",
+    "ComputeResource",
+    "ClusterComputeResource",
+    "HostSystem",
+    "Datastore",
+    "Network",
+    "OpaqueNetwork",
+    "DistributedVirtualPortgroup",
+    "DistributedVirtualSwitch",
+    "VmwareDistributedVirtualSwitch",
+    "VirtualMachine",
+];
+
+/// Whether objects of `kind` are in the session view.
+fn in_session_view(kind: &str) -> bool {
+    SESSION_VIEW_KINDS.contains(&kind)
+}
 
 /// Which properties of which object type to collect.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -229,7 +249,7 @@ impl ObjectContent {
 }
 
 /// Reads a `RetrieveResult` node into its objects and continuation token.
-fn read_result(node: Option<Node>) -> Result<(Vec<ObjectContent>, Option<String>)> {
+pub(crate) fn read_result(node: Option<Node>) -> Result<(Vec<ObjectContent>, Option<String>)> {
     let Some(node) = node else {
         return Ok((Vec::new(), None));
     };
@@ -323,14 +343,20 @@ impl Client {
             .await
     }
 
-    /// Collects `props` from every object of `kinds` through the session's container view of
-    /// them. A view that died with an expired session is made again once.
+    /// Collects `props` from every object of `kinds` through a container view of them: the
+    /// session's one inventory view when it holds them all (see [`SESSION_VIEW_KINDS`]). A
+    /// view that died with an expired session is made again once.
     pub async fn retrieve_in_view(
         &self,
         kinds: &[&str],
         props: Vec<PropertySpec>,
     ) -> Result<Vec<ObjectContent>> {
         let root = self.service_content().root_folder.clone();
+        let kinds = if kinds.iter().all(|k| in_session_view(k)) {
+            SESSION_VIEW_KINDS
+        } else {
+            kinds
+        };
         for attempt in 0..2 {
             let view = self.container_view(&root, kinds).await?;
             match self
@@ -347,20 +373,6 @@ impl Client {
             }
         }
         unreachable!("the loop returns on its second attempt")
-    }
-
-    /// Destroys the container views this session made (at logout).
-    pub(crate) async fn destroy_views(&self) {
-        let views: Vec<_> = self
-            .views()
-            .lock()
-            .expect("lock")
-            .drain()
-            .map(|(_, v)| v)
-            .collect();
-        for view in views {
-            let _ = self.call(&DestroyView { this: view }).await;
-        }
     }
 }
 

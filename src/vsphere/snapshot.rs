@@ -141,7 +141,10 @@ impl Client {
         Ok(tree)
     }
 
-    /// `VirtualMachine.CreateSnapshot_Task`; returns the snapshot.
+    /// `VirtualMachine.CreateSnapshot_Task`; returns the snapshot. When the answer is lost
+    /// (a broken connection, a wait that ended first), the VM's snapshot tree is read: a new
+    /// snapshot of that name is the one made; none means none was made, and it is tried once
+    /// more (a wait that timed out is not: that snapshot may still come).
     pub async fn create_snapshot(
         self: &Arc<Self>,
         vm: &ManagedObjectReference,
@@ -149,6 +152,13 @@ impl Client {
         timeout: Option<Duration>,
         cancel: &CancellationToken,
     ) -> Result<ManagedObjectReference> {
+        let before: Vec<ManagedObjectReference> = self
+            .snapshot_tree(vm)
+            .await?
+            .snapshots
+            .into_iter()
+            .map(|s| s.obj)
+            .collect();
         let b = |v: bool| if v { "true" } else { "false" };
         let args = |w: &mut RequestWriter| {
             w.text("name", spec.name)
@@ -156,23 +166,55 @@ impl Client {
                 .text("memory", b(spec.memory))
                 .text("quiesce", b(spec.quiesce));
         };
-        let result = self
-            .run_task(
-                TaskCall {
-                    name: "CreateSnapshot_Task",
-                    this: vm,
-                    args: &args,
-                },
-                timeout,
-                cancel,
-            )
-            .await?;
-        result.as_ref().and_then(Node::as_moref).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Decode,
-                "CreateSnapshot_Task returned no snapshot",
-            )
-        })
+        let mut lost = 0;
+        loop {
+            let done = self
+                .run_task(
+                    TaskCall {
+                        name: "CreateSnapshot_Task",
+                        this: vm,
+                        args: &args,
+                    },
+                    timeout,
+                    cancel,
+                )
+                .await;
+            let e = match done {
+                Ok(result) => {
+                    return result.as_ref().and_then(Node::as_moref).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Decode,
+                            "CreateSnapshot_Task returned no snapshot",
+                        )
+                    })
+                }
+                Err(e) if e.outcome_unknown() => e,
+                Err(e) => return Err(e),
+            };
+            tracing::warn!(error = %e, %vm, snapshot = spec.name, "the outcome of CreateSnapshot_Task is unknown; looking");
+            if e.kind == ErrorKind::Transport {
+                self.settle_tasks(
+                    vm,
+                    "CreateSnapshot_Task",
+                    timeout.unwrap_or(super::vm::LOST_CALL_SETTLE),
+                )
+                .await?;
+            }
+            let made: Vec<SnapshotInfo> = self
+                .snapshot_tree(vm)
+                .await?
+                .snapshots
+                .into_iter()
+                .filter(|s| s.name == spec.name && !before.contains(&s.obj))
+                .collect();
+            match made.as_slice() {
+                [one] => return Ok(one.obj.clone()),
+                [] if e.kind == ErrorKind::Transport && lost < super::error::LOST_CALL_RETRIES => {
+                    lost += 1
+                }
+                _ => return Err(e),
+            }
+        }
     }
 
     /// `VirtualMachineSnapshot.RenameSnapshot`.

@@ -89,6 +89,7 @@ impl Rest<'_> {
         let http = self.client.transport().http();
         let mut req = http
             .request(method, url.clone())
+            .timeout(self.client.transport().timeout())
             .header(SESSION_HEADER, &self.session);
         if let Some(b) = body {
             req = req
@@ -137,6 +138,7 @@ impl Client {
             .transport()
             .http()
             .post(login)
+            .timeout(self.transport().timeout())
             .basic_auth(self.user_name(), Some(self.password_text()))
             .send()
             .await

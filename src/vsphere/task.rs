@@ -1,13 +1,25 @@
-//! Waiting for vSphere tasks without polling: one private PropertyCollector per session watches
-//! every awaited task's `info` through `WaitForUpdatesEx` (a long poll that returns as soon as
-//! any watched task changes), and hands each update to the task's waiter. Cancellation calls
-//! `CancelTask`; a task that ends in error becomes a typed error with vSphere's message.
+//! Waiting for vSphere tasks without polling, and without one task's fate depending on another's
+//! stream. Each session keeps one private PropertyCollector with one filter over a `ListView`
+//! of the tasks it awaits; a background pump runs `WaitForUpdatesEx` long polls on it and hands
+//! each task's new `info` to its waiter. Awaiting a task costs no call of its own: tasks join
+//! and leave the view through `ModifyListView` calls that carry every task queued while the
+//! previous one was in flight (group commit).
+//!
+//! Recovery: a long poll that fails (a SOAP fault, a reset or lost answer, a timeout) never
+//! fails a wait. The pump reads every pending task's `info` directly, then polls again from the
+//! version it had (a lost answer) or, after a fault or a second failure in a row, makes the
+//! collector, view and filter again, whose first answer is every task's current state. A task
+//! that vanished from the server (purged) ends its wait with a transport-kind error: its outcome
+//! is unknown, never "failed". Cancellation calls `CancelTask`; a task that ends in error
+//! becomes a typed error with vSphere's message.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
@@ -15,9 +27,10 @@ use super::envelope::RequestWriter;
 use super::error::{Error, ErrorKind, Result};
 use super::methods::Method;
 use super::methods::{
-    CancelTask, CreateFilter, CreatePropertyCollector, DestroyPropertyFilter, WaitForUpdatesEx,
+    CancelTask, CreateFilter, CreateListView, CreatePropertyCollector, DestroyPropertyCollector,
+    DestroyView, ModifyListView, WaitForUpdatesEx,
 };
-use super::property::{ObjectSpec, PropertyFilterSpec, PropertySpec};
+use super::property::{ObjectSpec, PropertyFilterSpec, PropertySpec, TraversalSpec};
 use super::types::ManagedObjectReference;
 use super::xml::{parse_fragment, Node};
 
@@ -50,10 +63,27 @@ impl Method for TaskCall<'_> {
     fn method_name(&self) -> &'static str {
         self.name
     }
+    fn changes_inventory(&self) -> bool {
+        // Tasks on VMs and their snapshots (and a VM's creation) leave hosts, datastores and
+        // networks as they were.
+        !(matches!(
+            self.this.kind.as_str(),
+            "VirtualMachine" | "VirtualMachineSnapshot" | "Task"
+        ) || self.name == "CreateVM_Task")
+    }
 }
 
-/// Longest single long poll; the loop simply polls again.
+/// Longest single long poll; the pump simply polls again.
 const LONG_POLL_SECONDS: u32 = 30;
+/// The longest pause between attempts while the update stream keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Tasks per direct read when the stream is recovered.
+const DIRECT_READ_CHUNK: usize = 500;
+/// How long tasks are gathered before they join the view in one `ModifyListView`, and how
+/// long updates gather on the server before the next long poll collects them. Each costs a
+/// task's wait at most this much; with many tasks in flight it saves most of the calls.
+const GATHER: Duration = Duration::from_millis(GATHER_MS);
+const GATHER_MS: u64 = 25;
 
 /// A task's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,30 +145,220 @@ impl TaskInfo {
     }
 }
 
+/// What a waiter hears about its task.
+#[derive(Debug, Clone)]
+enum Heard {
+    /// The task's current info.
+    Info(TaskInfo),
+    /// The server no longer knows the task: its outcome is unknown.
+    Vanished,
+}
+
 /// The per-session dispatcher of task updates.
 #[derive(Default)]
 pub struct TaskWaiter {
-    collector: Mutex<OnceCell<ManagedObjectReference>>,
-    state: Mutex<WaiterState>,
+    state: Mutex<WatchState>,
+    /// Tells the pump that tasks were queued for the view.
+    wake: Notify,
+    /// Per task method: how often a task was already done when first read.
+    quick: Mutex<HashMap<&'static str, QuickRate>>,
+}
+
+/// How often tasks of one method finish before a first (batched) read of them, as a decaying
+/// average: worth reading first while it stays above [`QUICK_THRESHOLD`].
+#[derive(Debug, Clone, Copy)]
+struct QuickRate {
+    rate: f32,
+    seen: u32,
+}
+
+/// Below this share of quick finishes, a method's tasks go straight to the view.
+const QUICK_THRESHOLD: f32 = 0.25;
+/// After this many skipped probes, a method is tried again (its tasks may have got quicker).
+const QUICK_RETRY_EVERY: u32 = 32;
+
+#[derive(Default)]
+struct WatchState {
+    /// Awaited tasks and the channel each one's news goes to.
+    waiters: HashMap<ManagedObjectReference, Watched>,
+    /// Awaited tasks not yet in the server-side view.
+    to_add: Vec<ManagedObjectReference>,
+    /// Finished tasks still in it.
+    to_remove: Vec<ManagedObjectReference>,
+    /// The server-side collector and view, kept while the pump is idle.
+    watch: Option<ServerWatch>,
+    /// Whether the pump runs.
+    pumping: bool,
+    /// Bumped when the session is replaced: server objects made before are dead.
+    generation: u64,
+}
+
+struct Watched {
+    tx: watch::Sender<Option<Heard>>,
+    users: usize,
+}
+
+/// The server-side objects of the session's task watch.
+#[derive(Debug, Clone)]
+struct ServerWatch {
+    collector: ManagedObjectReference,
+    view: ManagedObjectReference,
+    version: String,
+    generation: u64,
 }
 
 impl TaskWaiter {
-    /// Forgets the session's private collector (it died with an expired session).
+    /// Whether the tasks of `method` are worth one read before joining the view.
+    fn should_probe(&self, method: &'static str) -> bool {
+        let mut quick = self.quick.lock().expect("lock");
+        let q = quick
+            .entry(method)
+            .or_insert(QuickRate { rate: 1.0, seen: 0 });
+        q.seen = q.seen.wrapping_add(1);
+        q.rate >= QUICK_THRESHOLD || q.seen % QUICK_RETRY_EVERY == 0
+    }
+
+    /// Records whether a probed task of `method` was already done.
+    fn record_probe(&self, method: &'static str, done: bool) {
+        if let Some(q) = self.quick.lock().expect("lock").get_mut(method) {
+            q.rate = 0.8 * q.rate + if done { 0.2 } else { 0.0 };
+        }
+    }
+
+    /// Forgets the server-side objects (they died with an expired session); the pump makes new
+    /// ones when it next needs them.
     pub(crate) fn reset(&self) {
-        *self.collector.lock().expect("lock") = OnceCell::new();
+        let mut st = self.state.lock().expect("lock");
+        st.generation += 1;
+        st.watch = None;
+    }
+
+    /// Registers a waiter for `task`; returns its receiver and whether the pump must start.
+    fn register(&self, task: &ManagedObjectReference) -> (watch::Receiver<Option<Heard>>, bool) {
+        let mut st = self.state.lock().expect("lock");
+        let rx = match st.waiters.get_mut(task) {
+            Some(w) => {
+                w.users += 1;
+                w.tx.subscribe()
+            }
+            None => {
+                let (tx, rx) = watch::channel(None);
+                st.waiters.insert(task.clone(), Watched { tx, users: 1 });
+                st.to_remove.retain(|t| t != task);
+                st.to_add.push(task.clone());
+                rx
+            }
+        };
+        let start = !std::mem::replace(&mut st.pumping, true);
+        drop(st);
+        self.wake.notify_one();
+        (rx, start)
+    }
+
+    /// Drops one waiter of `task`; the last one queues the task's removal from the view.
+    fn unregister(&self, task: &ManagedObjectReference) {
+        let mut st = self.state.lock().expect("lock");
+        let last = match st.waiters.get_mut(task) {
+            Some(w) => {
+                w.users -= 1;
+                w.users == 0
+            }
+            None => false,
+        };
+        if last {
+            st.waiters.remove(task);
+            if let Some(i) = st.to_add.iter().position(|t| t == task) {
+                st.to_add.swap_remove(i);
+            } else {
+                st.to_remove.push(task.clone());
+            }
+        }
+    }
+
+    fn waiting(&self) -> Vec<ManagedObjectReference> {
+        self.state
+            .lock()
+            .expect("lock")
+            .waiters
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn tell(&self, task: &ManagedObjectReference, heard: Heard) {
+        if let Some(w) = self.state.lock().expect("lock").waiters.get(task) {
+            let _ = w.tx.send(Some(heard));
+        }
+    }
+
+    /// The queued view changes, taken.
+    fn take_changes(&self) -> (Vec<ManagedObjectReference>, Vec<ManagedObjectReference>) {
+        let mut st = self.state.lock().expect("lock");
+        (
+            std::mem::take(&mut st.to_add),
+            std::mem::take(&mut st.to_remove),
+        )
+    }
+
+    /// `add` plus the tasks queued since it was taken (removals wait for the next call).
+    fn take_more(&self, mut add: Vec<ManagedObjectReference>) -> Vec<ManagedObjectReference> {
+        let mut st = self.state.lock().expect("lock");
+        add.append(&mut st.to_add);
+        // A task that finished while gathering needs no place in the view.
+        add.retain(|t| st.waiters.contains_key(t));
+        add
+    }
+
+    /// Every awaited task, for a new view (which holds exactly those: nothing stays queued).
+    fn take_all_for_new_view(&self) -> Vec<ManagedObjectReference> {
+        let mut st = self.state.lock().expect("lock");
+        st.to_add.clear();
+        st.to_remove.clear();
+        st.waiters.keys().cloned().collect()
+    }
+
+    fn generation(&self) -> u64 {
+        self.state.lock().expect("lock").generation
+    }
+
+    /// Ends the pump when nobody waits and nothing is queued, keeping `watch` for next time.
+    fn stop_if_idle(&self, watch: &mut Option<ServerWatch>) -> bool {
+        let mut st = self.state.lock().expect("lock");
+        if !st.waiters.is_empty() || !st.to_add.is_empty() {
+            return false;
+        }
+        st.pumping = false;
+        if watch
+            .as_ref()
+            .is_some_and(|w| w.generation == st.generation)
+        {
+            st.watch = watch.take();
+        }
+        true
     }
 }
 
-#[derive(Default)]
-struct WaiterState {
-    waiters: HashMap<ManagedObjectReference, watch::Sender<Option<TaskInfo>>>,
-    polling: bool,
+type CallFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// Awaits an optional in-flight call; pending forever when there is none.
+async fn in_flight<T>(call: &mut Option<CallFuture<T>>) -> Result<T> {
+    match call {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_BACKOFF)
 }
 
 impl Client {
     /// Waits for `task` to finish: its result node on success, a typed error (kind `Task`, with
     /// the fault type and vSphere's message) on failure. `cancel` calls `CancelTask`; `timeout`
-    /// bounds the wait. `on_progress` sees each reported percentage.
+    /// bounds the wait. `on_progress` sees each reported percentage. The wait survives lost and
+    /// failed long polls; only a task the server no longer knows ends it without an outcome
+    /// (kind `Transport`).
     pub async fn wait_for_task(
         self: &Arc<Self>,
         task: &ManagedObjectReference,
@@ -146,74 +366,61 @@ impl Client {
         cancel: &CancellationToken,
         on_progress: &(dyn Fn(i32) + Send + Sync),
     ) -> Result<Option<Node>> {
-        let waiter = self.task_waiter();
-        let known = waiter.collector.lock().expect("lock").get().cloned();
-        let collector = match known {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .call(&CreatePropertyCollector {
-                        this: self.service_content().property_collector.clone(),
-                    })
-                    .await?;
-                let cell = waiter.collector.lock().expect("lock");
-                let _ = cell.set(c);
-                cell.get().cloned().expect("just set")
-            }
-        };
-        let (tx, mut rx) = watch::channel(None);
-        let start_loop = {
-            let mut st = waiter.state.lock().expect("lock");
-            st.waiters.insert(task.clone(), tx);
-            !std::mem::replace(&mut st.polling, true)
-        };
-        let filter = match self
-            .call(&CreateFilter {
-                this: collector.clone(),
-                spec: PropertyFilterSpec {
-                    props: vec![PropertySpec::new("Task", &["info"])],
-                    objects: vec![ObjectSpec::object(task.clone())],
-                },
-                partial_updates: false,
-            })
+        self.await_task(task, None, timeout, cancel, on_progress)
             .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                self.forget_waiter(task);
-                if start_loop {
-                    // Others may have registered counting on the loop this call was to start.
-                    let keep_polling = {
-                        let mut st = waiter.state.lock().expect("lock");
-                        st.polling = !st.waiters.is_empty();
-                        st.polling
-                    };
-                    if keep_polling {
-                        let me = Arc::clone(self);
-                        tokio::spawn(async move { me.poll_updates(collector).await });
-                    }
-                }
-                return Err(e);
-            }
-        };
-        if start_loop {
-            let me = Arc::clone(self);
-            tokio::spawn(async move { me.poll_updates(collector).await });
-        }
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        // Safety net: if the update stream stays silent about this task (some servers only
-        // report a filter created during a pending long poll once something else changes),
-        // read the task's info directly, backing off from 1 s to 15 s.
-        let mut silent_for = Duration::from_secs(1);
-        let outcome = loop {
-            let info = rx.borrow_and_update().clone();
-            if let Some(info) = info {
+    }
+
+    /// [`Client::wait_for_task`]; with `probe` (the task's method), the task is first read
+    /// once, batched with concurrent reads, when that method's tasks are often done by then:
+    /// a done task then needs no place in the view and no long poll.
+    async fn await_task(
+        self: &Arc<Self>,
+        task: &ManagedObjectReference,
+        probe: Option<&'static str>,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        on_progress: &(dyn Fn(i32) + Send + Sync),
+    ) -> Result<Option<Node>> {
+        let waiter = self.task_waiter();
+        if let Some(method) = probe.filter(|m| waiter.should_probe(m)) {
+            let first = self
+                .read_batched(task, &["info"])
+                .await
+                .ok()
+                .and_then(|o| o.get("info").map(TaskInfo::from_node));
+            let done = first.as_ref().is_some_and(TaskInfo::is_done);
+            waiter.record_probe(method, done);
+            if let Some(info) = first.filter(TaskInfo::is_done) {
                 if let Some(p) = info.progress {
                     on_progress(p);
                 }
-                if info.is_done() {
-                    break Ok(info);
+                return outcome_of(task, info);
+            }
+        }
+        let (mut rx, start) = waiter.register(task);
+        if start {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.pump().await });
+        }
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let outcome = loop {
+            let heard = rx.borrow_and_update().clone();
+            match heard {
+                Some(Heard::Info(info)) => {
+                    if let Some(p) = info.progress {
+                        on_progress(p);
+                    }
+                    if info.is_done() {
+                        break Ok(info);
+                    }
                 }
+                Some(Heard::Vanished) => {
+                    break Err(Error::new(
+                        ErrorKind::Transport,
+                        format!("{task} vanished from the server before its outcome was read"),
+                    ));
+                }
+                None => {}
             }
             let sleep = async {
                 match deadline {
@@ -222,46 +429,17 @@ impl Client {
                 }
             };
             tokio::select! {
-                changed = rx.changed() => if changed.is_err() {
-                    break Err(Error::new(ErrorKind::Transport, format!("lost the update stream while waiting for {task}")));
-                },
+                // The sender lives as long as this waiter is registered.
+                _ = rx.changed() => {}
                 _ = cancel.cancelled() => {
                     let _ = self.call(&CancelTask { this: task.clone() }).await;
                     break Err(Error::new(ErrorKind::Cancelled, format!("{task} was cancelled on request")));
                 }
                 _ = sleep => break Err(Error::new(ErrorKind::Timeout, format!("{task} did not finish in time"))),
-                _ = tokio::time::sleep(silent_for) => {
-                    silent_for = (silent_for * 2).min(Duration::from_secs(15));
-                    if let Ok(o) = self.properties(task, &["info"]).await {
-                        if let Some(info) = o.get("info").map(TaskInfo::from_node) {
-                            if info.is_done() {
-                                break Ok(info);
-                            }
-                        }
-                    }
-                }
             }
         };
-        self.forget_waiter(task);
-        // The filter is not needed any more; removing it is off the critical path.
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let _ = me.call(&DestroyPropertyFilter { this: filter }).await;
-        });
-        let info = outcome?;
-        match (info.state, info.error) {
-            (TaskState::Success, _) => Ok(info.result),
-            (_, Some((fault, message))) => Err(Error {
-                kind: match Error::from_fault(&fault, "").kind {
-                    ErrorKind::Fault => ErrorKind::Task,
-                    other => other,
-                },
-                fault: Some(fault),
-                message,
-                retry_after: None,
-            }),
-            _ => Err(Error::new(ErrorKind::Task, format!("{task} failed"))),
-        }
+        waiter.unregister(task);
+        outcome_of(task, outcome?)
     }
 
     /// Starts a `*_Task` method and waits for it; the task's result on success.
@@ -272,53 +450,320 @@ impl Client {
         cancel: &CancellationToken,
     ) -> Result<Option<Node>> {
         let task = self.call(&call).await?;
-        self.wait_for_task(&task, timeout, cancel, &|_| {}).await
+        self.await_task(&task, Some(call.name), timeout, cancel, &|_| {})
+            .await
     }
 
-    fn forget_waiter(&self, task: &ManagedObjectReference) {
-        self.task_waiter()
-            .state
-            .lock()
-            .expect("lock")
-            .waiters
-            .remove(task);
-    }
-
-    /// The long-poll loop: runs while anyone waits, and hands each task's new info to its
-    /// waiter. Transport errors end every current wait (their channels close).
-    async fn poll_updates(self: Arc<Self>, collector: ManagedObjectReference) {
-        let mut version = String::new();
-        loop {
-            let update = self
-                .call(&WaitForUpdatesEx {
-                    this: collector.clone(),
-                    version: version.clone(),
-                    max_wait_seconds: LONG_POLL_SECONDS,
+    /// Waits until every task of `method` (e.g. `CreateVM_Task`) on `entity` that is queued or
+    /// running now has finished. After a lost answer to a task call, this is how a client
+    /// knows the call's task (if the server started one) is over before it looks at the result:
+    /// the server's recent tasks are read once, and the matching ones awaited like any task.
+    pub async fn settle_tasks(
+        self: &Arc<Self>,
+        entity: &ManagedObjectReference,
+        method: &str,
+        limit: Duration,
+    ) -> Result<()> {
+        let Some(manager) = self.service_content().task_manager.clone() else {
+            return Ok(());
+        };
+        let spec = PropertyFilterSpec {
+            props: vec![PropertySpec::new("Task", &["info"])],
+            objects: vec![ObjectSpec {
+                obj: manager,
+                skip: true,
+                select: vec![TraversalSpec {
+                    name: "recentTasks".to_string(),
+                    kind: "TaskManager".to_string(),
+                    path: "recentTask".to_string(),
+                    skip: false,
+                }],
+            }],
+        };
+        let wanted = method_key(method);
+        let pending: Vec<ManagedObjectReference> = self
+            .retrieve(spec)
+            .await?
+            .into_iter()
+            .filter(|o| {
+                o.get("info").is_some_and(|info| {
+                    let state = info.text_of("state").unwrap_or_default();
+                    let named = [
+                        info.text_of("name").unwrap_or_default(),
+                        info.text_of("descriptionId")
+                            .and_then(|d| d.rsplit('.').next())
+                            .unwrap_or_default(),
+                    ];
+                    matches!(state, "queued" | "running")
+                        && info.moref_of("entity").as_ref() == Some(entity)
+                        && named.iter().any(|n| method_key(n) == wanted)
                 })
+            })
+            .map(|o| o.obj)
+            .collect();
+        if !pending.is_empty() {
+            tracing::debug!(tasks = pending.len(), %entity, method, "waiting for tasks that may be a lost call's");
+        }
+        let never = CancellationToken::new();
+        for task in pending {
+            let _ = self
+                .wait_for_task(&task, Some(limit), &never, &|_| {})
                 .await;
-            let mut st = self.task_waiter().state.lock().expect("lock");
-            match update {
-                Ok(Some(set)) => {
-                    if let Some(v) = set.text_of("version") {
-                        version = v.to_string();
+        }
+        Ok(())
+    }
+
+    /// The session's task pump: keeps the server-side watch, sends queued view changes, runs
+    /// the long polls and recovers from their failures. Runs while anyone waits.
+    async fn pump(self: Arc<Self>) {
+        let waiter = self.task_waiter();
+        let mut watch = waiter.state.lock().expect("lock").watch.take();
+        let mut failures: u32 = 0;
+        let mut poll: Option<CallFuture<Option<Node>>> = None;
+        let mut modify: Option<CallFuture<Vec<ManagedObjectReference>>> = None;
+        loop {
+            if watch
+                .as_ref()
+                .is_some_and(|w| w.generation != waiter.generation())
+            {
+                watch = None;
+            }
+            let Some((collector, view, version)) = watch
+                .as_ref()
+                .map(|w| (w.collector.clone(), w.view.clone(), w.version.clone()))
+            else {
+                poll = None;
+                modify = None;
+                let tasks = waiter.take_all_for_new_view();
+                match self.make_watch(&tasks).await {
+                    Ok(made) => watch = Some(made),
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, "could not set up the task watch; reading the tasks directly");
+                        self.read_tasks(&tasks).await;
+                        if waiter.stop_if_idle(&mut watch) {
+                            return;
+                        }
+                        tokio::time::sleep(backoff(failures)).await;
                     }
-                    for (task, info) in task_updates(&set) {
-                        if let Some(tx) = st.waiters.get(&task) {
-                            let _ = tx.send(Some(info));
+                }
+                continue;
+            };
+            if poll.is_none() {
+                let gather = failures == 0 && !version.is_empty();
+                let call = WaitForUpdatesEx {
+                    this: collector,
+                    version,
+                    max_wait_seconds: LONG_POLL_SECONDS,
+                };
+                let me = Arc::clone(&self);
+                poll = Some(Box::pin(async move {
+                    if gather {
+                        tokio::time::sleep(GATHER).await;
+                    }
+                    me.call(&call).await
+                }));
+            }
+            if modify.is_none() {
+                let (add, remove) = waiter.take_changes();
+                if !add.is_empty() || !remove.is_empty() {
+                    let call = ModifyListView {
+                        this: view,
+                        add,
+                        remove,
+                    };
+                    let me = Arc::clone(&self);
+                    modify = Some(Box::pin(async move {
+                        tokio::time::sleep(GATHER).await;
+                        let call = ModifyListView {
+                            add: me.task_waiter().take_more(call.add),
+                            ..call
+                        };
+                        let refused = me.call(&call).await?;
+                        // Tasks the view refused (gone already) are read on their own.
+                        let refused: Vec<_> = refused
+                            .into_iter()
+                            .filter(|t| call.add.contains(t))
+                            .collect();
+                        Ok(refused)
+                    }));
+                }
+            }
+            tokio::select! {
+                result = in_flight(&mut poll) => {
+                    poll = None;
+                    match result {
+                        Ok(update) => {
+                            failures = 0;
+                            if let Some(set) = update {
+                                if let (Some(v), Some(w)) = (set.text_of("version"), watch.as_mut()) {
+                                    w.version = v.to_string();
+                                }
+                                for (task, info) in task_updates(&set) {
+                                    waiter.tell(&task, Heard::Info(info));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            tracing::warn!(error = %e, failures, "waiting for task updates failed; reading the awaited tasks directly");
+                            self.read_tasks(&waiter.waiting()).await;
+                            // A fault (or a second failure) means the collector may be gone or
+                            // its version history lost: make everything again. A lost answer
+                            // alone is asked again from the same version.
+                            let remake = failures >= 2
+                                || !matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout);
+                            if remake {
+                                if let Some(old) = watch.take() {
+                                    let me = Arc::clone(&self);
+                                    tokio::spawn(async move { me.discard_watch(old).await });
+                                }
+                            }
+                            if failures >= 2 && !waiter.waiting().is_empty() {
+                                tokio::time::sleep(backoff(failures)).await;
+                            }
+                        }
+                    }
+                    if modify.is_none() && waiter.stop_if_idle(&mut watch) {
+                        return;
+                    }
+                }
+                result = in_flight(&mut modify) => {
+                    modify = None;
+                    match result {
+                        Ok(refused) if refused.is_empty() => {}
+                        Ok(refused) => self.read_tasks(&refused).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "adding tasks to the task watch failed; making it again");
+                            self.read_tasks(&waiter.waiting()).await;
+                            if let Some(old) = watch.take() {
+                                let me = Arc::clone(&self);
+                                tokio::spawn(async move { me.discard_watch(old).await });
+                            }
                         }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "waiting for task updates failed");
-                    st.waiters.clear();
-                }
-            }
-            if st.waiters.is_empty() {
-                st.polling = false;
-                return;
+                _ = waiter.wake.notified(), if modify.is_none() => {}
             }
         }
+    }
+
+    /// A private collector with one filter on every task's `info` in a new list view of `tasks`.
+    async fn make_watch(&self, tasks: &[ManagedObjectReference]) -> Result<ServerWatch> {
+        let generation = self.task_waiter().generation();
+        let collector = self
+            .call(&CreatePropertyCollector {
+                this: self.service_content().property_collector.clone(),
+            })
+            .await?;
+        let view_manager =
+            self.service_content().view_manager.clone().ok_or_else(|| {
+                Error::new(ErrorKind::NotVsphere, "the endpoint has no view manager")
+            })?;
+        let view = self
+            .call(&CreateListView {
+                this: view_manager,
+                objects: tasks.to_vec(),
+            })
+            .await?;
+        self.call(&CreateFilter {
+            this: collector.clone(),
+            spec: PropertyFilterSpec {
+                props: vec![PropertySpec::new("Task", &["info"])],
+                objects: vec![ObjectSpec {
+                    obj: view.clone(),
+                    skip: true,
+                    select: vec![TraversalSpec {
+                        name: "traverseTasks".to_string(),
+                        kind: "ListView".to_string(),
+                        path: "view".to_string(),
+                        skip: false,
+                    }],
+                }],
+            },
+            partial_updates: false,
+        })
+        .await?;
+        Ok(ServerWatch {
+            collector,
+            view,
+            version: String::new(),
+            generation,
+        })
+    }
+
+    /// Destroys a replaced watch (best effort: it may be gone with its session already).
+    async fn discard_watch(&self, old: ServerWatch) {
+        if old.generation != self.task_waiter().generation() {
+            return;
+        }
+        let _ = self
+            .call(&DestroyPropertyCollector {
+                this: old.collector,
+            })
+            .await;
+        let _ = self.call(&DestroyView { this: old.view }).await;
+    }
+
+    /// Reads the `info` of `tasks` directly and tells their waiters; a task the server no
+    /// longer knows is reported as vanished. Errors are logged: the stream, once back, or the
+    /// next recovery tells the rest.
+    async fn read_tasks(&self, tasks: &[ManagedObjectReference]) {
+        let waiter = self.task_waiter();
+        for chunk in tasks.chunks(DIRECT_READ_CHUNK) {
+            let spec = PropertyFilterSpec {
+                props: vec![PropertySpec::new("Task", &["info"])],
+                objects: chunk.iter().cloned().map(ObjectSpec::object).collect(),
+            };
+            match self.retrieve(spec).await {
+                Ok(objects) => {
+                    for o in objects {
+                        if let Some(info) = o.get("info").map(TaskInfo::from_node) {
+                            waiter.tell(&o.obj, Heard::Info(info));
+                        }
+                    }
+                }
+                Err(e) if e.is_not_found() => {
+                    // One of them is gone: ask one by one to know which.
+                    for task in chunk {
+                        match self.properties(task, &["info"]).await {
+                            Ok(o) => {
+                                if let Some(info) = o.get("info").map(TaskInfo::from_node) {
+                                    waiter.tell(task, Heard::Info(info));
+                                }
+                            }
+                            Err(e) if e.is_not_found() => waiter.tell(task, Heard::Vanished),
+                            Err(e) => tracing::debug!(error = %e, %task, "direct task read failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "direct task read failed"),
+            }
+        }
+    }
+}
+
+/// A method name as tasks report it, folded: `CreateVM_Task`, `createVm` and the last part of
+/// `Folder.createVm` are all `createvm`.
+fn method_key(name: &str) -> String {
+    let lower = name.to_ascii_lowercase().replace('_', "");
+    lower.strip_suffix("task").unwrap_or(&lower).to_string()
+}
+
+/// A finished task's result, or its error as a typed error with vSphere's message.
+fn outcome_of(task: &ManagedObjectReference, info: TaskInfo) -> Result<Option<Node>> {
+    match (info.state, info.error) {
+        (TaskState::Success, _) => Ok(info.result),
+        (_, Some((fault, message))) => Err(Error {
+            kind: match Error::from_fault(&fault, "").kind {
+                ErrorKind::Fault => ErrorKind::Task,
+                other => other,
+            },
+            fault: Some(fault),
+            message,
+            retry_after: None,
+        }),
+        _ => Err(Error::new(ErrorKind::Task, format!("{task} failed"))),
     }
 }
 
@@ -360,5 +805,40 @@ mod tests {
         let (fault, message) = info.error.clone().unwrap();
         assert_eq!(fault, "InvalidPowerState");
         assert!(message.contains("current state"));
+    }
+
+    #[test]
+    fn method_names_fold_as_tasks_report_them() {
+        assert_eq!(method_key("CreateVM_Task"), "createvm");
+        assert_eq!(method_key("createVm"), "createvm");
+        assert_eq!(method_key("PowerOnVM_Task"), method_key("powerOnVm"));
+        assert_ne!(method_key("PowerOnVM_Task"), method_key("PowerOffVM_Task"));
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn waiters_share_a_task_and_queue_view_changes() {
+        let w = TaskWaiter::default();
+        let t = ManagedObjectReference::new("Task", "task-1");
+        let (_a, start) = w.register(&t);
+        assert!(start);
+        let (_b, start) = w.register(&t);
+        assert!(!start, "one pump per session");
+        assert_eq!(w.take_changes().0, vec![t.clone()], "queued once");
+        w.unregister(&t);
+        assert!(w.take_changes().1.is_empty(), "still awaited by one");
+        w.unregister(&t);
+        assert_eq!(w.take_changes().1, vec![t.clone()]);
+        // A task finished before it reached the view is simply dropped from the queue.
+        let u = ManagedObjectReference::new("Task", "task-2");
+        let _c = w.register(&u);
+        w.unregister(&u);
+        assert_eq!(w.take_changes(), (vec![], vec![]));
     }
 }

@@ -25,17 +25,18 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct Transport {
     http: reqwest::Client,
     url: Url,
+    timeout: Duration,
     soap_action: RwLock<String>,
     cookie: RwLock<Option<Secret>>,
 }
 
 impl Transport {
     /// A transport for the SDK URL `url` (e.g. `https://esx1/sdk`) with this TLS policy; every
-    /// call gives up after `timeout`.
+    /// SOAP call gives up after `timeout` (plus a long poll's own wait). The limit is set per
+    /// request, not on the client, so byte transfers choose their own (a stall limit).
     pub fn new(url: Url, policy: &TlsPolicy, timeout: Duration) -> Result<Self> {
         tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("ceso/", env!("CARGO_PKG_VERSION")));
@@ -51,6 +52,7 @@ impl Transport {
         Ok(Self {
             http,
             url,
+            timeout,
             soap_action: RwLock::new("urn:vim25/6.5".to_string()),
             cookie: RwLock::new(None),
         })
@@ -76,9 +78,15 @@ impl Transport {
         self.cookie.read().expect("lock").is_some()
     }
 
-    /// The HTTP client (for datastore file transfers).
+    /// The HTTP client (for datastore file transfers and REST calls, which set their own
+    /// limits).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The API timeout: the longest a SOAP call, or a stalled transfer, may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Adds the session cookie to a request.
@@ -101,7 +109,11 @@ impl Transport {
         log_request(method.method_name(), &body, method.has_secrets());
         let mut attempt = 0;
         loop {
-            match self.post::<M>(body.clone(), method.method_name()).await {
+            let limit = self.timeout.saturating_add(method.extra_time());
+            match self
+                .post::<M>(body.clone(), method.method_name(), limit)
+                .await
+            {
                 Err(e)
                     if method.is_idempotent()
                         && e.kind == ErrorKind::Transport
@@ -119,11 +131,17 @@ impl Transport {
         }
     }
 
-    async fn post<M: Method>(&self, body: Vec<u8>, name: &str) -> Result<M::Response> {
+    async fn post<M: Method>(
+        &self,
+        body: Vec<u8>,
+        name: &str,
+        limit: Duration,
+    ) -> Result<M::Response> {
         let soap_action = self.soap_action.read().expect("lock").clone();
         let req = self
             .http
             .post(self.url.clone())
+            .timeout(limit)
             .header(CONTENT_TYPE, "text/xml; charset=utf-8")
             .header("SOAPAction", soap_action)
             .body(body);

@@ -227,6 +227,9 @@ pub struct ConfigSpec {
     pub name: Option<String>,
     /// Hardware version, e.g. `vmx-19`.
     pub version: Option<String>,
+    /// The instance UUID a new VM gets (chosen by the client, so the VM can be found by it
+    /// when the answer to its creation is lost).
+    pub instance_uuid: Option<String>,
     /// Guest OS id.
     pub guest_id: Option<String>,
     /// Notes.
@@ -268,6 +271,9 @@ impl ConfigSpec {
         }
         if let Some(v) = &self.version {
             w.text("version", v);
+        }
+        if let Some(v) = &self.instance_uuid {
+            w.text("instanceUuid", v);
         }
         if let Some(v) = &self.guest_id {
             w.text("guestId", v);
@@ -331,6 +337,7 @@ impl ConfigSpec {
     pub fn is_empty(&self) -> bool {
         self.name.is_none()
             && self.version.is_none()
+            && self.instance_uuid.is_none()
             && self.guest_id.is_none()
             && self.annotation.is_none()
             && self.num_cpus.is_none()
@@ -347,6 +354,14 @@ impl ConfigSpec {
             && self.memory_reservation_locked_to_max.is_none()
     }
 }
+
+/// A fresh instance UUID for a new VM.
+pub fn new_instance_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// How long a client waits, at most, for the tasks a lost call may have started.
+pub const LOST_CALL_SETTLE: Duration = Duration::from_secs(600);
 
 /// How to power a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,7 +459,18 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Powers a VM on, off or suspends it.
+    /// The VM's power state now (`poweredOn`, `poweredOff`, `suspended`).
+    pub async fn power_state(&self, vm: &ManagedObjectReference) -> Result<String> {
+        Ok(self
+            .properties(vm, &["runtime.powerState"])
+            .await?
+            .text("runtime.powerState")
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Powers a VM on, off or suspends it. When the answer is lost, the VM's power state says
+    /// whether it happened; if not, it is tried once more.
     pub async fn power_vm(
         self: &Arc<Self>,
         vm: &ManagedObjectReference,
@@ -452,22 +478,46 @@ impl Client {
         timeout: Option<Duration>,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let name = match op {
-            PowerOp::On => "PowerOnVM_Task",
-            PowerOp::Off => "PowerOffVM_Task",
-            PowerOp::Suspend => "SuspendVM_Task",
+        let (name, reached) = match op {
+            PowerOp::On => ("PowerOnVM_Task", "poweredOn"),
+            PowerOp::Off => ("PowerOffVM_Task", "poweredOff"),
+            PowerOp::Suspend => ("SuspendVM_Task", "suspended"),
         };
-        self.run_task(
-            TaskCall {
-                name,
-                this: vm,
-                args: &no_args,
-            },
-            timeout,
-            cancel,
-        )
-        .await
-        .map(|_| ())
+        let mut lost = 0;
+        loop {
+            let done = self
+                .run_task(
+                    TaskCall {
+                        name,
+                        this: vm,
+                        args: &no_args,
+                    },
+                    timeout,
+                    cancel,
+                )
+                .await;
+            match done {
+                Err(e)
+                    if e.kind == ErrorKind::Transport && lost < super::error::LOST_CALL_RETRIES =>
+                {
+                    tracing::warn!(error = %e, %vm, method = name, "the outcome of a power operation is unknown; looking");
+                    self.settle_tasks(vm, name, timeout.unwrap_or(LOST_CALL_SETTLE))
+                        .await?;
+                    if self.power_state(vm).await? == reached {
+                        return Ok(());
+                    }
+                    lost += 1;
+                }
+                // The lost call did it after all.
+                Err(e) if lost > 0 && e.fault.as_deref() == Some("InvalidPowerState") => {
+                    if self.power_state(vm).await? == reached {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+                other => return other.map(|_| ()),
+            }
+        }
     }
 
     /// `VirtualMachine.CloneVM_Task` (vCenter): returns the clone.
@@ -603,32 +653,40 @@ impl Client {
         guest_id: &str,
     ) -> Result<std::result::Result<(), Vec<String>>> {
         let key = format!("{browser}|{guest_id}");
-        if self.known_guest_ids().lock().expect("lock").contains(&key) {
-            return Ok(Ok(()));
-        }
-        let args = |w: &mut RequestWriter| {
-            w.start("spec", None).text("guestId", guest_id).end("spec");
-        };
-        let call = super::methods::NodeCall {
-            name: "QueryConfigOptionEx",
-            this: browser,
-            args: &args,
-            idempotent: true,
-        };
-        let option = self.call(&call).await?;
-        let ids: Vec<String> = option
-            .map(|o| {
-                o.children_named("guestOSDescriptor")
-                    .filter_map(|d| d.text_of("id").map(str::to_string))
-                    .collect()
+        let cell = self
+            .known_guest_ids()
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        let answer = cell
+            .get_or_try_init(|| async {
+                let args = |w: &mut RequestWriter| {
+                    w.start("spec", None).text("guestId", guest_id).end("spec");
+                };
+                let call = super::methods::NodeCall {
+                    name: "QueryConfigOptionEx",
+                    this: browser,
+                    args: &args,
+                    idempotent: true,
+                };
+                let option = self.call(&call).await?;
+                let ids: Vec<String> = option
+                    .map(|o| {
+                        o.children_named("guestOSDescriptor")
+                            .filter_map(|d| d.text_of("id").map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // Filtered to the one asked for when it exists; the whole list otherwise.
+                Ok::<_, Error>(if ids.len() == 1 && ids[0] == guest_id {
+                    Ok(())
+                } else {
+                    Err(ids)
+                })
             })
-            .unwrap_or_default();
-        // Filtered to the one asked for when it exists; the whole list otherwise.
-        if ids.len() == 1 && ids[0] == guest_id {
-            self.known_guest_ids().lock().expect("lock").insert(key);
-            Ok(Ok(()))
-        } else {
-            Ok(Err(ids))
-        }
+            .await?;
+        Ok(answer.clone())
     }
 }

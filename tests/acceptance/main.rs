@@ -8,6 +8,7 @@ mod backup_job;
 mod cbt_vm;
 mod cli;
 mod endpoint;
+mod fleet;
 mod harness;
 mod pci;
 mod placement;

@@ -28,7 +28,7 @@ use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operat
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::vm::{CloneSpec, ConfigSpec, PowerOp, VmInfo};
-use crate::vsphere::{Client, Error};
+use crate::vsphere::{Client, Error, ErrorKind};
 
 use model::{datastore_of, DiskModel, VmModel};
 
@@ -447,19 +447,129 @@ fn needs_power_off(spec: &ConfigSpec, info: &VmInfo) -> Option<String> {
     None
 }
 
+/// How a create ended when it did not simply succeed.
+struct NotMade {
+    diags: Diagnostics,
+    /// The VM, when it exists after all (incomplete: tracked, and so tainted).
+    vm: Option<ManagedObjectReference>,
+    /// The instance UUID of a VM that may exist though it could not be found (the outcome
+    /// stayed unknown): state keeps it, and the next refresh finds the VM or drops it.
+    maybe: Option<String>,
+}
+
+impl From<Diagnostics> for NotMade {
+    fn from(diags: Diagnostics) -> Self {
+        NotMade {
+            diags,
+            vm: None,
+            maybe: None,
+        }
+    }
+}
+
+/// How many times a create whose outcome was lost, and which surely did not happen, is tried.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// Runs a create (`attempt`, which makes the VM with instance UUID `uuid`) so that a lost
+/// outcome never orphans a VM or makes two: when the connection broke or the wait ended before
+/// the task did, vSphere is asked for the VM by its instance UUID (once the tasks that may be
+/// making it, `task`'s method on its entity, are over). Found, it is the result (or,
+/// when the user's time ran out, tracked with the error); surely absent, the create is tried
+/// again; unknown, the error says so and state keeps the UUID.
+async fn create_once<F, Fut>(
+    client: &Arc<Client>,
+    uuid: &str,
+    what: &str,
+    task: Option<(&ManagedObjectReference, &str)>,
+    limit: Duration,
+    mut attempt: F,
+) -> Result<ManagedObjectReference, NotMade>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<ManagedObjectReference, Error>>,
+{
+    let mut lost: Option<Error> = None;
+    for _ in 0..CREATE_ATTEMPTS {
+        let e = match attempt().await {
+            Ok(vm) => return Ok(vm),
+            Err(e) => e,
+        };
+        // A second try that finds the name taken may have met the first one's VM.
+        let look = e.outcome_unknown() || (lost.is_some() && e.kind == ErrorKind::AlreadyExists);
+        if !look {
+            return Err(error_diagnostics(what, &e).into());
+        }
+        tracing::warn!(error = %e, %uuid, "the outcome of a VM create is unknown; looking for the VM");
+        if let (Some((entity, method)), ErrorKind::Transport) = (task, e.kind) {
+            // The call may have started a task that is still making the VM: let such tasks end.
+            if let Err(f) = client.settle_tasks(entity, method, limit).await {
+                tracing::debug!(error = %f, "could not read the recent tasks");
+            }
+        }
+        match client.find_vm_by_uuid(uuid, true).await {
+            Ok(vm) if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Cancelled) => {
+                return Err(NotMade {
+                    diags: error_diagnostics(what, &e),
+                    vm: Some(vm),
+                    maybe: None,
+                })
+            }
+            Ok(vm) => {
+                tracing::info!(%vm, %uuid, "the VM exists: its create went through");
+                return Ok(vm);
+            }
+            Err(f) if f.is_not_found() && e.kind == ErrorKind::Transport => lost = Some(e),
+            Err(f) if f.is_not_found() => {
+                // The task may still make it: keep its UUID in state.
+                return Err(NotMade {
+                    diags: error_diagnostics(what, &e),
+                    vm: None,
+                    maybe: Some(uuid.to_string()),
+                });
+            }
+            Err(f) => {
+                let mut diags = error_diagnostics(what, &e);
+                diags.extend(error_diagnostics(
+                    &format!("find out whether the VM with instance UUID {uuid} exists"),
+                    &f,
+                ));
+                return Err(NotMade {
+                    diags,
+                    vm: None,
+                    maybe: Some(uuid.to_string()),
+                });
+            }
+        }
+    }
+    let e = lost.unwrap_or_else(|| Error::new(ErrorKind::Transport, "the create kept failing"));
+    Err(NotMade {
+        diags: error_diagnostics(what, &e),
+        vm: None,
+        maybe: Some(uuid.to_string()),
+    })
+}
+
 impl Vm {
+    /// The VM as vSphere has it now. A refresh (`after_write` false) may be served from the
+    /// session's snapshot of every VM; a read-back after a change always asks vSphere.
     async fn read_model(
         &self,
         client: &Arc<Client>,
         prior: &VmModel,
+        after_write: bool,
     ) -> Result<Option<VmModel>, Error> {
-        let info = match find_vm(client, prior).await? {
-            Some(vm) => match client.vm_info(&vm).await {
-                Ok(i) => i,
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(e),
-            },
-            None => return Ok(None),
+        let Some(vm) = find_vm(client, prior).await? else {
+            return Ok(None);
+        };
+        let read = if after_write {
+            client.vm_info(&vm).await
+        } else {
+            client.vm_info_prefetched(&vm).await
+        };
+        let info = match read {
+            Ok(i) => i,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
         };
         let inv = client.inventory_cached().await?;
         Ok(Some(VmModel::from_info(&info, &inv, prior)))
@@ -475,7 +585,7 @@ impl Vm {
     ) -> ApplyResult {
         let mut handle = plan.clone();
         handle.moid = Some(vm.value.clone());
-        match self.read_model(client, &handle).await {
+        match self.read_model(client, &handle, true).await {
             Ok(Some(state)) => match value(&state) {
                 Ok(v) => ApplyResult {
                     state: v,
@@ -512,8 +622,8 @@ impl Vm {
         }
     }
 
-    /// Makes the VM (from scratch or a clone); returns it, with no device or power changes yet
-    /// beyond what creation itself does.
+    /// Makes the VM (from scratch, a clone or an OVF) with a new instance UUID; returns it,
+    /// with no device or power changes yet beyond what creation itself does.
     async fn make_vm(
         &self,
         client: &Arc<Client>,
@@ -522,7 +632,8 @@ impl Vm {
         at: &Placement,
         limit: Duration,
         cancel: &CancellationToken,
-    ) -> Result<ManagedObjectReference, Diagnostics> {
+    ) -> Result<ManagedObjectReference, NotMade> {
+        let uuid = &crate::vsphere::vm::new_instance_uuid();
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);
         if let Some(ovf) = plan.ovf.as_ref().and_then(|o| o.first()) {
@@ -550,11 +661,13 @@ impl Vm {
                 folder: &at.folder,
                 datastore: &ds,
                 host: at.host.as_ref(),
+                instance_uuid: Some(uuid),
             };
-            return client
-                .deploy_ovf(&source, &target, limit)
-                .await
-                .map_err(|e| action("deploy the OVF for", &e));
+            let what = format!("deploy the OVF for VM {:?}", plan.name);
+            return create_once(client, uuid, &what, None, limit, || {
+                client.deploy_ovf(&source, &target, limit)
+            })
+            .await;
         }
         if let Some(clone) = plan.clone.as_ref().and_then(|c| c.first()) {
             let source = find_source(client, &clone.template).await?;
@@ -565,6 +678,7 @@ impl Vm {
             if client.about().is_vcenter() {
                 let mut config = settings_spec(plan, None);
                 config.name = None;
+                config.instance_uuid = Some(uuid.to_string());
                 let linked_snapshot = if clone.linked_clone.unwrap_or(false) {
                     let snap = client
                         .properties(&source, &["snapshot.currentSnapshot"])
@@ -583,10 +697,12 @@ impl Vm {
                     linked_snapshot,
                     config,
                 };
-                return client
-                    .clone_vm(&source, &at.folder, &plan.name, &spec, Some(limit), cancel)
-                    .await
-                    .map_err(|e| action("clone", &e));
+                let what = format!("clone VM {:?}", plan.name);
+                let task = Some((&source, "CloneVM_Task"));
+                return create_once(client, uuid, &what, task, limit, || {
+                    client.clone_vm(&source, &at.folder, &plan.name, &spec, Some(limit), cancel)
+                })
+                .await;
             }
             // Standalone ESXi: copy each disk, then build the VM around the copies.
             let mut changes = vec![DeviceChange::ScsiController {
@@ -602,7 +718,7 @@ impl Vm {
                     Some(&at.datacenter),
                 )
                 .await
-                .map_err(|e| action("make the directory of", &e))?;
+                .map_err(|e| NotMade::from(action("make the directory of", &e)))?;
             let src_disks: Vec<&Disk> = src.disks().collect();
             for (i, d) in src_disks.iter().enumerate() {
                 let dest = format!("[{}] {}/{}_{}.vmdk", at.datastore, plan.name, plan.name, i);
@@ -617,7 +733,7 @@ impl Vm {
                     .await
                 {
                     cleanup_files(client, inv, &copied).await;
-                    return Err(action("copy a disk for", &e));
+                    return Err(action("copy a disk for", &e).into());
                 }
                 copied.push(dest.clone());
                 copies.push(Disk {
@@ -627,9 +743,12 @@ impl Vm {
             }
             changes.extend(migrate::attach(&copies, CONTROLLER_KEY, SCSI_RESERVED_UNIT));
             let mut spec = spec_around(plan, &src, &at.datastore);
+            spec.instance_uuid = Some(uuid.to_string());
             spec.device_changes = changes;
-            return match client
-                .create_vm(
+            let what = format!("create VM {:?}", plan.name);
+            let task = Some((&at.folder, "CreateVM_Task"));
+            let made = create_once(client, uuid, &what, task, limit, || {
+                client.create_vm(
                     &at.folder,
                     &at.pool,
                     at.host.as_ref(),
@@ -637,17 +756,22 @@ impl Vm {
                     Some(limit),
                     cancel,
                 )
-                .await
+            })
+            .await;
+            if let Err(NotMade {
+                vm: None,
+                maybe: None,
+                ..
+            }) = &made
             {
-                Ok(vm) => Ok(vm),
-                Err(e) => {
-                    cleanup_files(client, inv, &copied).await;
-                    Err(action("create", &e))
-                }
-            };
+                // Surely no VM holds the copies.
+                cleanup_files(client, inv, &copied).await;
+            }
+            return made;
         }
         let mut spec = settings_spec(plan, None);
         spec.name = Some(plan.name.clone());
+        spec.instance_uuid = Some(uuid.to_string());
         spec.vm_path = Some(format!("[{}]", at.datastore));
         spec.version = plan.hardware_version.map(|v| format!("vmx-{v}"));
         spec.guest_id = spec.guest_id.or(Some("otherGuest64".into()));
@@ -659,8 +783,10 @@ impl Vm {
         let empty = VmInfo::default();
         changes.extend(device_changes(plan, None, &empty, inv, &at.datastore)?);
         spec.device_changes = changes;
-        client
-            .create_vm(
+        let what = format!("create VM {:?}", plan.name);
+        let task = Some((&at.folder, "CreateVM_Task"));
+        create_once(client, uuid, &what, task, limit, || {
+            client.create_vm(
                 &at.folder,
                 &at.pool,
                 at.host.as_ref(),
@@ -668,8 +794,8 @@ impl Vm {
                 Some(limit),
                 cancel,
             )
-            .await
-            .map_err(|e| action("create", &e))
+        })
+        .await
     }
 
     /// Applies settings and device changes to an existing VM, powering it off and on around
@@ -1068,7 +1194,33 @@ impl Resource for Vm {
             .await
         {
             Ok(vm) => vm,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
+            Err(NotMade {
+                diags,
+                vm: Some(vm),
+                ..
+            }) => return self.finish(&client, &vm, &plan, diags).await,
+            Err(NotMade {
+                diags,
+                maybe: Some(uuid),
+                ..
+            }) => {
+                // The VM may exist: state keeps its instance UUID, so the next refresh finds
+                // it (tracked, tainted) or drops it.
+                let handle = VmModel {
+                    id: Some(uuid),
+                    moid: None,
+                    ..plan.clone()
+                };
+                return match value(&handle) {
+                    Ok(v) => ApplyResult {
+                        state: crate::framework::typed::unknown_to_null(&v),
+                        private: None,
+                        diags,
+                    },
+                    Err(_) => ApplyResult::failed(Value::Null, diags),
+                };
+            }
+            Err(NotMade { diags, .. }) => return ApplyResult::failed(Value::Null, diags),
         };
         // From here on the VM exists: every failure returns its state so it stays tracked.
         let mut diags = match self
@@ -1096,7 +1248,7 @@ impl Resource for Vm {
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
         let prior = model(state)?;
         let client = client(ctx, endpoint_of(state)).await?;
-        match self.read_model(&client, &prior).await {
+        match self.read_model(&client, &prior, false).await {
             Ok(Some(m)) => value(&m).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(error_diagnostics("read the VM", &e)),
@@ -1157,7 +1309,7 @@ impl Resource for Vm {
             Ok(None) => return Diagnostics::new(),
             Err(e) => return error_diagnostics("find the VM", &e),
         };
-        let info = match client.vm_info(&vm).await {
+        let info = match client.vm_info_prefetched(&vm).await {
             Ok(i) => i,
             Err(e) if e.is_not_found() => return Diagnostics::new(),
             Err(e) => return error_diagnostics("read the VM", &e),
