@@ -50,6 +50,13 @@
 // included) at -datastore-mbps MB/s each, stalls them after -fault-stall-transfer-after bytes
 // (for paths matching -fault-stall-paths) with the connection left open, and gives the
 // inventory VMs -disk-gb GiB disks (sparse flat extents).
+// nfc.go models OVF import through an HttpNfcLease: a disk uploaded (PUT or POST) to a lease's
+// deviceUrl must be a streamOptimized VMDK and is decoded, streaming, into the VM disk's flat
+// extent (zero grains left as holes; other bodies refused with 500 as hostd refuses them; CBT
+// records the writes), HttpNfcLeaseProgress renews the lease, a lease with neither progress
+// calls nor upload bytes for -nfc-lease-timeout (default 300s, as a host) times out
+// (state error, Timedout) and, as after HttpNfcLeaseAbort, its VM is removed;
+// HttpNfcLeaseComplete makes it done.
 // -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
 //
 // -api-version makes it a server of another release (about.apiVersion/version), refusing
@@ -59,8 +66,11 @@
 // returns {"total":{path:n},"methods":{path:{method:n}},"soap_actions":{action:n},"peak_inflight":n,
 // "injected":{"wait_error":n,"wait_reset":n,"wait_reset_answer_lost":n,"reset_before":{method:n},
 // "reset_after":{method:n},"stall":n},"panics":n,"collector":{"collectors":n,"filters":n,"waits":n,
-// "answers":n}}, so a test or benchmark can report round trips (read it before and after a
-// command) and check that faults were injected (faults.go) and nothing was left behind.
+// "answers":n},"nfc":{"leases":n,"progress_calls":n,"leases_completed":n,"leases_aborted":n,
+// "leases_timed_out":n,"uploads":n,"uploads_failed":n,"bytes_received":n,"bytes_written":n,
+// "by_lease":{moid:{"state":s,"progress_calls":n,"bytes_written":n}}}}, so a test or benchmark
+// can report round trips (read it before and after a command) and check that faults were
+// injected (faults.go) and nothing was left behind.
 package main
 
 import (
@@ -122,9 +132,10 @@ var bodyMethod = regexp.MustCompile(`<(?:[\w-]+:)?Body[^>]*>\s*<(?:[\w-]+:)?([A-
 func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && r.URL.Path == "/vcsim-counts" {
 		c.mu.Lock()
-		// ceso addition: "injected" and "panics" (faults.go), "collector" (collector.go).
+		// ceso addition: "injected" and "panics" (faults.go), "collector" (collector.go), "nfc"
+		// (nfc.go).
 		b, _ := json.Marshal(map[string]interface{}{"total": c.total, "methods": c.methods, "soap_actions": c.actions, "peak_inflight": c.peak,
-			"injected": faultCounts(), "panics": panicCount(), "collector": collectorStats()})
+			"injected": faultCounts(), "panics": panicCount(), "collector": collectorStats(), "nfc": nfcCounts()})
 		c.peak = c.inflight
 		c.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -170,10 +181,10 @@ func (c *soapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveHandler wraps the simulator's handler as the launcher serves it (tests use it too):
-// panics counted (faults.go), datastore transfers paced and stalled (transfer.go), disk
-// extents, changed block tracking and QueryChangedDiskAreas (cbt.go), every SOAP call counted,
-// then fault injection and the tagging of waits (faults.go, collector.go) right before the
-// simulator.
+// panics counted (faults.go), datastore transfers paced and stalled (transfer.go), uploads to
+// HttpNfcLease URLs (nfc.go), disk extents, changed block tracking and QueryChangedDiskAreas
+// (cbt.go), every SOAP call counted, then fault injection and the tagging of waits (faults.go,
+// collector.go) right before the simulator.
 func serveHandler(sim http.Handler, announced string) (http.Handler, error) {
 	faults, err := installFaults(sim)
 	if err != nil {
@@ -182,6 +193,12 @@ func serveHandler(sim http.Handler, announced string) (http.Handler, error) {
 	var h http.Handler = &soapCounter{next: faults, total: map[string]int{}, methods: map[string]map[string]int{}, actions: map[string]int{}, announced: announced}
 	// ceso addition: disk extents, changed block tracking and QueryChangedDiskAreas; see cbt.go.
 	h = installCBT(h)
+	// ceso addition: OVF import uploads to HttpNfcLease URLs written into the VM's disks, lease
+	// time-outs (-nfc-lease-timeout); see nfc.go.
+	h, err = installNFC(h)
+	if err != nil {
+		return nil, err
+	}
 	// ceso addition: datastore transfers paced (-datastore-mbps) and stalled
 	// (-fault-stall-transfer-after); see transfer.go.
 	h, err = installTransfers(h)

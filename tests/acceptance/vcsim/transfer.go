@@ -43,8 +43,8 @@ package main
 //     disks work the same way).
 //
 // Not modelled: a bandwidth shared by all transfers (or per host, per datastore), latency per
-// transfer, slow starts, transfers that fail outright (a reset: see faults.go for SOAP calls),
-// NFC leases' progress and timeouts.
+// transfer, slow starts, transfers that fail outright (a reset: see faults.go for SOAP calls).
+// (NFC leases' progress and time-outs, and what an upload to a lease writes: nfc.go.)
 
 import (
 	"errors"
