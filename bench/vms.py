@@ -243,8 +243,8 @@ def run_watched(cmd, *, cwd, env, timeout: float, vc: B.Vcsim, stall_s: float) -
 class Side:
     """One provider against one fresh simulator, for one N."""
 
-    def __init__(self, side: str, binary: Path, n: int, args, work: Path):
-        self.side, self.binary, self.n, self.args, self.work = side, binary, n, args, work
+    def __init__(self, side: str, binary: Path, n: int, par: int, args, work: Path):
+        self.side, self.binary, self.n, self.par, self.args, self.work = side, binary, n, par, args, work
         self.rtype = "ceso_vm" if side == "ours" else "vsphere_virtual_machine"
         self.tfdir = work / "tf"
         self.tfdir.mkdir(parents=True)
@@ -276,7 +276,7 @@ class Side:
         poller.start()
         try:
             w = run_watched([self.args.terraform, *argv, "-input=false", "-no-color",
-                             f"-parallelism={self.args.parallelism}"],
+                             f"-parallelism={self.par}"],
                             cwd=self.tfdir, env=env, timeout=step_timeout(self.n, self.args),
                             vc=vc, stall_s=self.args.stall_seconds)
         finally:
@@ -310,7 +310,7 @@ class Side:
         return res
 
     def measure(self) -> dict:
-        out: dict = {"n": self.n, "steps": {}}
+        out: dict = {"n": self.n, "parallelism": self.par, "steps": {}}
         sim_dir = self.work / "vcsim"
         flags = [*VCSIM_FLAGS, "-delay", str(self.args.delay)]
         with B.Vcsim(self.args.vcsim, sim_dir, flags) as vc:
@@ -459,13 +459,43 @@ def print_table(doc: dict) -> None:
                 meth = st.get("soap_methods", {})
                 if not meth:
                     continue
-                n = int(n_key)
+                n = int(run.get("n") or n_key.split()[0])
                 flat = sorted(((m, c, p) for p, mm in meth.items() for m, c in mm.items()), key=lambda x: -x[1])
                 top = ", ".join(f"{m}{'' if p == '/sdk' else ' ' + p} {c} ({c / n:.1f}/VM)" for m, c, p in flat[:5])
                 pan = f"; {st['simulator_panics']} simulator panic(s)" if st.get("simulator_panics") else ""
                 print(f"N={n_key} {side:4} {step:7} peak {st.get('peak_inflight')} in flight{pan}; top calls: {top}")
             for f in s.get("failed_attempts", []):
                 print(f"N={n_key} {side:4} an earlier attempt was abandoned: {f.get('stalled', '').splitlines()[0]}")
+
+
+# The issue's goals at scale (#14): against the peer, a no-op plan at least 10x faster and
+# apply and destroy at least 4x faster; ours alone, a provider of at most 32 MiB at 1,000 VMs.
+RATIO_GOALS = {"plan": 0.1, "apply": 0.25, "destroy": 0.25}
+RSS_GOAL_KIB, RSS_GOAL_MIN_VMS = 32 * 1024, 1000
+
+
+def goals(doc: dict) -> list[dict]:
+    """Each goal that a run of this invocation can speak to, measured or not (a failed step
+    is never counted as met)."""
+    out = []
+    for key, run in doc["runs"].items():
+        rat = run.get("ratios_ours_over_peer", {})
+        for step, limit in RATIO_GOALS.items():
+            r = rat.get(step, {}).get("wall_s")
+            if "steps" in run.get("peer", {}):
+                ok = r is not None and not any("error" in run[s].get("steps", {}).get(step, {})
+                                               for s in ("ours", "peer"))
+                out.append({"run": key, "what": f"{step} wall time ours/peer",
+                            "measured": f"{r:.3f}" if r is not None else "failed", "goal": f"<= {limit}",
+                            "met": ok and r <= limit})
+        ours = run.get("ours", {})
+        if run.get("n", 0) >= RSS_GOAL_MIN_VMS and "steps" in ours:
+            k = ours.get("peak_rss_kib")
+            failed = any("error" in st for st in ours["steps"].values())
+            out.append({"run": key, "what": "provider peak RSS",
+                        "measured": f"{k / 1024:.1f} MiB" if k and not failed else "failed",
+                        "goal": "<= 32 MiB", "met": bool(k) and not failed and k <= RSS_GOAL_KIB})
+    return out
 
 
 # --------------------------------------------------------------------------- driver
@@ -479,7 +509,8 @@ def main() -> int:
                     help="skip the peer above this N (reported as skipped)")
     ap.add_argument("--network", default="VM Network", help='"VM Network" or "DC0_DVPG0" (default: %(default)s)')
     ap.add_argument("--delay", type=int, default=5, help="simulator latency per SOAP call, ms (default: %(default)s)")
-    ap.add_argument("--parallelism", type=int, default=10)
+    ap.add_argument("--parallelism", default="10",
+                    help="comma-separated terraform -parallelism values, each a run (default: %(default)s)")
     ap.add_argument("--ceso", type=Path, default=ROOT / "target/release/terraform-provider-ceso")
     ap.add_argument("--peer", type=Path, default=TESTBED / "bin" / B.PEER_BIN)
     ap.add_argument("--terraform", type=Path, default=TESTBED / "bin/terraform")
@@ -505,6 +536,12 @@ def main() -> int:
         ap.error(f"--vms: not a list of numbers: {args.vms!r}")
     if not ns or min(ns) < 1:
         ap.error("--vms: need positive counts")
+    try:
+        pars = [int(x) for x in str(args.parallelism).split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--parallelism: not a list of numbers: {args.parallelism!r}")
+    if not pars or min(pars) < 1:
+        ap.error("--parallelism: need positive values")
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not set(sides) <= {"ours", "peer"}:
         ap.error("--sides: ours and/or peer")
@@ -545,7 +582,7 @@ def main() -> int:
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
                  "hostname": socket.gethostname()},
         "terraform": {"path": str(args.terraform), "version": tf_version},
-        "settings": {"vms": ns, "network": args.network, "delay_ms": args.delay, "parallelism": args.parallelism,
+        "settings": {"vms": ns, "network": args.network, "delay_ms": args.delay, "parallelism": pars,
                      "simulator_flags": [*VCSIM_FLAGS, "-delay", str(args.delay)],
                      "simulator_model": "vCenter: DC0, cluster DC0_C0 (3 hosts) + 1 standalone host, LocalDS_0",
                      "peer_max_vms": args.peer_max_vms,
@@ -556,8 +593,9 @@ def main() -> int:
     errors = []
     t_all = time.perf_counter()
     try:
-        for n in ns:
-            run: dict = {}
+        for n, par in [(n, par) for n in ns for par in pars]:
+            key = f"{n} p{par}" if len(pars) > 1 else str(n)
+            run: dict = {"n": n, "parallelism": par}
             for side in ("ours", "peer"):
                 if side in skipped:
                     run[side] = {"skipped": skipped[side]}
@@ -569,8 +607,8 @@ def main() -> int:
                 for attempt in range(1, args.attempts + 1):
                     try:
                         t0 = time.perf_counter()
-                        r = Side(side, binaries[side]["snapshot"], n, args,
-                                 scratch / f"n{n}" / f"{side}-{attempt}").measure()
+                        r = Side(side, binaries[side]["snapshot"], n, par, args,
+                                 scratch / f"n{n}-p{par}" / f"{side}-{attempt}").measure()
                         r["total_s"] = round(time.perf_counter() - t0, 1)
                     except (B.BenchError, OSError, subprocess.SubprocessError) as e:
                         r = {"error": str(e)}
@@ -586,14 +624,14 @@ def main() -> int:
                 run[side] = r
                 for step, s in run[side].get("steps", {}).items():
                     if "error" in s:
-                        errors.append(f"N={n} {side} {step}: {s['error'].splitlines()[0]}")
+                        errors.append(f"N={key} {side} {step}: {s['error'].splitlines()[0]}")
                     if args.check and step == "plan" and s.get("no_changes") is False:
-                        errors.append(f"N={n} {side} plan: not empty (see {s.get('plan_diff_file')})")
+                        errors.append(f"N={key} {side} plan: not empty (see {s.get('plan_diff_file')})")
                 if "error" in run[side]:
-                    errors.append(f"N={n} {side}: {run[side]['error'].splitlines()[0]}")
+                    errors.append(f"N={key} {side}: {run[side]['error'].splitlines()[0]}")
             if "steps" in run.get("ours", {}) and "steps" in run.get("peer", {}):
                 run["ratios_ours_over_peer"] = ratios_for(run["ours"], run["peer"])
-            doc["runs"][str(n)] = run
+            doc["runs"][key] = run
             doc["total_s"] = round(time.perf_counter() - t_all, 1)
             args.out.write_text(json.dumps(doc, indent=2) + "\n")  # after each N: a partial run still reports
     finally:
@@ -602,9 +640,12 @@ def main() -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    doc["goals"] = goals(doc)
     doc["total_s"] = round(time.perf_counter() - t_all, 1)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print_table(doc)
+    for g in doc["goals"]:
+        print(f"goal {g['run']} {g['what']}: {g['measured']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
     for side, why in skipped.items():
         if why != "not selected (--sides)":
             print(f"{side}: skipped: {why}")

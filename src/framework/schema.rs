@@ -18,6 +18,13 @@ pub struct Schema {
     pub block: Block,
 }
 
+/// The value type of the schema `build` makes, computed once per process into `cell`: models
+/// are decoded and encoded on every request, and building a schema (with its validators) is
+/// far dearer than that.
+pub fn memo_type(cell: &'static std::sync::OnceLock<Type>, build: fn() -> Schema) -> &'static Type {
+    cell.get_or_init(|| build().value_type())
+}
+
 impl Schema {
     /// A version-0 schema with this root block.
     pub fn new(block: Block) -> Self {

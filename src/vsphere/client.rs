@@ -206,6 +206,22 @@ impl Client {
         }
     }
 
+    /// [`Client::call`] for a response the caller streams: the response of a call that
+    /// succeeded, its body unread (an expired session is logged in again and the call repeated,
+    /// as for `call`).
+    pub async fn call_streamed<M: Method>(&self, method: &M) -> Result<reqwest::Response> {
+        match self.transport.call_streamed(method).await {
+            Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
+                tracing::info!(url = %self.transport.url(), "session expired; logging in again");
+                self.login().await?;
+                self.views.lock().expect("lock").clear();
+                self.tasks.reset();
+                self.transport.call_streamed(method).await
+            }
+            other => other,
+        }
+    }
+
     /// The server's clock: the cheapest authenticated call, used as a session keep-alive.
     pub async fn current_time(&self) -> Result<String> {
         Ok(self.call(&CurrentTime::default()).await?.returnval)
@@ -271,6 +287,11 @@ impl Client {
     /// The password the session logs in with (for the REST login of the tagging service).
     pub(crate) fn password_text(&self) -> &str {
         self.password.expose()
+    }
+
+    /// The API timeout: every SOAP call's limit, and how long a transfer may move no byte.
+    pub fn transport_timeout(&self) -> std::time::Duration {
+        self.transport.timeout()
     }
 
     /// The transport, for datastore file access with the session cookie.

@@ -107,8 +107,14 @@ pub enum Device {
         /// Its type, e.g. `ParaVirtualSCSIController`.
         kind: String,
     },
-    /// Any other device, kept as read.
-    Other(Node),
+    /// Any other device: its key and type (ceso never edits those, so nothing more is kept:
+    /// a fleet's devices stay small in memory).
+    Other {
+        /// Key.
+        key: i32,
+        /// Its type, e.g. `VirtualTPM`.
+        kind: String,
+    },
 }
 
 /// The adapter types ceso offers and their vSphere device types.
@@ -213,7 +219,12 @@ impl Device {
                     device_name: text("deviceName"),
                 },
                 // Dynamic DirectPath, SR-IOV and other backings are kept as read.
-                _ => return Device::Other(node.clone()),
+                _ => {
+                    return Device::Other {
+                        key,
+                        kind: kind.to_string(),
+                    }
+                }
             };
             return Device::Passthrough(Passthrough { key, backing });
         }
@@ -224,7 +235,10 @@ impl Device {
                 kind: kind.to_string(),
             };
         }
-        Device::Other(node.clone())
+        Device::Other {
+            key,
+            kind: kind.to_string(),
+        }
     }
 }
 
@@ -450,6 +464,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(&d[3], Device::Other(n) if n.type_or("") == "VirtualTPM"));
+        assert!(matches!(&d[3], Device::Other { kind, .. } if kind == "VirtualTPM"));
     }
 }

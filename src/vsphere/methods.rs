@@ -250,13 +250,6 @@ node_method! {
 }
 
 node_method! {
-    /// `PropertyCollector.CancelRetrievePropertiesEx`: lets the rest of a paged result go.
-    CancelRetrievePropertiesEx { token: String }
-    returns (), decode decode_void, idempotent true,
-    write |s, w| { w.text("token", &s.token); }
-}
-
-node_method! {
     /// `PropertyCollector.ContinueRetrievePropertiesEx`: the next page after a token.
     ContinueRetrievePropertiesEx { token: String }
     returns Option<Node>, decode decode_optional_node, idempotent true,

@@ -24,9 +24,11 @@ pub mod snapshot;
 pub mod tagging;
 pub mod task;
 pub mod tls;
+pub mod transfer;
 pub mod transport;
 pub mod types;
 pub mod vm;
+pub mod wait;
 pub mod xml;
 
 pub use client::{Client, ConnectConfig};

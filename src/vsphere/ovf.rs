@@ -13,26 +13,19 @@ use super::client::Client;
 use super::envelope::RequestWriter;
 use super::error::{Error, ErrorKind, Result};
 use super::methods::{NodeCall, PlainCall};
+use super::transfer::{host_of, send_upload, GuardedDownload, Moved, TransferName};
 use super::types::ManagedObjectReference;
 use super::xml::{parse_fragment, Node};
 
 /// Where a VM comes from: an `.ovf` (its files beside it) or an `.ova` archive, on this machine.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OvfSource {
     /// The descriptor's directory, where its referenced files are.
     pub dir: PathBuf,
     /// The descriptor's text.
     pub descriptor: String,
-    /// A directory to remove afterwards (an unpacked OVA).
-    cleanup: Option<PathBuf>,
-}
-
-impl Drop for OvfSource {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.cleanup {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+    /// The private temporary directory of an unpacked OVA or a download, removed on drop.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -42,9 +35,50 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     )
 }
 
+/// A private temporary directory (random name, mode 0700) for a package.
+fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| io_error("create a temporary directory for", Path::new(prefix), e))
+}
+
+/// A file a package's descriptor refers to, as a path inside the package: it must be relative
+/// and stay inside (no scheme, no leading `/`, no `..`), so a descriptor can never make ceso
+/// read or fetch anything else.
+pub fn package_path(href: &str) -> Result<PathBuf> {
+    let refused = |why: &str| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the OVF descriptor refers to {href:?}, {why}: file references must be paths relative to the package"
+            ),
+        )
+    };
+    if href.contains("://") || href.starts_with("file:") {
+        return Err(refused("a URL"));
+    }
+    let path = Path::new(href);
+    let mut clean = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::Normal(p) => clean.push(p),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => return Err(refused("which leaves the package")),
+            std::path::Component::RootDir | std::path::Component::Prefix(_) => {
+                return Err(refused("an absolute path"))
+            }
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(refused("which names no file"));
+    }
+    Ok(clean)
+}
+
 impl OvfSource {
-    /// Opens `path`: an `.ovf` file, or an `.ova` (tar) archive, unpacked to a temporary
-    /// directory that is removed when the source is dropped.
+    /// Opens `path`: an `.ovf` file, or an `.ova` (tar) archive, unpacked to a private
+    /// temporary directory that is removed when the source is dropped.
     pub fn open(path: &Path) -> Result<Self> {
         let is_ova = path
             .extension()
@@ -55,15 +89,16 @@ impl OvfSource {
             return Ok(Self {
                 dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
                 descriptor,
-                cleanup: None,
+                _scratch: None,
             });
         }
-        let dir = std::env::temp_dir().join(format!(
-            "ceso-ova-{}-{}",
-            std::process::id(),
-            path.file_stem().and_then(|s| s.to_str()).unwrap_or("x")
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let scratch = scratch_dir("ceso-ova-")?;
+        Self::unpack(path, scratch)
+    }
+
+    /// Unpacks the OVA at `path` into `scratch`.
+    fn unpack(path: &Path, scratch: tempfile::TempDir) -> Result<Self> {
+        let dir = scratch.path().to_path_buf();
         let file = std::fs::File::open(path).map_err(|e| io_error("open", path, e))?;
         tar::Archive::new(file)
             .unpack(&dir)
@@ -80,17 +115,17 @@ impl OvfSource {
             })?;
         let descriptor = std::fs::read_to_string(&ovf).map_err(|e| io_error("read", &ovf, e))?;
         Ok(Self {
-            dir: dir.clone(),
+            dir,
             descriptor,
-            cleanup: Some(dir),
+            _scratch: Some(scratch),
         })
     }
-}
 
-impl OvfSource {
-    /// Downloads a package from an `http(s)://` URL into a temporary directory (removed when the
-    /// source is dropped): an `.ova` as is, or an `.ovf` with every file its References name.
-    pub async fn fetch(url: &str) -> Result<Self> {
+    /// Downloads a package from an `http(s)://` URL into a private temporary directory
+    /// (removed when the source is dropped): an `.ova` as is, or an `.ovf` with every file its
+    /// References name (paths relative to the descriptor only). A download fails when no byte
+    /// has arrived for `stall`, however long it takes in all.
+    pub async fn fetch(url: &str, stall: Duration) -> Result<Self> {
         let url = url::Url::parse(url).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidArgument,
@@ -103,83 +138,96 @@ impl OvfSource {
             .filter(|n| !n.is_empty())
             .unwrap_or("package.ova")
             .to_string();
-        let dir = std::env::temp_dir().join(format!("ceso-ovf-{}-{}", std::process::id(), name));
-        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let local_name = package_path(&name)?;
+        let scratch = scratch_dir("ceso-ovf-")?;
+        let dir = scratch.path().to_path_buf();
         super::tls::install_crypto_provider();
-        let http = reqwest::Client::builder().build().map_err(|e| {
-            Error::new(
-                ErrorKind::Transport,
-                format!("cannot build an HTTP client: {e}"),
-            )
-        })?;
-        let get = |u: url::Url, to: PathBuf| {
-            let http = http.clone();
-            async move {
-                let resp = http.get(u.clone()).send().await.map_err(|e| {
-                    Error::new(ErrorKind::Transport, format!("cannot download {u}: {e}"))
-                })?;
-                if !resp.status().is_success() {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!("cannot download {u}: HTTP {}", resp.status()),
-                    ));
-                }
-                let mut file = tokio::fs::File::create(&to)
-                    .await
-                    .map_err(|e| io_error("create", &to, e))?;
-                let mut stream = resp.bytes_stream();
-                use futures::StreamExt as _;
-                use tokio::io::AsyncWriteExt as _;
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| {
-                        Error::new(
-                            ErrorKind::Transport,
-                            format!("download of {u} interrupted: {e}"),
-                        )
-                    })?;
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| io_error("write", &to, e))?;
-                }
-                file.flush().await.map_err(|e| io_error("write", &to, e))?;
-                Ok::<_, Error>(())
-            }
-        };
-        let local = dir.join(&name);
-        get(url.clone(), local.clone()).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(stall)
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Transport,
+                    format!("cannot build an HTTP client: {e}"),
+                )
+            })?;
+        let local = dir.join(&local_name);
+        download_to(&http, &url, &local, stall).await?;
         if !name.to_ascii_lowercase().ends_with(".ovf") {
-            let mut src = Self::open(&local)?;
-            if src.cleanup.is_none() {
-                src.cleanup = Some(dir);
-            } else {
-                let _ = std::fs::remove_file(&local);
-            }
-            return Ok(src);
+            return Self::unpack(&local, scratch);
         }
         let descriptor =
             std::fs::read_to_string(&local).map_err(|e| io_error("read", &local, e))?;
-        let hrefs: Vec<String> = parse_fragment(&descriptor)?
-            .iter()
-            .flat_map(|env| env.children_named("References"))
-            .flat_map(|r| r.children_named("File"))
-            .filter_map(|f| f.attr("href").map(str::to_string))
-            .collect();
-        for href in hrefs {
+        for href in file_references(&descriptor)? {
+            let inside = package_path(&href)?;
             let file_url = url.join(&href).map_err(|e| {
                 Error::new(
                     ErrorKind::InvalidArgument,
                     format!("bad file reference {href:?}: {e}"),
                 )
             })?;
-            let target = dir.join(Path::new(&href).file_name().unwrap_or_default());
-            get(file_url, target).await?;
+            let target = dir.join(&inside);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_error("create", parent, e))?;
+            }
+            download_to(&http, &file_url, &target, stall).await?;
         }
         Ok(Self {
-            dir: dir.clone(),
+            dir,
             descriptor,
-            cleanup: Some(dir),
+            _scratch: Some(scratch),
         })
     }
+}
+
+/// The `href`s of a descriptor's References.
+fn file_references(descriptor: &str) -> Result<Vec<String>> {
+    Ok(parse_fragment(descriptor)?
+        .iter()
+        .flat_map(|env| env.children_named("References"))
+        .flat_map(|r| r.children_named("File"))
+        .filter_map(|f| f.attr("href").map(str::to_string))
+        .collect())
+}
+
+/// Downloads `url` to `to`, failing when no byte has arrived for `stall`.
+async fn download_to(
+    http: &reqwest::Client,
+    url: &url::Url,
+    to: &Path,
+    stall: Duration,
+) -> Result<()> {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let name = TransferName {
+        direction: "download",
+        file: url.path().to_string(),
+        host: host_of(url),
+        offset: 0,
+        len: None,
+    };
+    let resp = tokio::time::timeout(stall, http.get(url.clone()).send())
+        .await
+        .map_err(|_| name.stalled(0, stall))?
+        .map_err(|e| Error::new(ErrorKind::Transport, format!("cannot download {url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("cannot download {url}: HTTP {}", resp.status()),
+        ));
+    }
+    let mut file = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| io_error("create", to, e))?;
+    let moved = Arc::new(Moved::default());
+    let mut stream = GuardedDownload::new(Box::pin(resp.bytes_stream()), stall, name, moved);
+    while let Some(piece) = stream.next().await {
+        file.write_all(&piece?)
+            .await
+            .map_err(|e| io_error("write", to, e))?;
+    }
+    file.flush().await.map_err(|e| io_error("write", to, e))?;
+    Ok(())
 }
 
 /// Where an OVF deployment goes.
@@ -326,40 +374,39 @@ impl Client {
         }
     }
 
-    /// Waits for the lease to be ready and uploads every file item to its URL.
+    /// Waits for the lease to be ready and uploads every file item to its URL, telling the
+    /// lease how far it is at least every [`LEASE_PROGRESS_EVERY`] (a host aborts an import
+    /// lease that hears nothing for minutes) and logging progress at INFO.
     async fn fill_lease(
-        &self,
+        self: &Arc<Self>,
         lease: &ManagedObjectReference,
         source: &OvfSource,
         items: &[(String, String)],
         timeout: Duration,
     ) -> Result<ManagedObjectReference> {
-        let started = std::time::Instant::now();
-        let info = loop {
-            let o = self.properties(lease, &["state", "info", "error"]).await?;
-            match o.text("state") {
-                Some("ready") => break o.get("info").cloned().unwrap_or_default(),
-                Some("error") => {
-                    let msg = o
-                        .get("error")
-                        .and_then(|e| e.text_of("localizedMessage"))
-                        .unwrap_or("the lease failed")
-                        .to_string();
-                    return Err(Error::new(ErrorKind::Task, msg));
-                }
-                _ if started.elapsed() > timeout => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        "the import lease never became ready",
-                    ))
-                }
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        };
+        let state = self
+            .wait_for_properties(lease, &["state"], timeout, |v| {
+                matches!(
+                    v[0].as_ref().map(|n| n.text.as_str()),
+                    Some("ready" | "error" | "done")
+                )
+            })
+            .await?;
+        let o = self.properties(lease, &["info", "error"]).await?;
+        if state[0].as_ref().map(|n| n.text.as_str()) != Some("ready") {
+            let msg = o
+                .get("error")
+                .and_then(|e| e.text_of("localizedMessage"))
+                .unwrap_or("the lease failed")
+                .to_string();
+            return Err(Error::new(ErrorKind::Task, msg));
+        }
+        let info = o.get("info").cloned().unwrap_or_default();
         let vm = info
             .moref_of("entity")
             .ok_or_else(|| Error::new(ErrorKind::Decode, "the lease names no VM"))?;
         let host = self.url().host_str().unwrap_or("localhost").to_string();
+        let mut uploads = Vec::new();
         for (device, path) in items {
             let url = info
                 .children_named("deviceUrl")
@@ -376,30 +423,50 @@ impl Client {
             // The lease URL uses https; follow the endpoint's scheme and port (simulators, proxies).
             let _ = url.set_scheme(self.url().scheme());
             let _ = url.set_port(self.url().port());
-            let file_path = source.dir.join(path);
-            let file = tokio::fs::File::open(&file_path)
-                .await
-                .map_err(|e| io_error("open", &file_path, e))?;
-            let len = file
-                .metadata()
+            let file_path = source.dir.join(package_path(path)?);
+            let len = tokio::fs::metadata(&file_path)
                 .await
                 .map_err(|e| io_error("stat", &file_path, e))?
                 .len();
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-            let transport = self.transport();
-            let resp = transport
-                .authed(
-                    transport
-                        .http()
-                        .put(url.clone())
-                        .timeout(transport.timeout()),
-                )
-                .header(CONTENT_LENGTH, len)
-                .header("Content-Type", "application/x-vnd.vmware-streamVmdk")
-                .body(body)
-                .send()
+            uploads.push((url, path, file_path, len));
+        }
+        let total: u64 = uploads.iter().map(|u| u.3).sum();
+        let moved = Arc::new(Moved::default());
+        let reporter = {
+            let (me, lease, moved) = (Arc::clone(self), lease.clone(), moved.clone());
+            tokio::spawn(async move { me.report_lease_progress(&lease, &moved, total).await })
+        };
+        let sent = self.upload_lease_files(&uploads, &moved).await;
+        reporter.abort();
+        sent?;
+        tracing::info!(bytes = total, "OVF disks uploaded");
+        Ok(vm)
+    }
+
+    async fn upload_lease_files(
+        &self,
+        uploads: &[(url::Url, &String, PathBuf, u64)],
+        moved: &Arc<Moved>,
+    ) -> Result<()> {
+        let transport = self.transport();
+        for (url, path, file_path, len) in uploads {
+            let file = tokio::fs::File::open(file_path)
                 .await
-                .map_err(|e| transport.error(e))?;
+                .map_err(|e| io_error("open", file_path, e))?;
+            let name = TransferName {
+                direction: "upload",
+                file: path.to_string(),
+                host: host_of(url),
+                offset: 0,
+                len: Some(*len),
+            };
+            let request = transport
+                .authed(transport.http().put(url.clone()))
+                .header(CONTENT_LENGTH, *len)
+                .header("Content-Type", "application/x-vnd.vmware-streamVmdk");
+            let body = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
+            let resp =
+                send_upload(request, body, transport.timeout(), &name, moved.clone()).await?;
             if !resp.status().is_success() {
                 return Err(Error::new(
                     ErrorKind::Transport,
@@ -410,6 +477,42 @@ impl Client {
                 ));
             }
         }
-        Ok(vm)
+        Ok(())
+    }
+
+    /// Calls `HttpNfcLeaseProgress` every [`LEASE_PROGRESS_EVERY`] with the share of `total`
+    /// bytes moved, and logs it at INFO; runs until aborted.
+    async fn report_lease_progress(
+        &self,
+        lease: &ManagedObjectReference,
+        moved: &Moved,
+        total: u64,
+    ) {
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval(LEASE_PROGRESS_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let done = moved.bytes();
+            let percent = (done.saturating_mul(100) / total.max(1)).min(99) as i32;
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1e6;
+            tracing::info!(
+                "deploying OVF: {done} of {total} bytes uploaded ({percent}%), {rate:.0} MB/s"
+            );
+            let call = PlainCall {
+                name: "HttpNfcLeaseProgress",
+                this: lease,
+                args: &|w: &mut RequestWriter| {
+                    w.text("percent", &percent.to_string());
+                },
+            };
+            if let Err(e) = self.call(&call).await {
+                tracing::warn!(error = %e, "could not report progress to the import lease");
+            }
+        }
     }
 }
+
+/// How often an import lease hears of the upload's progress (hosts abort a lease that hears
+/// nothing for about five minutes; the issue asks for at least every 30 s).
+pub const LEASE_PROGRESS_EVERY: Duration = Duration::from_secs(10);

@@ -6,25 +6,31 @@
 //! well inside it), and never for a VM this session has changed since it was taken: any write
 //! to a VM marks it, and a write that may change VMs some other way (a host reboot, a snapshot
 //! removal, a network change) drops the snapshot. A VM missing from it (created since) is read
-//! on its own. Endpoints with more than [`PREFETCH_MAX_VMS`] VMs are not prefetched: their
-//! reads stay batched ([`Client::read_batched`]).
+//! on its own. The read is paged, each page kept only as compact VM records; endpoints with
+//! more than [`PREFETCH_MAX_OBJECTS`] objects are not prefetched: their reads stay batched
+//! ([`Client::read_batched`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::Client;
-use super::error::Result;
+use super::error::{Error, ErrorKind, Result};
 use super::inventory::{Inventory, INVENTORY_PROPS};
-use super::methods::{CancelRetrievePropertiesEx, Method, RetrievePropertiesEx};
-use super::property::{read_result, ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec};
+use super::methods::Method;
+use super::property::{ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec};
 use super::types::ManagedObjectReference;
 use super::vm::{VmInfo, VM_PATHS};
 
+const TOO_MANY: &str = "more objects than a prefetch keeps";
+
 /// How long a snapshot of every VM serves refresh reads.
 pub const PREFETCH_TTL: Duration = Duration::from_secs(30);
-/// The most VMs one prefetch reads; larger endpoints are read VM by VM (batched).
-pub const PREFETCH_MAX_VMS: u32 = 5_000;
+/// The most objects one prefetch reads; larger endpoints are read VM by VM (batched).
+pub const PREFETCH_MAX_OBJECTS: usize = 10_000;
+/// Objects per page of a prefetch: each page is turned into compact VM records before the
+/// next is read, so memory holds one page of XML at a time.
+const PREFETCH_PAGE: u32 = 250;
 
 /// The session's snapshot of every VM, and what it may no longer say.
 #[derive(Default)]
@@ -35,7 +41,7 @@ pub struct VmPrefetch {
 
 #[derive(Default)]
 struct PrefetchState {
-    snapshot: Option<(Instant, Arc<HashMap<ManagedObjectReference, ObjectContent>>)>,
+    snapshot: Option<(Instant, Arc<HashMap<ManagedObjectReference, VmInfo>>)>,
     /// VMs this session changed since the last snapshot was started.
     changed: HashSet<ManagedObjectReference>,
     /// Bumped by every write that drops the snapshot, so a fetch under way when it happened
@@ -67,7 +73,7 @@ impl VmPrefetch {
         }
         match &st.snapshot {
             Some((at, all)) if at.elapsed() < PREFETCH_TTL => match all.get(vm) {
-                Some(o) => Lookup::Found(Box::new(VmInfo::from_content(o))),
+                Some(info) => Lookup::Found(Box::new(info.clone())),
                 None => Lookup::ReadAlone,
             },
             _ => Lookup::Fetch,
@@ -112,40 +118,45 @@ impl Client {
             .map(|(k, paths)| PropertySpec::new(k, paths))
             .collect();
         props.push(PropertySpec::new("VirtualMachine", VM_PATHS));
-        let this = self.service_content().property_collector.clone();
         let started = Instant::now();
         let epoch = {
             let mut st = self.vm_prefetch().state.lock().expect("lock");
             st.changed.clear();
             st.epoch
         };
-        let first = self
-            .call(&RetrievePropertiesEx {
-                this: this.clone(),
-                spec: PropertyFilterSpec {
-                    props,
-                    objects: vec![ObjectSpec::view(view)],
-                },
-                max_objects: Some(PREFETCH_MAX_VMS),
+        let mut vms: HashMap<ManagedObjectReference, VmInfo> = HashMap::new();
+        let mut rest: Vec<ObjectContent> = Vec::new();
+        let spec = PropertyFilterSpec {
+            props,
+            objects: vec![ObjectSpec::view(view)],
+        };
+        let read = self
+            .retrieve_each(spec, PREFETCH_PAGE, |o| {
+                if vms.len() + rest.len() >= PREFETCH_MAX_OBJECTS {
+                    return Err(Error::new(ErrorKind::InvalidArgument, TOO_MANY));
+                }
+                if o.obj.kind == "VirtualMachine" {
+                    vms.insert(o.obj.clone(), VmInfo::from_content(&o));
+                } else {
+                    rest.push(o);
+                }
+                Ok(())
             })
-            .await?;
-        let (objects, token) = read_result(first)?;
-        if let Some(token) = token {
-            // Too many to read at once: let the rest go, and read VMs one by one from now on.
-            let _ = self.call(&CancelRetrievePropertiesEx { this, token }).await;
-            tracing::debug!(
-                "more than {PREFETCH_MAX_VMS} objects: refresh reads are not prefetched"
-            );
-            self.vm_prefetch().state.lock().expect("lock").too_large = true;
-            return Ok(());
+            .await;
+        match read {
+            Ok(()) => {}
+            Err(e) if e.message == TOO_MANY => {
+                // Too many to keep: read VMs one by one from now on.
+                tracing::debug!("{TOO_MANY}: refresh reads are not prefetched");
+                self.vm_prefetch().state.lock().expect("lock").too_large = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
-        let (vms, rest): (Vec<_>, Vec<_>) = objects
-            .into_iter()
-            .partition(|o| o.obj.kind == "VirtualMachine");
         tracing::debug!(vms = vms.len(), elapsed = ?started.elapsed(), "prefetched every VM");
         self.inventory_cache()
             .store(Arc::new(Inventory::from_objects(rest)));
-        let all: HashMap<_, _> = vms.into_iter().map(|o| (o.obj.clone(), o)).collect();
+        let all = vms;
         let mut st = self.vm_prefetch().state.lock().expect("lock");
         if st.epoch == epoch {
             st.snapshot = Some((started, Arc::new(all)));

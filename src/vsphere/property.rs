@@ -9,7 +9,7 @@ use super::envelope::RequestWriter;
 use super::error::{Error, ErrorKind, Result};
 use super::methods::{ContinueRetrievePropertiesEx, CreateContainerView, RetrievePropertiesEx};
 use super::types::ManagedObjectReference;
-use super::xml::Node;
+use super::xml::{local, Node, TreeBuilder};
 
 /// Objects per page asked of the server; large enough that "all VMs" is one page almost always.
 pub const PAGE_SIZE: u32 = 10_000;
@@ -266,6 +266,71 @@ pub(crate) fn read_result(node: Option<Node>) -> Result<(Vec<ObjectContent>, Opt
     Ok((objects, token))
 }
 
+/// Reads a `RetrievePropertiesEx` answer from its body as it arrives: each `objects` element of
+/// the `returnval` is built, handed to `on` and dropped; returns the continuation token.
+async fn stream_objects(
+    resp: reqwest::Response,
+    on: &mut impl FnMut(ObjectContent) -> Result<()>,
+) -> Result<Option<String>> {
+    use futures::TryStreamExt;
+    use quick_xml::events::Event;
+    let body = tokio_util::io::StreamReader::new(
+        resp.bytes_stream()
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    );
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    // Open elements outside the one being built.
+    let mut path: Vec<String> = Vec::new();
+    let mut tree: Option<TreeBuilder> = None;
+    let mut token = None;
+    loop {
+        let event = reader.read_event_into_async(&mut buf).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("reading a property collector answer: {e}"),
+            )
+        })?;
+        let done = match (&mut tree, event) {
+            (_, Event::Eof) => break,
+            (Some(t), event) => t.feed(event)?,
+            (None, Event::Start(e)) => {
+                let name = local(e.name().as_ref());
+                if path.last().map(String::as_str) == Some("returnval")
+                    && (name == "objects" || name == "token")
+                {
+                    let mut t = TreeBuilder::default();
+                    t.feed(Event::Start(e))?;
+                    tree = Some(t);
+                } else {
+                    path.push(name);
+                }
+                None
+            }
+            (None, Event::End(_)) => {
+                path.pop();
+                None
+            }
+            (None, _) => None,
+        };
+        if let Some(node) = done {
+            tree = None;
+            match node.name.as_str() {
+                "token" => token = Some(node.text),
+                _ => on(ObjectContent::from_owned(node)?)?,
+            }
+        }
+        buf.clear();
+    }
+    if tree.is_some() {
+        return Err(Error::new(
+            ErrorKind::Transport,
+            "a property collector answer ended in the middle of an object",
+        ));
+    }
+    Ok(token)
+}
+
 impl Client {
     /// Every object and property `spec` selects, following continuation tokens.
     pub async fn retrieve(&self, spec: PropertyFilterSpec) -> Result<Vec<ObjectContent>> {
@@ -290,6 +355,36 @@ impl Client {
             token = next_token;
         }
         Ok(objects)
+    }
+
+    /// Every object `spec` selects, handed to `on` one at a time as the answer streams in
+    /// (pages of `page` objects, following continuation tokens): a large answer never sits in
+    /// memory whole, neither as text nor as a tree.
+    pub async fn retrieve_each(
+        &self,
+        spec: PropertyFilterSpec,
+        page: u32,
+        mut on: impl FnMut(ObjectContent) -> Result<()>,
+    ) -> Result<()> {
+        let this = self.service_content().property_collector.clone();
+        let first = self
+            .call_streamed(&RetrievePropertiesEx {
+                this: this.clone(),
+                spec,
+                max_objects: Some(page),
+            })
+            .await?;
+        let mut token = stream_objects(first, &mut on).await?;
+        while let Some(t) = token {
+            let next = self
+                .call_streamed(&ContinueRetrievePropertiesEx {
+                    this: this.clone(),
+                    token: t,
+                })
+                .await?;
+            token = stream_objects(next, &mut on).await?;
+        }
+        Ok(())
     }
 
     /// Properties `paths` of one object. A deleted object is `ErrorKind::NotFound`.

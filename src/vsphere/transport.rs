@@ -131,12 +131,66 @@ impl Transport {
         }
     }
 
+    /// Calls `method` (retried as [`Transport::call`] retries) and hands back the response of a
+    /// call that succeeded, its body unread, for the caller to stream; a SOAP fault or any
+    /// other answer is read and becomes its error.
+    pub async fn call_streamed<M: Method>(&self, method: &M) -> Result<reqwest::Response> {
+        let body = request_body(method);
+        log_request(method.method_name(), &body, method.has_secrets());
+        let mut attempt = 0;
+        loop {
+            let limit = self.timeout.saturating_add(method.extra_time());
+            let sent = match self.send(body.clone(), limit).await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
+                    self.decode::<M>(method.method_name(), status, &text)
+                        .map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
+                Err(e)
+                    if method.is_idempotent()
+                        && e.kind == ErrorKind::Transport
+                        && attempt < READ_RETRIES =>
+                {
+                    attempt += 1;
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(Duration::from_millis(200 * u64::from(attempt)));
+                    tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    return Err(Error::new(
+                        ErrorKind::Decode,
+                        format!(
+                            "{} answered a SOAP call with neither data nor a fault",
+                            self.url
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
     async fn post<M: Method>(
         &self,
         body: Vec<u8>,
         name: &str,
         limit: Duration,
     ) -> Result<M::Response> {
+        let resp = self.send(body, limit).await?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
+        self.decode::<M>(name, status, &text)
+    }
+
+    /// Sends a SOAP body; keeps the session cookie; a busy server (HTTP 429/503) is an error
+    /// that says when to come back.
+    async fn send(&self, body: Vec<u8>, limit: Duration) -> Result<reqwest::Response> {
         let soap_action = self.soap_action.read().expect("lock").clone();
         let req = self
             .http
@@ -173,8 +227,17 @@ impl Transport {
             e.retry_after = retry_after;
             return Err(e);
         }
-        let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
-        tracing::trace!(target: "ceso::vsphere::wire", method = name, status = status.as_u16(), body = %redact(&text), "SOAP response");
+        Ok(resp)
+    }
+
+    /// Decodes a response's text: its data, or the SOAP fault it carries as a typed error.
+    fn decode<M: Method>(
+        &self,
+        name: &str,
+        status: reqwest::StatusCode,
+        text: &str,
+    ) -> Result<M::Response> {
+        tracing::trace!(target: "ceso::vsphere::wire", method = name, status = status.as_u16(), body = %redact(text), "SOAP response");
         if !(status.is_success() || status.as_u16() == 500) {
             return Err(Error::new(
                 ErrorKind::NotVsphere,
@@ -184,7 +247,7 @@ impl Transport {
                 ),
             ));
         }
-        let inner = response_inner(&text).map_err(|e| {
+        let inner = response_inner(text).map_err(|e| {
             if e.kind == ErrorKind::NotVsphere {
                 Error::new(
                     ErrorKind::NotVsphere,

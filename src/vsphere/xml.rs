@@ -96,7 +96,8 @@ fn decode_error(detail: impl std::fmt::Display) -> Error {
     )
 }
 
-fn local(name: &[u8]) -> String {
+/// An element or attribute name without its namespace prefix.
+pub fn local(name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
     match name.rsplit_once(':') {
         Some((_, local)) => local.to_string(),
@@ -129,50 +130,63 @@ fn start_node(e: &BytesStart<'_>) -> Result<Node> {
     Ok(node)
 }
 
-/// Parses an XML fragment (zero or more sibling elements, e.g. the inner XML of a SOAP response
-/// element) into nodes.
-pub fn parse_fragment(xml: &str) -> Result<Vec<Node>> {
-    let mut reader = Reader::from_str(xml);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut roots = Vec::new();
-    loop {
-        match reader.read_event().map_err(decode_error)? {
+/// Builds element trees from XML events, one event at a time: the shared core of
+/// [`parse_fragment`] (a whole text) and of streamed responses (elements handed over as they
+/// complete, so a large answer never sits in memory whole).
+#[derive(Default)]
+pub struct TreeBuilder {
+    stack: Vec<Node>,
+}
+
+impl TreeBuilder {
+    /// How deep the builder is inside open elements.
+    pub fn depth(&self) -> usize {
+        self.stack.len()
+    }
+
+    /// The names of the open elements, outermost first.
+    pub fn open_names(&self) -> impl Iterator<Item = &str> {
+        self.stack.iter().map(|n| n.name.as_str())
+    }
+
+    /// Feeds one event; returns an element that this event completed at the outermost level
+    /// (depth 0).
+    pub fn feed(&mut self, event: Event<'_>) -> Result<Option<Node>> {
+        match event {
             Event::Start(e) => {
-                if stack.len() >= MAX_DEPTH {
+                if self.stack.len() >= MAX_DEPTH {
                     return Err(decode_error("elements nested too deeply"));
                 }
-                stack.push(start_node(&e)?);
+                self.stack.push(start_node(&e)?);
+                Ok(None)
             }
             Event::Empty(e) => {
                 let node = start_node(&e)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => roots.push(node),
-                }
+                Ok(self.attach(node))
             }
             Event::End(_) => {
-                let node = stack
+                let node = self
+                    .stack
                     .pop()
                     .ok_or_else(|| decode_error("unbalanced end tag"))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => roots.push(node),
-                }
+                Ok(self.attach(node))
             }
             Event::Text(t) => {
-                if let Some(top) = stack.last_mut() {
+                if let Some(top) = self.stack.last_mut() {
                     let text = t.decode().map_err(decode_error)?;
                     let text = quick_xml::escape::unescape(&text).map_err(decode_error)?;
                     top.text.push_str(&text);
                 }
+                Ok(None)
             }
             Event::CData(t) => {
-                if let Some(top) = stack.last_mut() {
+                if let Some(top) = self.stack.last_mut() {
                     top.text.push_str(&String::from_utf8_lossy(&t));
                 }
+                Ok(None)
             }
             Event::GeneralRef(r) => {
-                if let Some(top) = stack.last_mut() {
+                if let Some(top) = self.stack.last_mut() {
                     if let Some(c) = r.resolve_char_ref().map_err(decode_error)? {
                         top.text.push(c);
                     } else {
@@ -182,15 +196,52 @@ pub fn parse_fragment(xml: &str) -> Result<Vec<Node>> {
                         top.text.push_str(text);
                     }
                 }
+                Ok(None)
             }
-            Event::Eof => break,
-            _ => {}
+            _ => Ok(None),
         }
     }
-    if !stack.is_empty() {
-        return Err(decode_error("unexpected end of document"));
+
+    /// Makes `node` a child of the open element, or returns it when none is open.
+    fn attach(&mut self, node: Node) -> Option<Node> {
+        match self.stack.last_mut() {
+            Some(parent) => {
+                parent.children.push(node);
+                None
+            }
+            None => Some(node),
+        }
     }
+
+    /// Checks that every element was closed.
+    pub fn finish(&self) -> Result<()> {
+        if self.stack.is_empty() {
+            Ok(())
+        } else {
+            Err(decode_error("unexpected end of document"))
+        }
+    }
+}
+
+/// Parses an XML fragment (zero or more sibling elements, e.g. the inner XML of a SOAP response
+/// element) into nodes.
+pub fn parse_fragment(xml: &str) -> Result<Vec<Node>> {
+    let mut reader = Reader::from_str(xml);
+    let mut tree = TreeBuilder::default();
+    let mut roots = Vec::new();
+    loop {
+        match reader.read_event().map_err(decode_error)? {
+            Event::Eof => break,
+            event => roots.extend(tree.feed(event)?),
+        }
+    }
+    tree.finish()?;
     Ok(roots)
+}
+
+/// An error reading XML, for other readers of this module's trees.
+pub fn read_error(detail: impl std::fmt::Display) -> Error {
+    decode_error(detail)
 }
 
 #[cfg(test)]

@@ -177,12 +177,18 @@ impl crate::framework::validator::Validator for RateValidator {
     }
 }
 
+/// The state's value type (computed once).
+fn value_type() -> &'static crate::cty::Type {
+    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
+    crate::framework::schema::memo_type(&TYPE, schema)
+}
+
 fn model(v: &Value) -> Result<JobModel, Diagnostics> {
-    from_planned(v, &schema().value_type())
+    from_planned(v, value_type())
 }
 
 fn value(m: &JobModel) -> Result<Value, Diagnostics> {
-    to_value(m, &schema().value_type())
+    to_value(m, value_type())
 }
 
 fn repo_error(action: &str, e: impl std::fmt::Display) -> Diagnostics {

@@ -69,12 +69,18 @@ pub fn schema() -> Schema {
     )
 }
 
+/// The state's value type (computed once).
+fn value_type() -> &'static crate::cty::Type {
+    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
+    crate::framework::schema::memo_type(&TYPE, schema)
+}
+
 fn model(v: &Value) -> Result<PassthroughModel, Diagnostics> {
-    from_planned(v, &schema().value_type())
+    from_planned(v, value_type())
 }
 
 fn value(m: &PassthroughModel) -> Result<Value, Diagnostics> {
-    to_value(m, &schema().value_type())
+    to_value(m, value_type())
 }
 
 impl PassthroughModel {

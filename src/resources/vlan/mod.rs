@@ -61,13 +61,19 @@ const DISTRIBUTED_ONLY: &[&str] = &[
     "port_binding",
 ];
 
+/// The state's value type (computed once).
+fn value_type() -> &'static crate::cty::Type {
+    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
+    crate::framework::schema::memo_type(&TYPE, schema::schema)
+}
+
 impl Vlan {
     fn model(&self, v: &Value) -> Result<VlanModel, Diagnostics> {
-        from_planned(v, &schema::schema().value_type())
+        from_planned(v, value_type())
     }
 
     fn value(&self, m: &VlanModel) -> Result<Value, Diagnostics> {
-        to_value(m, &schema::schema().value_type())
+        to_value(m, value_type())
     }
 }
 

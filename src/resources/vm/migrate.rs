@@ -22,6 +22,7 @@ use crate::vsphere::device::{DeviceChange, Disk, Operation};
 use crate::vsphere::envelope::RequestWriter;
 use crate::vsphere::inventory::Inventory;
 use crate::vsphere::task::TaskCall;
+use crate::vsphere::transfer::Moved;
 use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::vm::{PowerOp, VmInfo};
 use crate::vsphere::{Client, Error, ErrorKind};
@@ -251,25 +252,58 @@ fn retarget_descriptor(text: &str, old_flat: &str, new_flat: &str) -> String {
     text.replace(&format!("\"{old}\""), &format!("\"{new}\""))
 }
 
-/// Streams one file from `src` to `dst`; `len` bytes (the size the destination is told).
+/// Bytes per ranged read of a disk being moved, and how many are read at once: memory stays
+/// at most their product whatever the disk's size.
+const MOVE_WINDOW: u64 = 4 << 20;
+const MOVE_DEPTH: usize = 4;
+/// How often a disk move logs its progress (at INFO, which `TF_LOG=INFO` shows).
+const MOVE_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Streams one file from `src` to `dst`; `len` bytes (the size the destination is told). The
+/// source is read as several ranged GETs at once; progress is logged at INFO.
 async fn copy_file(
-    src: &Client,
+    src: &Arc<Client>,
     from: &DatastoreFile,
     dst: &Client,
     to: &DatastoreFile,
     len: u64,
 ) -> Result<(), Error> {
     let stream = src
-        .download(from, None)
-        .await?
+        .download_parallel(from, len, MOVE_WINDOW, MOVE_DEPTH)
         .map_err(|e| std::io::Error::other(e.message));
-    dst.upload(to, stream, len).await
+    let moved = Arc::new(Moved::default());
+    let started = std::time::Instant::now();
+    let report = {
+        let (moved, what) = (moved.clone(), from.display_path());
+        async move {
+            let mut tick = tokio::time::interval(MOVE_PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let done = moved.bytes();
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1e6;
+                tracing::info!(
+                    "moving disk {what}: {done} of {len} bytes ({}%), {rate:.0} MB/s",
+                    done.saturating_mul(100) / len.max(1)
+                );
+            }
+        }
+    };
+    tokio::select! {
+        copied = dst.upload_counted(to, stream, len, moved.clone()) => {
+            if copied.is_ok() {
+                tracing::info!("moved disk {}: {len} bytes in {:.1} s", from.display_path(), started.elapsed().as_secs_f64());
+            }
+            copied
+        }
+        () = report => unreachable!("the progress report never ends"),
+    }
 }
 
 /// Copies a VM's disks (descriptor and flat extent) from `src` into `[datastore] dir/` on
 /// `dst`; returns the copies as disk devices to attach, and every file written (for cleanup).
 pub async fn copy_disks(
-    src: &Client,
+    src: &Arc<Client>,
     src_dc: &str,
     info: &VmInfo,
     dst: &Client,

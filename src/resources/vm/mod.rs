@@ -41,12 +41,18 @@ const CONTROLLER_KEY: i32 = -100;
 /// Reserved SCSI unit (the controller itself).
 const SCSI_RESERVED_UNIT: i64 = 7;
 
+/// The state's value type (computed once).
+fn value_type() -> &'static crate::cty::Type {
+    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
+    crate::framework::schema::memo_type(&TYPE, schema::schema)
+}
+
 fn model(v: &Value) -> Result<VmModel, Diagnostics> {
-    from_planned(v, &schema::schema().value_type())
+    from_planned(v, value_type())
 }
 
 fn value(m: &VmModel) -> Result<Value, Diagnostics> {
-    to_value(m, &schema::schema().value_type())
+    to_value(m, value_type())
 }
 
 fn timeout(
@@ -639,7 +645,7 @@ impl Vm {
         if let Some(ovf) = plan.ovf.as_ref().and_then(|o| o.first()) {
             let opened = if ovf.source.starts_with("http://") || ovf.source.starts_with("https://")
             {
-                crate::vsphere::ovf::OvfSource::fetch(&ovf.source).await
+                crate::vsphere::ovf::OvfSource::fetch(&ovf.source, client.transport_timeout()).await
             } else {
                 crate::vsphere::ovf::OvfSource::open(std::path::Path::new(&ovf.source))
             };
