@@ -378,7 +378,7 @@ impl DataSource for Placement {
         };
         // Every endpoint is read at once; one failing fails the read, naming it.
         let reads = chosen.iter().map(|conn| async move {
-            let client = connect(conn).await?;
+            let client = connect(ctx, conn).await?;
             inventory::fetch(&client, conn.name())
                 .await
                 .map(|inv| (conn.name().to_string(), inv))
