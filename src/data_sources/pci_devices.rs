@@ -8,8 +8,9 @@ use crate::cty::{Type, Value};
 use crate::framework::typed::{from_value, to_value, unknown_to_null};
 use crate::framework::validator::{matches, regex_syntax};
 use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
+use crate::pci_ids::{class_name, gpu_vendor};
 use crate::provider::{client, endpoint_of, error_diagnostics, resolve_host};
-use crate::vsphere::pci::{class_name, gpu_vendor, HostPci, PciDevice};
+use crate::vsphere::pci::{HostPci, PciDevice};
 
 /// The `ceso_pci_devices` data source.
 pub struct PciDevices;
@@ -144,13 +145,13 @@ impl DataSource for PciDevices {
                 .description("The PCI devices of one host: passthrough state (capable, enabled, active; enabled but not active means a host reboot is pending), the VM holding each, and for GPUs the vendor, frame buffer size and the vGPU profiles the host offers for them. Devices the host must pass through together share a `group`.")
                 .attribute(crate::provider::endpoint_attribute(false))
                 .attribute(Attribute::string("host").optional().computed().description("The host's name. May be left out when the endpoint has exactly one host (a standalone ESXi)."))
-                .attribute(Attribute::bool("gpus_only").optional().description("Only GPUs (PCI display controllers, class 0x03xx)."))
+                .attribute(Attribute::bool("gpus_only").optional().description("Only GPUs: compute GPUs as `is_gpu` defines them, not a BMC's or hypervisor's display adapter."))
                 .attribute(Attribute::bool("assignable_only").optional().description("Only devices a VM can take now: passthrough capable, enabled and active, and held by no VM."))
                 .attribute(Attribute::string("vendor_id").optional().validate(matches(r"^(0[xX])?[0-9a-fA-F]{1,4}$", hex_id)).description("Only this PCI vendor, e.g. `0x10de` (NVIDIA)."))
                 .attribute(Attribute::string("class_id").optional().validate(matches(r"^(0[xX])?[0-9a-fA-F]{1,4}$", "a hex PCI class such as 0x0302 (class and subclass) or 0x03 (base class)")).description("Only this PCI class: `0x0302` (class and subclass) or `0x03` (any display controller)."))
                 .attribute(Attribute::string("name_regex").optional().validate(regex_syntax()).description("Only devices whose vendor or device name matches this regular expression, e.g. `(?i)tesla`."))
                 .attribute(Attribute::new("vgpu_profiles", Type::List(Box::new(Type::String))).computed().description("Every vGPU profile the host offers (`config.sharedPassthruGpuTypes`)."))
-                .attribute(Attribute::new("devices", Type::List(Box::new(entry_type()))).computed().description("The matching devices in the host's order: `address` (`DDDD:BB:SS.F`), `vendor_id`, `device_id`, `sub_vendor_id`, `sub_device_id`, `class_id` (hex), `vendor_name`, `device_name`, `class_name`, `parent_bridge`, `group` (devices with the same group must be passed through together), `passthru_capable`, `passthru_enabled`, `passthru_active`, `reboot_pending`, `assigned_vm` and `assigned_vm_id` (the VM holding it), `is_gpu`, `gpu_vendor` (NVIDIA, AMD or Intel), `memory_mb` (frame buffer, when the host reports it; null otherwise), `vgpu_profiles` (the host's profiles for this GPU model).")),
+                .attribute(Attribute::new("devices", Type::List(Box::new(entry_type()))).computed().description("The matching devices in the host's order: `address` (`DDDD:BB:SS.F`), `vendor_id`, `device_id`, `sub_vendor_id`, `sub_device_id`, `class_id` (hex), `vendor_name`, `device_name`, `class_name`, `parent_bridge`, `group` (devices with the same group must be passed through together), `passthru_capable`, `passthru_enabled`, `passthru_active`, `reboot_pending`, `assigned_vm` and `assigned_vm_id` (the VM holding it), `is_gpu` (a compute GPU: a display controller from NVIDIA, AMD or Intel, or a 3D controller, never a BMC or virtual display), `gpu_vendor` (NVIDIA, AMD or Intel), `memory_mb` (frame buffer, when the host reports it; null otherwise), `vgpu_profiles` (the host's profiles for this GPU model).")),
         )
     }
 

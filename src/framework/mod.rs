@@ -19,5 +19,6 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use path::AttrPath;
 pub use resource::{
     Action, ApplyRequest, Context, DataSource, ImportedResource, Provider, ProviderData, Resource,
+    Warnings,
 };
 pub use schema::{Attribute, Block, NestedBlock, Nesting, Schema};

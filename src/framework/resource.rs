@@ -2,7 +2,7 @@
 //! (import, plan hook, state upgrade, move) are default methods the server asks about.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -10,18 +10,52 @@ use tokio_util::sync::CancellationToken;
 use crate::cty::Value;
 
 use super::diag::Diagnostics;
+use super::path::AttrPath;
 use super::schema::Schema;
 
 /// What `Provider::configure` hands to every resource and data source (e.g. the vSphere client).
 pub type ProviderData = Arc<dyn Any + Send + Sync>;
 
-/// Per-call context: the configured provider's data and the provider-wide stop signal.
+/// Per-call context: the configured provider's data, the provider-wide stop signal, and the
+/// warnings the call reports beside its answer.
 #[derive(Clone, Default)]
 pub struct Context {
     /// Set once the provider is configured.
     pub provider_data: Option<ProviderData>,
     /// Cancelled when Terraform calls StopProvider (e.g. on Ctrl-C).
     pub cancel: CancellationToken,
+    /// Warnings for Terraform to show with this call's answer, whatever the call returns.
+    pub warnings: Warnings,
+}
+
+/// Warnings collected during one call, from wherever they arise (a data source's read, a
+/// connection opened on the way); the protocol layer adds them to the call's diagnostics.
+#[derive(Clone, Default)]
+pub struct Warnings(Arc<Mutex<Diagnostics>>);
+
+impl Warnings {
+    /// Adds a warning with no attribute path.
+    pub fn warning(&self, summary: impl Into<String>, detail: impl Into<String>) {
+        self.0.lock().expect("lock").warning(summary, detail);
+    }
+
+    /// Adds a warning about one attribute.
+    pub fn attr_warning(
+        &self,
+        path: AttrPath,
+        summary: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
+        self.0
+            .lock()
+            .expect("lock")
+            .attr_warning(path, summary, detail);
+    }
+
+    /// Takes the warnings collected so far.
+    pub fn take(&self) -> Diagnostics {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
 }
 
 impl Context {

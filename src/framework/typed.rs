@@ -76,13 +76,24 @@ pub fn get_attr<'a>(value: &'a Value, name: &str) -> &'a Value {
     super::walk::attr(value, name)
 }
 
+/// The longest duration an attribute takes: 8760h (365 days). Longer ones are refused rather
+/// than risking overflow where they are added to a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses a Go-style duration: a sequence of numbers with units `ms`, `s`, `m`, `h`
-/// (e.g. `"1h30m"`, `"90s"`, `"1.5s"`).
+/// (e.g. `"1h30m"`, `"90s"`, `"1.5s"`), at most [`MAX_DURATION`]. Never panics: a value too
+/// large for any arithmetic is an error like any other malformed one.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration".to_string());
     }
+    let too_long = || {
+        format!(
+            "longer than the maximum of {}h (365 days)",
+            MAX_DURATION.as_secs() / 3600
+        )
+    };
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {
@@ -107,9 +118,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             other => return Err(format!("unknown unit {other:?}")),
         };
         total += number * seconds;
+        // Checked on every term: a long number parses to a huge (or infinite) float.
+        if !total.is_finite() || total > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| too_long())
 }
 
 #[cfg(test)]
@@ -124,6 +139,21 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn refuses_huge_durations_without_panicking() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        for huge in [
+            "8760h1s",
+            "99999999999999999999h",
+            "1000000000000000000000000000000000000000000s",
+            &format!("{}s", "9".repeat(400)),
+            "18446744073709551616s",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("maximum of 8760h"), "{huge}: {e}");
+        }
     }
 
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]

@@ -139,7 +139,8 @@ impl Validator for IntBetween {
     }
 }
 
-/// The string must be a duration such as `"90s"`, `"10m"` or `"1h30m"`.
+/// The string must be a duration such as `"90s"`, `"10m"` or `"1h30m"`, at most
+/// [`super::typed::MAX_DURATION`].
 pub fn duration() -> Arc<dyn Validator> {
     Arc::new(Duration)
 }
@@ -148,7 +149,10 @@ struct Duration;
 
 impl Validator for Duration {
     fn description(&self) -> String {
-        "Must be a duration such as `\"90s\"`, `\"10m\"` or `\"1h30m\"`.".to_string()
+        format!(
+            "Must be a duration such as `\"90s\"`, `\"10m\"` or `\"1h30m\"`, at most `\"{}h\"`.",
+            super::typed::MAX_DURATION.as_secs() / 3600
+        )
     }
 
     fn validate(&self, value: &Value, path: &AttrPath, diags: &mut Diagnostics) {
@@ -172,6 +176,17 @@ mod tests {
         let mut d = Diagnostics::new();
         v.validate(&value, &AttrPath::attr("x"), &mut d);
         d
+    }
+
+    #[test]
+    fn duration_refuses_huge_values_naming_the_attribute() {
+        let v = duration();
+        assert!(!run(&v, Value::String("90s".into())).has_errors());
+        let d = run(&v, Value::String("99999999999999999999h".into()));
+        assert!(d.has_errors(), "{d}");
+        assert_eq!(d.0[0].path, Some(AttrPath::attr("x")));
+        assert!(d.0[0].detail.starts_with("x is "), "{d}");
+        assert!(d.0[0].detail.contains("maximum of 8760h"), "{d}");
     }
 
     #[test]

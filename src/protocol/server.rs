@@ -110,10 +110,13 @@ impl ProviderService {
         self.data.read().expect("lock").clone()
     }
 
+    /// A new context for one RPC: the provider data, the stop signal, and a fresh list of the
+    /// warnings the call reports beside its answer.
     fn ctx(&self) -> Context {
         Context {
             provider_data: self.provider_data(),
             cancel: self.cancel.clone(),
+            warnings: Default::default(),
         }
     }
 
@@ -163,6 +166,7 @@ impl ProviderService {
 
     async fn plan(
         &self,
+        ctx: &Context,
         req: pb::plan_resource_change::Request,
     ) -> Result<pb::plan_resource_change::Response, Diagnostics> {
         let r = self.resource(&req.type_name)?;
@@ -181,7 +185,7 @@ impl ProviderService {
                 requires_replace: attr_plan.requires_replace,
                 diags: Diagnostics::new(),
             };
-            r.imp.modify_plan(&self.ctx(), &mut hook).await;
+            r.imp.modify_plan(ctx, &mut hook).await;
             diags.extend(hook.diags);
             let rr = normalise_replace(hook.requires_replace, &prior, &hook.planned);
             (hook.planned, rr)
@@ -199,13 +203,13 @@ impl ProviderService {
 
     async fn apply(
         &self,
+        ctx: &Context,
         req: pb::apply_resource_change::Request,
     ) -> Result<pb::apply_resource_change::Response, Diagnostics> {
         let r = self.resource(&req.type_name)?;
         let prior = decode(req.prior_state.as_ref(), &r.ty, "prior state")?;
         let planned = decode(req.planned_state.as_ref(), &r.ty, "planned state")?;
         let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
-        let ctx = self.ctx();
         let apply = ApplyRequest {
             prior: &prior,
             planned: &planned,
@@ -213,7 +217,7 @@ impl ProviderService {
             private: &req.planned_private,
         };
         let (state, private, mut diags) = if planned == Value::Null {
-            let diags = r.imp.delete(&ctx, &apply).await;
+            let diags = r.imp.delete(ctx, &apply).await;
             // A failed delete keeps the prior state so Terraform still tracks the object.
             let state = if diags.has_errors() {
                 prior.clone()
@@ -223,9 +227,9 @@ impl ProviderService {
             (state, None, diags)
         } else {
             let result = if prior == Value::Null {
-                r.imp.create(&ctx, &apply).await
+                r.imp.create(ctx, &apply).await
             } else {
-                r.imp.update(&ctx, &apply).await
+                r.imp.update(ctx, &apply).await
             };
             (result.state, result.private, result.diags)
         };
@@ -324,29 +328,140 @@ fn prune_unknown_attributes(
     serde_json::Value::Object(out)
 }
 
-/// Runs an RPC's body; a panic inside it becomes an error diagnostic, so Terraform always gets
-/// an answer it can show (and the plugin keeps serving).
+/// The diagnostic a panic becomes: Terraform shows it, and the plugin keeps serving.
+fn internal_error(panic: Box<dyn std::any::Any + Send>) -> Diagnostics {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    tracing::error!(panic = %what, "internal error in an RPC");
+    Diagnostics::from_error(
+        "Internal error in ceso",
+        format!("The provider hit a bug ({what}). Nothing more was done; please report this."),
+    )
+}
+
+/// Runs the part of an RPC that calls the provider; a panic inside it becomes an error
+/// diagnostic, so the RPC can still answer with what it knows (e.g. the prior state).
 async fn guarded<T>(
     body: impl std::future::Future<Output = Result<T, Diagnostics>>,
 ) -> Result<T, Diagnostics> {
     use futures::FutureExt as _;
     match std::panic::AssertUnwindSafe(body).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            tracing::error!(panic = %what, "internal error in an RPC");
-            Err(Diagnostics::from_error(
-                "Internal error in ceso",
-                format!(
-                    "The provider hit a bug ({what}). Nothing more was done; please report this."
-                ),
-            ))
+        Err(panic) => Err(internal_error(panic)),
+    }
+}
+
+/// An RPC's response type, and the response that carries only an error: what an RPC answers
+/// when its handler panicked.
+trait Answer {
+    /// The response carrying only `diagnostics`.
+    fn failed(diagnostics: Vec<pb::Diagnostic>) -> Self;
+}
+
+/// Implements [`Answer`] for responses with a `diagnostics` field (the rest default).
+macro_rules! answer_with_diagnostics {
+    ($($rpc:ident),* $(,)?) => {
+        $(
+            impl Answer for pb::$rpc::Response {
+                #[allow(clippy::needless_update)] // some responses have no other field
+                fn failed(diagnostics: Vec<pb::Diagnostic>) -> Self {
+                    Self {
+                        diagnostics,
+                        ..Default::default()
+                    }
+                }
+            }
+        )*
+    };
+}
+
+answer_with_diagnostics!(
+    get_metadata,
+    get_provider_schema,
+    prepare_provider_config,
+    validate_resource_type_config,
+    validate_data_source_config,
+    upgrade_resource_state,
+    get_resource_identity_schemas,
+    upgrade_resource_identity,
+    configure,
+    read_resource,
+    plan_resource_change,
+    apply_resource_change,
+    import_resource_state,
+    move_resource_state,
+    read_data_source,
+    generate_resource_config,
+    validate_ephemeral_resource_config,
+    open_ephemeral_resource,
+    renew_ephemeral_resource,
+    close_ephemeral_resource,
+    validate_list_resource_config,
+    get_functions,
+    plan_action,
+    validate_action_config,
+);
+
+impl Answer for pb::call_function::Response {
+    fn failed(diagnostics: Vec<pb::Diagnostic>) -> Self {
+        let text = diagnostics
+            .iter()
+            .map(|d| format!("{}: {}", d.summary, d.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            result: None,
+            error: Some(pb::FunctionError {
+                text,
+                function_argument: None,
+            }),
         }
     }
+}
+
+impl Answer for pb::stop::Response {
+    fn failed(diagnostics: Vec<pb::Diagnostic>) -> Self {
+        Self {
+            error: diagnostics
+                .iter()
+                .map(|d| d.detail.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
+impl Answer for EventStream<pb::list_resource::Event> {
+    fn failed(diagnostic: Vec<pb::Diagnostic>) -> Self {
+        one_event(pb::list_resource::Event {
+            diagnostic,
+            ..Default::default()
+        })
+    }
+}
+
+impl Answer for EventStream<pb::invoke_action::Event> {
+    fn failed(diagnostics: Vec<pb::Diagnostic>) -> Self {
+        use pb::invoke_action::event::{Completed, Type as EventType};
+        one_event(pb::invoke_action::Event {
+            r#type: Some(EventType::Completed(Completed { diagnostics })),
+        })
+    }
+}
+
+/// Answers an RPC with what `handler` builds. Every RPC goes through here: a panic anywhere in
+/// a handler, validation included, becomes the response's error diagnostic instead of ending
+/// the plugin (Terraform would only report the request as cancelled).
+async fn answer<R: Answer>(handler: impl std::future::Future<Output = R>) -> RpcResult<R> {
+    use futures::FutureExt as _;
+    let response = match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => R::failed(diags_to_proto(&internal_error(panic))),
+    };
+    Ok(Response::new(response))
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -362,393 +477,472 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         _req: Request<pb::get_metadata::Request>,
     ) -> RpcResult<pb::get_metadata::Response> {
-        use pb::get_metadata as m;
-        let mut resources: Vec<_> = self.resources.keys().cloned().collect();
-        let mut data_sources: Vec<_> = self.data_sources.keys().cloned().collect();
-        resources.sort();
-        data_sources.sort();
-        Ok(Response::new(m::Response {
-            server_capabilities: Some(self.capabilities()),
-            diagnostics: Vec::new(),
-            data_sources: data_sources
-                .into_iter()
-                .map(|type_name| m::DataSourceMetadata { type_name })
-                .collect(),
-            resources: resources
-                .into_iter()
-                .map(|type_name| m::ResourceMetadata { type_name })
-                .collect(),
-            functions: Vec::new(),
-            ephemeral_resources: Vec::new(),
-            list_resources: Vec::new(),
-            actions: {
-                let mut names: Vec<_> = self.actions.keys().cloned().collect();
-                names.sort();
-                names
+        answer(async {
+            use pb::get_metadata as m;
+            let mut resources: Vec<_> = self.resources.keys().cloned().collect();
+            let mut data_sources: Vec<_> = self.data_sources.keys().cloned().collect();
+            let mut actions: Vec<_> = self.actions.keys().cloned().collect();
+            resources.sort();
+            data_sources.sort();
+            actions.sort();
+            m::Response {
+                server_capabilities: Some(self.capabilities()),
+                diagnostics: Vec::new(),
+                data_sources: data_sources
+                    .into_iter()
+                    .map(|type_name| m::DataSourceMetadata { type_name })
+                    .collect(),
+                resources: resources
+                    .into_iter()
+                    .map(|type_name| m::ResourceMetadata { type_name })
+                    .collect(),
+                functions: Vec::new(),
+                ephemeral_resources: Vec::new(),
+                list_resources: Vec::new(),
+                actions: actions
                     .into_iter()
                     .map(|type_name| m::ActionMetadata { type_name })
-                    .collect()
-            },
-        }))
+                    .collect(),
+            }
+        })
+        .await
     }
 
     async fn get_schema(
         &self,
         _req: Request<pb::get_provider_schema::Request>,
     ) -> RpcResult<pb::get_provider_schema::Response> {
-        Ok(Response::new(pb::get_provider_schema::Response {
-            provider: Some(schema_to_proto(&self.provider_schema)),
-            resource_schemas: self
-                .resources
-                .iter()
-                .map(|(k, r)| (k.clone(), schema_to_proto(&r.schema)))
-                .collect(),
-            data_source_schemas: self
-                .data_sources
-                .iter()
-                .map(|(k, d)| (k.clone(), schema_to_proto(&d.schema)))
-                .collect(),
-            functions: HashMap::new(),
-            ephemeral_resource_schemas: HashMap::new(),
-            list_resource_schemas: HashMap::new(),
-            action_schemas: self
-                .actions
-                .iter()
-                .map(|(k, a)| {
-                    (
-                        k.clone(),
-                        pb::ActionSchema {
-                            schema: Some(schema_to_proto(&a.schema)),
-                        },
-                    )
-                })
-                .collect(),
-            diagnostics: Vec::new(),
-            provider_meta: None,
-            server_capabilities: Some(self.capabilities()),
-        }))
+        answer(async {
+            pb::get_provider_schema::Response {
+                provider: Some(schema_to_proto(&self.provider_schema)),
+                resource_schemas: self
+                    .resources
+                    .iter()
+                    .map(|(k, r)| (k.clone(), schema_to_proto(&r.schema)))
+                    .collect(),
+                data_source_schemas: self
+                    .data_sources
+                    .iter()
+                    .map(|(k, d)| (k.clone(), schema_to_proto(&d.schema)))
+                    .collect(),
+                functions: HashMap::new(),
+                ephemeral_resource_schemas: HashMap::new(),
+                list_resource_schemas: HashMap::new(),
+                action_schemas: self
+                    .actions
+                    .iter()
+                    .map(|(k, a)| {
+                        (
+                            k.clone(),
+                            pb::ActionSchema {
+                                schema: Some(schema_to_proto(&a.schema)),
+                            },
+                        )
+                    })
+                    .collect(),
+                diagnostics: Vec::new(),
+                provider_meta: None,
+                server_capabilities: Some(self.capabilities()),
+            }
+        })
+        .await
     }
 
     async fn prepare_provider_config(
         &self,
         req: Request<pb::prepare_provider_config::Request>,
     ) -> RpcResult<pb::prepare_provider_config::Response> {
-        let req = req.into_inner();
-        let ty = self.provider_schema.value_type();
-        let mut diags = Diagnostics::new();
-        match decode(req.config.as_ref(), &ty, "provider configuration") {
-            Ok(config) => {
-                validate_config(
-                    &self.provider_schema.block,
-                    &config,
-                    &AttrPath::root(),
-                    &mut diags,
-                );
-                self.provider.validate(&config, &mut diags);
+        answer(async {
+            let req = req.into_inner();
+            let ty = self.provider_schema.value_type();
+            let mut diags = Diagnostics::new();
+            match decode(req.config.as_ref(), &ty, "provider configuration") {
+                Ok(config) => {
+                    validate_config(
+                        &self.provider_schema.block,
+                        &config,
+                        &AttrPath::root(),
+                        &mut diags,
+                    );
+                    self.provider.validate(&config, &mut diags);
+                }
+                Err(d) => diags.extend(d),
             }
-            Err(d) => diags.extend(d),
-        }
-        Ok(Response::new(pb::prepare_provider_config::Response {
-            prepared_config: req.config,
-            diagnostics: diags_to_proto(&diags),
-        }))
+            pb::prepare_provider_config::Response {
+                prepared_config: req.config,
+                diagnostics: diags_to_proto(&diags),
+            }
+        })
+        .await
     }
 
     async fn validate_resource_type_config(
         &self,
         req: Request<pb::validate_resource_type_config::Request>,
     ) -> RpcResult<pb::validate_resource_type_config::Response> {
-        let req = req.into_inner();
-        let diags = (|| {
-            let r = self.resource(&req.type_name)?;
-            let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
-            let mut diags = Diagnostics::new();
-            validate_config(&r.schema.block, &config, &AttrPath::root(), &mut diags);
-            r.imp.validate(&config, &mut diags);
-            Ok::<_, Diagnostics>(diags)
-        })()
-        .unwrap_or_else(|d| d);
-        Ok(Response::new(pb::validate_resource_type_config::Response {
-            diagnostics: diags_to_proto(&diags),
-        }))
+        answer(async {
+            let req = req.into_inner();
+            let diags = (|| {
+                let r = self.resource(&req.type_name)?;
+                let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
+                let mut diags = Diagnostics::new();
+                validate_config(&r.schema.block, &config, &AttrPath::root(), &mut diags);
+                r.imp.validate(&config, &mut diags);
+                Ok::<_, Diagnostics>(diags)
+            })()
+            .unwrap_or_else(|d| d);
+            pb::validate_resource_type_config::Response {
+                diagnostics: diags_to_proto(&diags),
+            }
+        })
+        .await
     }
 
     async fn validate_data_source_config(
         &self,
         req: Request<pb::validate_data_source_config::Request>,
     ) -> RpcResult<pb::validate_data_source_config::Response> {
-        let req = req.into_inner();
-        let diags = (|| {
-            let d = self.data_source(&req.type_name)?;
-            let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
-            let mut diags = Diagnostics::new();
-            validate_config(&d.schema.block, &config, &AttrPath::root(), &mut diags);
-            d.imp.validate(&config, &mut diags);
-            Ok::<_, Diagnostics>(diags)
-        })()
-        .unwrap_or_else(|d| d);
-        Ok(Response::new(pb::validate_data_source_config::Response {
-            diagnostics: diags_to_proto(&diags),
-        }))
+        answer(async {
+            let req = req.into_inner();
+            let diags = (|| {
+                let d = self.data_source(&req.type_name)?;
+                let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
+                let mut diags = Diagnostics::new();
+                validate_config(&d.schema.block, &config, &AttrPath::root(), &mut diags);
+                d.imp.validate(&config, &mut diags);
+                Ok::<_, Diagnostics>(diags)
+            })()
+            .unwrap_or_else(|d| d);
+            pb::validate_data_source_config::Response {
+                diagnostics: diags_to_proto(&diags),
+            }
+        })
+        .await
     }
 
     async fn upgrade_resource_state(
         &self,
         req: Request<pb::upgrade_resource_state::Request>,
     ) -> RpcResult<pb::upgrade_resource_state::Response> {
-        let req = req.into_inner();
-        let type_name = req.type_name.clone();
-        let result = self.upgrade(req).and_then(|v| {
-            let r = self.resource(&type_name)?;
-            encode(&v, &r.ty, "upgraded state")
-        });
-        Ok(Response::new(match result {
-            Ok(state) => pb::upgrade_resource_state::Response {
-                upgraded_state: Some(state),
-                diagnostics: Vec::new(),
-            },
-            Err(d) => pb::upgrade_resource_state::Response {
-                upgraded_state: None,
-                diagnostics: diags_to_proto(&d),
-            },
-        }))
+        answer(async {
+            let req = req.into_inner();
+            let type_name = req.type_name.clone();
+            let result = self.upgrade(req).and_then(|v| {
+                let r = self.resource(&type_name)?;
+                encode(&v, &r.ty, "upgraded state")
+            });
+            match result {
+                Ok(state) => pb::upgrade_resource_state::Response {
+                    upgraded_state: Some(state),
+                    diagnostics: Vec::new(),
+                },
+                Err(d) => pb::upgrade_resource_state::Response {
+                    upgraded_state: None,
+                    diagnostics: diags_to_proto(&d),
+                },
+            }
+        })
+        .await
     }
 
     async fn get_resource_identity_schemas(
         &self,
         _req: Request<pb::get_resource_identity_schemas::Request>,
     ) -> RpcResult<pb::get_resource_identity_schemas::Response> {
-        Ok(Response::new(pb::get_resource_identity_schemas::Response {
-            identity_schemas: HashMap::new(),
-            diagnostics: Vec::new(),
-        }))
+        answer(async {
+            pb::get_resource_identity_schemas::Response {
+                identity_schemas: HashMap::new(),
+                diagnostics: Vec::new(),
+            }
+        })
+        .await
     }
 
     async fn upgrade_resource_identity(
         &self,
         _req: Request<pb::upgrade_resource_identity::Request>,
     ) -> RpcResult<pb::upgrade_resource_identity::Response> {
-        Ok(Response::new(pb::upgrade_resource_identity::Response {
-            upgraded_identity: None,
-            diagnostics: diags_to_proto(&unsupported("Resource identity")),
-        }))
+        answer(async {
+            pb::upgrade_resource_identity::Response {
+                upgraded_identity: None,
+                diagnostics: diags_to_proto(&unsupported("Resource identity")),
+            }
+        })
+        .await
     }
 
     async fn configure(
         &self,
         req: Request<pb::configure::Request>,
     ) -> RpcResult<pb::configure::Response> {
-        let req = req.into_inner();
-        let ty = self.provider_schema.value_type();
-        let diags = match decode(req.config.as_ref(), &ty, "provider configuration") {
-            Err(d) => d,
-            Ok(config) if has_unknown(&config) => Diagnostics::from_error(
-                "Provider configuration not known yet",
-                "Some provider arguments depend on values known only after apply; ceso needs url, user and password at plan time.",
-            ),
-            Ok(config) => match guarded(self.provider.configure(&self.ctx(), &config)).await {
-                Ok(data) => {
-                    *self.data.write().expect("lock") = Some(data);
-                    Diagnostics::new()
-                }
+        answer(async {
+            let req = req.into_inner();
+            let ty = self.provider_schema.value_type();
+            let ctx = self.ctx();
+            let mut diags = match decode(req.config.as_ref(), &ty, "provider configuration") {
                 Err(d) => d,
-            },
-        };
-        Ok(Response::new(pb::configure::Response {
-            diagnostics: diags_to_proto(&diags),
-        }))
+                Ok(config) if has_unknown(&config) => Diagnostics::from_error(
+                    "Provider configuration not known yet",
+                    "Some provider arguments depend on values known only after apply; ceso needs url, user and password at plan time.",
+                ),
+                Ok(config) => match guarded(self.provider.configure(&ctx, &config)).await {
+                    Ok(data) => {
+                        *self.data.write().expect("lock") = Some(data);
+                        Diagnostics::new()
+                    }
+                    Err(d) => d,
+                },
+            };
+            diags.extend(ctx.warnings.take());
+            pb::configure::Response {
+                diagnostics: diags_to_proto(&diags),
+            }
+        })
+        .await
     }
 
     async fn read_resource(
         &self,
         req: Request<pb::read_resource::Request>,
     ) -> RpcResult<pb::read_resource::Response> {
-        let req = req.into_inner();
-        let result = guarded(async {
-            let r = self.resource(&req.type_name)?;
-            let state = decode(req.current_state.as_ref(), &r.ty, "current state")?;
-            let new_state = match r.imp.read(&self.ctx(), &state).await? {
-                Some(v) => v,
-                None => Value::Null,
-            };
-            encode(&new_state, &r.ty, "new state")
+        answer(async {
+            let req = req.into_inner();
+            let ctx = self.ctx();
+            let result = guarded(async {
+                let r = self.resource(&req.type_name)?;
+                let state = decode(req.current_state.as_ref(), &r.ty, "current state")?;
+                let new_state = match r.imp.read(&ctx, &state).await? {
+                    Some(v) => v,
+                    None => Value::Null,
+                };
+                encode(&new_state, &r.ty, "new state")
+            })
+            .await;
+            let warnings = ctx.warnings.take();
+            match result {
+                Ok(state) => pb::read_resource::Response {
+                    new_state: Some(state),
+                    diagnostics: diags_to_proto(&warnings),
+                    private: req.private,
+                    deferred: None,
+                    new_identity: None,
+                },
+                Err(mut d) => {
+                    d.extend(warnings);
+                    pb::read_resource::Response {
+                        new_state: req.current_state,
+                        diagnostics: diags_to_proto(&d),
+                        private: req.private,
+                        deferred: None,
+                        new_identity: None,
+                    }
+                }
+            }
         })
-        .await;
-        Ok(Response::new(match result {
-            Ok(state) => pb::read_resource::Response {
-                new_state: Some(state),
-                diagnostics: Vec::new(),
-                private: req.private,
-                deferred: None,
-                new_identity: None,
-            },
-            Err(d) => pb::read_resource::Response {
-                new_state: req.current_state,
-                diagnostics: diags_to_proto(&d),
-                private: req.private,
-                deferred: None,
-                new_identity: None,
-            },
-        }))
+        .await
     }
 
     async fn plan_resource_change(
         &self,
         req: Request<pb::plan_resource_change::Request>,
     ) -> RpcResult<pb::plan_resource_change::Response> {
-        let req = req.into_inner();
-        Ok(Response::new(guarded(self.plan(req)).await.unwrap_or_else(
-            |d| pb::plan_resource_change::Response {
-                diagnostics: diags_to_proto(&d),
-                ..Default::default()
-            },
-        )))
+        answer(async {
+            let ctx = self.ctx();
+            let mut response = guarded(self.plan(&ctx, req.into_inner()))
+                .await
+                .unwrap_or_else(|d| pb::plan_resource_change::Response {
+                    diagnostics: diags_to_proto(&d),
+                    ..Default::default()
+                });
+            response
+                .diagnostics
+                .extend(diags_to_proto(&ctx.warnings.take()));
+            response
+        })
+        .await
     }
 
     async fn apply_resource_change(
         &self,
         req: Request<pb::apply_resource_change::Request>,
     ) -> RpcResult<pb::apply_resource_change::Response> {
-        let req = req.into_inner();
-        let prior = req.prior_state.clone();
-        Ok(Response::new(
-            guarded(self.apply(req)).await.unwrap_or_else(|d| {
+        answer(async {
+            let req = req.into_inner();
+            let prior = req.prior_state.clone();
+            let ctx = self.ctx();
+            let mut response = guarded(self.apply(&ctx, req)).await.unwrap_or_else(|d| {
                 pb::apply_resource_change::Response {
                     new_state: prior,
                     diagnostics: diags_to_proto(&d),
                     ..Default::default()
                 }
-            }),
-        ))
+            });
+            response
+                .diagnostics
+                .extend(diags_to_proto(&ctx.warnings.take()));
+            response
+        })
+        .await
     }
 
     async fn import_resource_state(
         &self,
         req: Request<pb::import_resource_state::Request>,
     ) -> RpcResult<pb::import_resource_state::Response> {
-        let req = req.into_inner();
-        let result = guarded(async {
-            let r = self.resource(&req.type_name)?;
-            let imported = r.imp.import(&self.ctx(), &req.id).await?;
-            imported
-                .into_iter()
-                .map(|i| {
-                    let ty = self.resource(&i.type_name)?.ty.clone();
-                    Ok(pb::import_resource_state::ImportedResource {
-                        type_name: i.type_name,
-                        state: Some(encode(&i.state, &ty, "imported state")?),
-                        private: i.private,
-                        identity: None,
+        answer(async {
+            let req = req.into_inner();
+            let ctx = self.ctx();
+            let result = guarded(async {
+                let r = self.resource(&req.type_name)?;
+                let imported = r.imp.import(&ctx, &req.id).await?;
+                imported
+                    .into_iter()
+                    .map(|i| {
+                        let ty = self.resource(&i.type_name)?.ty.clone();
+                        Ok(pb::import_resource_state::ImportedResource {
+                            type_name: i.type_name,
+                            state: Some(encode(&i.state, &ty, "imported state")?),
+                            private: i.private,
+                            identity: None,
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, Diagnostics>>()
+                    .collect::<Result<Vec<_>, Diagnostics>>()
+            })
+            .await;
+            let mut diags = ctx.warnings.take();
+            match result {
+                Ok(imported_resources) => pb::import_resource_state::Response {
+                    imported_resources,
+                    diagnostics: diags_to_proto(&diags),
+                    deferred: None,
+                },
+                Err(d) => {
+                    diags.extend(d);
+                    pb::import_resource_state::Response {
+                        imported_resources: Vec::new(),
+                        diagnostics: diags_to_proto(&diags),
+                        deferred: None,
+                    }
+                }
+            }
         })
-        .await;
-        Ok(Response::new(match result {
-            Ok(imported_resources) => pb::import_resource_state::Response {
-                imported_resources,
-                diagnostics: Vec::new(),
-                deferred: None,
-            },
-            Err(d) => pb::import_resource_state::Response {
-                imported_resources: Vec::new(),
-                diagnostics: diags_to_proto(&d),
-                deferred: None,
-            },
-        }))
+        .await
     }
 
     async fn move_resource_state(
         &self,
         _req: Request<pb::move_resource_state::Request>,
     ) -> RpcResult<pb::move_resource_state::Response> {
-        Ok(Response::new(pb::move_resource_state::Response {
-            diagnostics: diags_to_proto(&unsupported("Moving resource state between types")),
-            ..Default::default()
-        }))
+        answer(async {
+            pb::move_resource_state::Response {
+                diagnostics: diags_to_proto(&unsupported("Moving resource state between types")),
+                ..Default::default()
+            }
+        })
+        .await
     }
 
     async fn read_data_source(
         &self,
         req: Request<pb::read_data_source::Request>,
     ) -> RpcResult<pb::read_data_source::Response> {
-        let req = req.into_inner();
-        let result = guarded(async {
-            let d = self.data_source(&req.type_name)?;
-            let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
+        answer(async {
+            let req = req.into_inner();
             let ctx = self.ctx();
-            let state = tokio::select! {
-                r = d.imp.read(&ctx, &config) => r?,
-                _ = ctx.cancel.cancelled() => return Err(Diagnostics::from_error("Cancelled", "Terraform asked the provider to stop.")),
-            };
-            encode(&state, &d.ty, "data source state")
+            let result = guarded(async {
+                let d = self.data_source(&req.type_name)?;
+                let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
+                let state = tokio::select! {
+                    r = d.imp.read(&ctx, &config) => r?,
+                    _ = ctx.cancel.cancelled() => return Err(Diagnostics::from_error("Cancelled", "Terraform asked the provider to stop.")),
+                };
+                encode(&state, &d.ty, "data source state")
+            })
+            .await;
+            let mut diags = ctx.warnings.take();
+            match result {
+                Ok(state) => pb::read_data_source::Response {
+                    state: Some(state),
+                    diagnostics: diags_to_proto(&diags),
+                    deferred: None,
+                },
+                Err(d) => {
+                    diags.extend(d);
+                    pb::read_data_source::Response {
+                        state: None,
+                        diagnostics: diags_to_proto(&diags),
+                        deferred: None,
+                    }
+                }
+            }
         })
-        .await;
-        Ok(Response::new(match result {
-            Ok(state) => pb::read_data_source::Response {
-                state: Some(state),
-                diagnostics: Vec::new(),
-                deferred: None,
-            },
-            Err(d) => pb::read_data_source::Response {
-                state: None,
-                diagnostics: diags_to_proto(&d),
-                deferred: None,
-            },
-        }))
+        .await
     }
 
     async fn generate_resource_config(
         &self,
         _req: Request<pb::generate_resource_config::Request>,
     ) -> RpcResult<pb::generate_resource_config::Response> {
-        Ok(Response::new(pb::generate_resource_config::Response {
-            config: None,
-            diagnostics: diags_to_proto(&unsupported("Generating resource configuration")),
-        }))
+        answer(async {
+            pb::generate_resource_config::Response {
+                config: None,
+                diagnostics: diags_to_proto(&unsupported("Generating resource configuration")),
+            }
+        })
+        .await
     }
 
     async fn validate_ephemeral_resource_config(
         &self,
         req: Request<pb::validate_ephemeral_resource_config::Request>,
     ) -> RpcResult<pb::validate_ephemeral_resource_config::Response> {
-        Ok(Response::new(
+        answer(async {
             pb::validate_ephemeral_resource_config::Response {
                 diagnostics: diags_to_proto(&unknown_type(
                     "ephemeral resource",
                     &req.into_inner().type_name,
                 )),
-            },
-        ))
+            }
+        })
+        .await
     }
 
     async fn open_ephemeral_resource(
         &self,
         _req: Request<pb::open_ephemeral_resource::Request>,
     ) -> RpcResult<pb::open_ephemeral_resource::Response> {
-        Ok(Response::new(pb::open_ephemeral_resource::Response {
-            diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
-            ..Default::default()
-        }))
+        answer(async {
+            pb::open_ephemeral_resource::Response {
+                diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
+                ..Default::default()
+            }
+        })
+        .await
     }
 
     async fn renew_ephemeral_resource(
         &self,
         _req: Request<pb::renew_ephemeral_resource::Request>,
     ) -> RpcResult<pb::renew_ephemeral_resource::Response> {
-        Ok(Response::new(pb::renew_ephemeral_resource::Response {
-            diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
-            ..Default::default()
-        }))
+        answer(async {
+            pb::renew_ephemeral_resource::Response {
+                diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
+                ..Default::default()
+            }
+        })
+        .await
     }
 
     async fn close_ephemeral_resource(
         &self,
         _req: Request<pb::close_ephemeral_resource::Request>,
     ) -> RpcResult<pb::close_ephemeral_resource::Response> {
-        Ok(Response::new(pb::close_ephemeral_resource::Response {
-            diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
-        }))
+        answer(async {
+            pb::close_ephemeral_resource::Response {
+                diagnostics: diags_to_proto(&unsupported("Ephemeral resources")),
+            }
+        })
+        .await
     }
 
     type ListResourceStream = EventStream<pb::list_resource::Event>;
@@ -757,67 +951,83 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::list_resource::Request>,
     ) -> RpcResult<Self::ListResourceStream> {
-        let name = req.into_inner().type_name;
-        Ok(Response::new(one_event(pb::list_resource::Event {
-            diagnostic: diags_to_proto(&unknown_type("list resource", &name)),
-            ..Default::default()
-        })))
+        answer(async {
+            let name = req.into_inner().type_name;
+            one_event(pb::list_resource::Event {
+                diagnostic: diags_to_proto(&unknown_type("list resource", &name)),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn validate_list_resource_config(
         &self,
         req: Request<pb::validate_list_resource_config::Request>,
     ) -> RpcResult<pb::validate_list_resource_config::Response> {
-        Ok(Response::new(pb::validate_list_resource_config::Response {
-            diagnostics: diags_to_proto(&unknown_type(
-                "list resource",
-                &req.into_inner().type_name,
-            )),
-        }))
+        answer(async {
+            pb::validate_list_resource_config::Response {
+                diagnostics: diags_to_proto(&unknown_type(
+                    "list resource",
+                    &req.into_inner().type_name,
+                )),
+            }
+        })
+        .await
     }
 
     async fn get_functions(
         &self,
         _req: Request<pb::get_functions::Request>,
     ) -> RpcResult<pb::get_functions::Response> {
-        Ok(Response::new(pb::get_functions::Response {
-            functions: HashMap::new(),
-            diagnostics: Vec::new(),
-        }))
+        answer(async {
+            pb::get_functions::Response {
+                functions: HashMap::new(),
+                diagnostics: Vec::new(),
+            }
+        })
+        .await
     }
 
     async fn call_function(
         &self,
         req: Request<pb::call_function::Request>,
     ) -> RpcResult<pb::call_function::Response> {
-        let name = req.into_inner().name;
-        Ok(Response::new(pb::call_function::Response {
-            result: None,
-            error: Some(pb::FunctionError {
-                text: format!("This provider has no function {name:?}."),
-                function_argument: None,
-            }),
-        }))
+        answer(async {
+            let name = req.into_inner().name;
+            pb::call_function::Response {
+                result: None,
+                error: Some(pb::FunctionError {
+                    text: format!("This provider has no function {name:?}."),
+                    function_argument: None,
+                }),
+            }
+        })
+        .await
     }
 
     async fn plan_action(
         &self,
         req: Request<pb::plan_action::Request>,
     ) -> RpcResult<pb::plan_action::Response> {
-        let req = req.into_inner();
-        let diags = match self.action_config(&req.action_type, req.config.as_ref()) {
-            Err(d) => d,
-            Ok((action, config)) => {
-                let ctx = self.ctx();
-                guarded(async { Ok::<_, Diagnostics>(action.plan(&ctx, &config).await) })
-                    .await
-                    .unwrap_or_else(|d| d)
+        answer(async {
+            let req = req.into_inner();
+            let ctx = self.ctx();
+            let mut diags = match self.action_config(&req.action_type, req.config.as_ref()) {
+                Err(d) => d,
+                Ok((action, config)) => {
+                    guarded(async { Ok::<_, Diagnostics>(action.plan(&ctx, &config).await) })
+                        .await
+                        .unwrap_or_else(|d| d)
+                }
+            };
+            diags.extend(ctx.warnings.take());
+            pb::plan_action::Response {
+                diagnostics: diags_to_proto(&diags),
+                deferred: None,
             }
-        };
-        Ok(Response::new(pb::plan_action::Response {
-            diagnostics: diags_to_proto(&diags),
-            deferred: None,
-        }))
+        })
+        .await
     }
 
     type InvokeActionStream = EventStream<pb::invoke_action::Event>;
@@ -826,65 +1036,69 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::invoke_action::Request>,
     ) -> RpcResult<Self::InvokeActionStream> {
-        use pb::invoke_action::event::{Completed, Progress, Type as EventType};
-        let req = req.into_inner();
-        let (action, config) = match self.action_config(&req.action_type, req.config.as_ref()) {
-            Ok(x) => x,
-            Err(d) => {
-                return Ok(Response::new(one_event(pb::invoke_action::Event {
-                    r#type: Some(EventType::Completed(Completed {
-                        diagnostics: diags_to_proto(&d),
-                    })),
-                })))
-            }
-        };
-        // Progress streams to Terraform while the action runs; the last event says how it ended.
-        let (tx, rx) =
-            tokio::sync::mpsc::unbounded_channel::<Result<pb::invoke_action::Event, Status>>();
-        let ctx = self.ctx();
-        tokio::spawn(async move {
-            let progress_tx = tx.clone();
-            let progress = move |message: String| {
-                let _ = progress_tx.send(Ok(pb::invoke_action::Event {
-                    r#type: Some(EventType::Progress(Progress { message })),
-                }));
+        answer(async {
+            use pb::invoke_action::event::{Completed, Progress, Type as EventType};
+            let req = req.into_inner();
+            let (action, config) = match self.action_config(&req.action_type, req.config.as_ref()) {
+                Ok(x) => x,
+                Err(d) => return <Self::InvokeActionStream as Answer>::failed(diags_to_proto(&d)),
             };
-            let diags = guarded(async {
-                Ok::<_, Diagnostics>(action.invoke(&ctx, &config, &progress).await)
-            })
-            .await
-            .unwrap_or_else(|d| d);
-            let _ = tx.send(Ok(pb::invoke_action::Event {
-                r#type: Some(EventType::Completed(Completed {
-                    diagnostics: diags_to_proto(&diags),
-                })),
-            }));
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
-        )))
+            // Progress streams to Terraform while the action runs; the last event says how it
+            // ended.
+            let (tx, rx) =
+                tokio::sync::mpsc::unbounded_channel::<Result<pb::invoke_action::Event, Status>>();
+            let ctx = self.ctx();
+            tokio::spawn(async move {
+                let progress_tx = tx.clone();
+                let progress = move |message: String| {
+                    let _ = progress_tx.send(Ok(pb::invoke_action::Event {
+                        r#type: Some(EventType::Progress(Progress { message })),
+                    }));
+                };
+                let mut diags = guarded(async {
+                    Ok::<_, Diagnostics>(action.invoke(&ctx, &config, &progress).await)
+                })
+                .await
+                .unwrap_or_else(|d| d);
+                diags.extend(ctx.warnings.take());
+                let _ = tx.send(Ok(pb::invoke_action::Event {
+                    r#type: Some(EventType::Completed(Completed {
+                        diagnostics: diags_to_proto(&diags),
+                    })),
+                }));
+            });
+            Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                as Self::InvokeActionStream
+        })
+        .await
     }
 
     async fn validate_action_config(
         &self,
         req: Request<pb::validate_action_config::Request>,
     ) -> RpcResult<pb::validate_action_config::Response> {
-        let req = req.into_inner();
-        let diags = match self.action_config(&req.type_name, req.config.as_ref()) {
-            Ok(_) => Diagnostics::new(),
-            Err(d) => d,
-        };
-        Ok(Response::new(pb::validate_action_config::Response {
-            diagnostics: diags_to_proto(&diags),
-        }))
+        answer(async {
+            let req = req.into_inner();
+            let diags = match self.action_config(&req.type_name, req.config.as_ref()) {
+                Ok(_) => Diagnostics::new(),
+                Err(d) => d,
+            };
+            pb::validate_action_config::Response {
+                diagnostics: diags_to_proto(&diags),
+            }
+        })
+        .await
     }
 
     async fn stop(&self, _req: Request<pb::stop::Request>) -> RpcResult<pb::stop::Response> {
-        tracing::info!("StopProvider: cancelling in-flight work");
-        self.cancel.cancel();
-        Ok(Response::new(pb::stop::Response {
-            error: String::new(),
-        }))
+        answer(async {
+            tracing::info!("StopProvider: cancelling in-flight work");
+            self.cancel.cancel();
+            pb::stop::Response {
+                error: String::new(),
+            }
+        })
+        .await
     }
 }
 
@@ -1012,6 +1226,9 @@ mod tests {
         fn schema(&self) -> Schema {
             Schema::new(Block::new().attribute(Attribute::string("id").computed()))
         }
+        fn validate(&self, _config: &Value, _diags: &mut Diagnostics) {
+            panic!("validation boom")
+        }
         async fn read(&self, _ctx: &Context, _config: &Value) -> Result<Value, Diagnostics> {
             panic!("boom")
         }
@@ -1025,7 +1242,14 @@ mod tests {
             "test"
         }
         fn schema(&self) -> Schema {
-            Schema::new(Block::new())
+            Schema::new(Block::new().attribute(Attribute::bool("panic").optional()))
+        }
+        fn validate(&self, config: &Value, _diags: &mut Diagnostics) {
+            if crate::framework::typed::get_attr(config, "panic") == &Value::Bool(true) {
+                let huge: f64 = "1e400".parse().unwrap();
+                // What a careless duration parser did: panics on an infinite value.
+                let _ = Duration::from_secs_f64(huge);
+            }
         }
         async fn configure(
             &self,
@@ -1244,5 +1468,107 @@ mod tests {
             .into_inner();
         assert_eq!(resp.diagnostics[0].summary, "Internal error in ceso");
         assert!(resp.diagnostics[0].detail.contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_validation_becomes_a_diagnostic_and_the_service_goes_on() {
+        let (svc, _) = service();
+        let provider_ty = svc.provider_schema.value_type();
+        let resp = svc
+            .prepare_provider_config(Request::new(pb::prepare_provider_config::Request {
+                config: dv(&obj(&[("panic", Value::Bool(true))]), &provider_ty),
+            }))
+            .await
+            .expect("an answer, not a gRPC error")
+            .into_inner();
+        assert_eq!(resp.diagnostics.len(), 1, "{:?}", resp.diagnostics);
+        assert_eq!(resp.diagnostics[0].summary, "Internal error in ceso");
+        assert!(
+            resp.diagnostics[0].detail.contains("float seconds"),
+            "{:?}",
+            resp.diagnostics[0]
+        );
+
+        let resp = svc
+            .validate_data_source_config(Request::new(pb::validate_data_source_config::Request {
+                type_name: "test_panics".into(),
+                config: dv(
+                    &obj(&[("id", Value::Null)]),
+                    &svc.data_sources["test_panics"].ty,
+                ),
+            }))
+            .await
+            .expect("an answer, not a gRPC error")
+            .into_inner();
+        assert_eq!(resp.diagnostics[0].summary, "Internal error in ceso");
+        assert!(resp.diagnostics[0].detail.contains("validation boom"));
+
+        // The same service still answers.
+        let resp = svc
+            .prepare_provider_config(Request::new(pb::prepare_provider_config::Request {
+                config: dv(&obj(&[("panic", Value::Bool(false))]), &provider_ty),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.diagnostics.is_empty(), "{:?}", resp.diagnostics);
+    }
+
+    #[tokio::test]
+    async fn warnings_a_call_reports_reach_its_answer() {
+        struct Warns;
+        #[async_trait]
+        impl DataSource for Warns {
+            fn type_name(&self) -> &'static str {
+                "test_warns"
+            }
+            fn schema(&self) -> Schema {
+                Schema::new(Block::new().attribute(Attribute::string("id").computed()))
+            }
+            async fn read(&self, ctx: &Context, _config: &Value) -> Result<Value, Diagnostics> {
+                ctx.warnings
+                    .attr_warning(AttrPath::attr("id"), "Heads up", "made up");
+                Ok(obj(&[("id", s("x"))]))
+            }
+        }
+        struct WarnProvider;
+        #[async_trait]
+        impl Provider for WarnProvider {
+            fn type_name(&self) -> &'static str {
+                "test"
+            }
+            fn schema(&self) -> Schema {
+                Schema::new(Block::new())
+            }
+            async fn configure(
+                &self,
+                _ctx: &Context,
+                _config: &Value,
+            ) -> Result<ProviderData, Diagnostics> {
+                Ok(Arc::new(()))
+            }
+            fn resources(&self) -> Vec<Arc<dyn Resource>> {
+                Vec::new()
+            }
+            fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
+                vec![Arc::new(Warns)]
+            }
+        }
+        let svc = ProviderService::new(Arc::new(WarnProvider));
+        let ty = svc.data_sources["test_warns"].ty.clone();
+        let read = || {
+            svc.read_data_source(Request::new(pb::read_data_source::Request {
+                type_name: "test_warns".into(),
+                config: dv(&obj(&[("id", Value::Null)]), &ty),
+                ..Default::default()
+            }))
+        };
+        for _ in 0..2 {
+            // Each call answers with its own warnings only.
+            let resp = read().await.unwrap().into_inner();
+            assert!(resp.state.is_some());
+            assert_eq!(resp.diagnostics.len(), 1, "{:?}", resp.diagnostics);
+            assert_eq!(resp.diagnostics[0].summary, "Heads up");
+        }
     }
 }

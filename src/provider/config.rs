@@ -55,6 +55,8 @@ pub struct EndpointBlock {
     pub thumbprint: Option<String>,
     /// `allow_unverified_ssl` (default: the provider's)
     pub allow_unverified_ssl: Option<bool>,
+    /// `api_timeout` (default: the provider's)
+    pub api_timeout: Option<String>,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -145,7 +147,7 @@ impl ProviderModel {
                 password: b.password.clone().or_else(|| self.password.clone()),
                 allow_unverified_ssl: b.allow_unverified_ssl.or(self.allow_unverified_ssl),
                 thumbprint: b.thumbprint.clone(),
-                api_timeout: self.api_timeout.clone(),
+                api_timeout: b.api_timeout.clone().or_else(|| self.api_timeout.clone()),
                 session_keepalive: None,
                 backup_repository: None,
                 backup_password: None,
@@ -155,10 +157,11 @@ impl ProviderModel {
                 Ok(c) => out.push((b.name.clone(), c)),
                 Err(d) => {
                     for mut diag in d.0 {
-                        // Problems of the block's own attributes point into the block.
+                        // Problems of the block's own attributes point into the block; an
+                        // api_timeout it inherits points at the provider's.
                         if let Some(p) = diag.path.take() {
                             let attr = p.to_string();
-                            diag.path = Some(if attr == "api_timeout" {
+                            diag.path = Some(if attr == "api_timeout" && b.api_timeout.is_none() {
                                 p
                             } else {
                                 here.clone().join_attr(&attr)
@@ -296,6 +299,41 @@ mod tests {
         for p in ["url", "user", "password", "thumbprint", "api_timeout"] {
             assert!(paths.contains(&p.to_string()), "{p} missing from {paths:?}");
         }
+    }
+
+    #[test]
+    fn endpoint_blocks_take_their_own_api_timeout_or_the_providers() {
+        let block = |name: &str, api_timeout: Option<&str>| EndpointBlock {
+            name: name.into(),
+            url: format!("{name}.example.com"),
+            api_timeout: api_timeout.map(str::to_string),
+            ..Default::default()
+        };
+        let m = ProviderModel {
+            api_timeout: Some("2m".into()),
+            endpoint: Some(vec![block("old", Some("5m")), block("new", None)]),
+            ..model()
+        };
+        let e = m.endpoints().unwrap();
+        assert_eq!(e[0].1.timeout, Duration::from_secs(300));
+        assert_eq!(e[1].1.timeout, Duration::from_secs(120));
+
+        // A bad value is reported where it was written.
+        let m = ProviderModel {
+            api_timeout: Some("soon".into()),
+            endpoint: Some(vec![block("old", Some("later")), block("new", None)]),
+            ..model()
+        };
+        let d = m.endpoints().unwrap_err();
+        let paths: Vec<String> =
+            d.0.iter()
+                .map(|d| d.path.clone().unwrap().to_string())
+                .collect();
+        assert!(
+            paths.contains(&"endpoint[0].api_timeout".to_string()),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&"api_timeout".to_string()), "{paths:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! opened session per provider process shared by every resource, and the mapping of client
 //! errors to diagnostics ("Unable to <action>: what vSphere said + what to do").
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
@@ -18,6 +19,8 @@ pub struct Connection {
     config: ConnectConfig,
     keepalive: Option<std::time::Duration>,
     client: OnceCell<Arc<Client>>,
+    /// Whether the warning about an unverified TLS handshake was given (once per process).
+    warned_unverified: AtomicBool,
 }
 
 impl Connection {
@@ -28,6 +31,7 @@ impl Connection {
             config,
             keepalive: None,
             client: OnceCell::new(),
+            warned_unverified: AtomicBool::new(false),
         }
     }
 
@@ -156,19 +160,34 @@ impl ProviderState {
 pub async fn client(ctx: &Context, endpoint: Option<&str>) -> Result<Arc<Client>, Diagnostics> {
     let state = ctx.data::<ProviderState>()?;
     let conn = state.endpoints.get(endpoint)?;
-    connect(conn).await
+    connect(ctx, conn).await
 }
 
-/// The logged-in client of one endpoint, with its name in the error.
-pub async fn connect(conn: &Connection) -> Result<Arc<Client>, Diagnostics> {
-    conn.client().await.map_err(|e| {
+/// The logged-in client of one endpoint, with its name in the error. The first call to find
+/// the server's TLS handshake accepted unverified (`allow_unverified_ssl`) warns about it.
+pub async fn connect(ctx: &Context, conn: &Connection) -> Result<Arc<Client>, Diagnostics> {
+    let client = conn.client().await.map_err(|e| {
         let what = if conn.name == DEFAULT_ENDPOINT {
             "connect to the vSphere endpoint".to_string()
         } else {
             format!("connect to endpoint {:?} ({})", conn.name, conn.config.url)
         };
         error_diagnostics(&what, &e)
-    })
+    })?;
+    if let Some(why) = client.unverified_handshake() {
+        if !conn.warned_unverified.swap(true, Ordering::Relaxed) {
+            let which = if conn.name == DEFAULT_ENDPOINT {
+                format!("The vSphere endpoint ({})", conn.config.url)
+            } else {
+                format!("Endpoint {:?} ({})", conn.name, conn.config.url)
+            };
+            ctx.warnings.warning(
+                "TLS handshake signature not verified",
+                format!("{which} signed the TLS handshake with a signature that does not verify ({why}); certificates with RSA keys shorter than 2048 bits, as on ESXi 5.x and 6.0 hosts, do this. ceso connected anyway because allow_unverified_ssl = true: the connection is encrypted, but nothing proves which server is at the other end. Give the host a certificate with a 2048-bit or larger key, then pin it with `thumbprint`."),
+            );
+        }
+    }
+    Ok(client)
 }
 
 /// Turns a client error into a diagnostic: summary "Unable to {action}", detail with vSphere's

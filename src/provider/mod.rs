@@ -98,7 +98,7 @@ impl Provider for Ceso {
                         .description("Password to log in with. Environment: `CESO_PASSWORD`."),
                 )
                 .attribute(Attribute::bool("allow_unverified_ssl").optional().description(
-                    "Skip verification of the server's TLS certificate. Off by default; prefer `thumbprint`. Environment: `CESO_ALLOW_UNVERIFIED_SSL`.",
+                    "Skip verification of the server's TLS certificate, and of its handshake signature: a server whose signature does not verify (a certificate with an RSA key under 2048 bits, as on ESXi 5.x/6.0) is connected to with a warning. Off by default; prefer `thumbprint`. Environment: `CESO_ALLOW_UNVERIFIED_SSL`.",
                 ))
                 .attribute(Attribute::string("thumbprint").optional().description(
                     "Trust exactly the server certificate with this SHA-256 thumbprint (hex, with or without `:`), for hosts with self-signed certificates. Environment: `CESO_THUMBPRINT`.",
@@ -134,7 +134,8 @@ impl Provider for Ceso {
                         .attribute(Attribute::string("user").optional().description("User name; defaults to the provider's `user` (or `CESO_USER`)."))
                         .attribute(Attribute::string("password").optional().sensitive().description("Password; defaults to the provider's `password` (or `CESO_PASSWORD`)."))
                         .attribute(Attribute::string("thumbprint").optional().description("SHA-256 thumbprint of this endpoint's certificate to trust."))
-                        .attribute(Attribute::bool("allow_unverified_ssl").optional().description("Skip TLS verification for this endpoint; defaults to the provider's setting.")),
+                        .attribute(Attribute::bool("allow_unverified_ssl").optional().description("Skip TLS verification for this endpoint; defaults to the provider's setting."))
+                        .attribute(Attribute::string("api_timeout").optional().validate(duration()).description("Time limit of each vSphere API call to this endpoint (e.g. a slow old host); defaults to the provider's `api_timeout`.")),
                 )),
         )
     }

@@ -173,6 +173,12 @@ impl Client {
         &self.content.about
     }
 
+    /// Why the server's TLS handshake signature was accepted unverified, if it was: only with
+    /// `TlsPolicy::Insecure`, for a signature that did not verify (e.g. an RSA-1024 key).
+    pub fn unverified_handshake(&self) -> Option<String> {
+        self.transport.unverified_handshake()
+    }
+
     /// The endpoint's service content.
     pub fn service_content(&self) -> &ServiceContent {
         &self.content

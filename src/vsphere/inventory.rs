@@ -312,4 +312,20 @@ impl Client {
         cache.store(inv.clone());
         Ok(inv)
     }
+
+    /// The cached inventory snapshot if `enough` accepts it, else one read afresh: for a
+    /// caller that needs an object which may have been created moments ago, possibly by
+    /// another process.
+    pub async fn inventory_with(
+        &self,
+        enough: impl Fn(&Inventory) -> bool,
+    ) -> Result<Arc<Inventory>> {
+        let inv = self.inventory_cached().await?;
+        if enough(&inv) {
+            return Ok(inv);
+        }
+        let inv = Arc::new(self.inventory().await?);
+        self.inventory_cache().store(inv.clone());
+        Ok(inv)
+    }
 }

@@ -55,9 +55,10 @@ pub struct PciDevice {
 }
 
 impl PciDevice {
-    /// Whether this is a display controller (PCI base class 0x03): a GPU.
+    /// Whether this is a GPU: a compute GPU, not a BMC's display or a virtual adapter (the
+    /// rule is [`crate::pci_ids::is_gpu`]).
     pub fn is_gpu(&self) -> bool {
-        self.class_id >> 8 == 0x03
+        crate::pci_ids::is_gpu(self.vendor_id, self.class_id)
     }
 }
 
@@ -273,60 +274,6 @@ impl HostPci {
             })
             .cloned()
             .collect()
-    }
-}
-
-/// A readable name for a PCI class/subclass (the PCI code and ID assignment's classes), falling
-/// back to the base class.
-pub fn class_name(class_id: u16) -> &'static str {
-    match class_id {
-        0x0100 => "SCSI storage controller",
-        0x0101 => "IDE interface",
-        0x0104 => "RAID bus controller",
-        0x0106 => "SATA controller",
-        0x0107 => "Serial Attached SCSI controller",
-        0x0108 => "Non-Volatile memory controller",
-        0x0200 => "Ethernet controller",
-        0x0207 => "InfiniBand controller",
-        0x0300 => "VGA compatible controller",
-        0x0302 => "3D controller",
-        0x0403 => "Audio device",
-        0x0600 => "Host bridge",
-        0x0601 => "ISA bridge",
-        0x0604 => "PCI bridge",
-        0x0c03 => "USB controller",
-        0x0c04 => "Fibre Channel",
-        0x0c05 => "SMBus",
-        0x1200 => "Processing accelerators",
-        _ => match class_id >> 8 {
-            0x00 => "Unclassified device",
-            0x01 => "Mass storage controller",
-            0x02 => "Network controller",
-            0x03 => "Display controller",
-            0x04 => "Multimedia controller",
-            0x05 => "Memory controller",
-            0x06 => "Bridge",
-            0x07 => "Communication controller",
-            0x08 => "Generic system peripheral",
-            0x09 => "Input device controller",
-            0x0b => "Processor",
-            0x0c => "Serial bus controller",
-            0x0d => "Wireless controller",
-            0x10 => "Encryption controller",
-            0x11 => "Signal processing controller",
-            0x12 => "Processing accelerators",
-            _ => "Unknown class",
-        },
-    }
-}
-
-/// The GPU vendor for a PCI vendor id, when it is one of the three that make GPUs for ESXi.
-pub fn gpu_vendor(vendor_id: u16) -> Option<&'static str> {
-    match vendor_id {
-        0x10de => Some("NVIDIA"),
-        0x1002 => Some("AMD"),
-        0x8086 => Some("Intel"),
-        _ => None,
     }
 }
 
@@ -606,7 +553,6 @@ mod tests {
             (0x10de, 0x1eb8, 0x0302)
         );
         assert!(t4.is_gpu());
-        assert_eq!(class_name(t4.class_id), "3D controller");
         let nic = h.device("81:00.0").unwrap();
         assert_eq!(nic.vendor_id, 0x8086, "signed short on the wire");
         assert!(!nic.is_gpu());

@@ -1,7 +1,9 @@
 //! How the client trusts the server: verified against the system's roots (the default), pinned
-//! to a SHA-256 certificate thumbprint, or (explicit opt-in) not verified at all.
+//! to a SHA-256 certificate thumbprint, or (explicit opt-in) not verified at all. Unverified
+//! means the handshake signature too: a server whose signature does not verify (an RSA-1024
+//! certificate, as on ESXi 5.x/6.0 hosts) is accepted, and [`UnverifiedHandshake`] says so.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -52,13 +54,37 @@ pub fn format_thumbprint(digest: &[u8]) -> String {
         .join(":")
 }
 
+/// Why a handshake signature was accepted without verifying, under [`TlsPolicy::Insecure`]:
+/// shared by a transport's verifier (which records it) and the transport (which reports it).
+#[derive(Debug, Clone, Default)]
+pub struct UnverifiedHandshake(Arc<Mutex<Option<String>>>);
+
+impl UnverifiedHandshake {
+    /// The reason the last unverified signature failed verification, if one did.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().expect("lock").clone()
+    }
+
+    fn record(&self, why: &rustls::Error) {
+        let mut slot = self.0.lock().expect("lock");
+        if slot.is_none() {
+            tracing::warn!(error = %why, "TLS handshake signature not verified (allow_unverified_ssl)");
+        }
+        *slot = Some(why.to_string());
+    }
+}
+
 /// A rustls client configuration for a pinned or unverified policy; `None` for `Verify`, which
-/// uses the HTTP client's default (platform) verifier.
-pub fn client_config(policy: &TlsPolicy) -> Option<rustls::ClientConfig> {
+/// uses the HTTP client's default (platform) verifier. Under `Insecure`, handshake signatures
+/// that fail verification are accepted and recorded in `unverified`.
+pub fn client_config(
+    policy: &TlsPolicy,
+    unverified: &UnverifiedHandshake,
+) -> Option<rustls::ClientConfig> {
     let verifier: Arc<dyn ServerCertVerifier> = match policy {
         TlsPolicy::Verify => return None,
-        TlsPolicy::Thumbprint(pin) => Arc::new(PinnedVerifier::new(Some(*pin))),
-        TlsPolicy::Insecure => Arc::new(PinnedVerifier::new(None)),
+        TlsPolicy::Thumbprint(pin) => Arc::new(PinnedVerifier::new(Some(*pin), None)),
+        TlsPolicy::Insecure => Arc::new(PinnedVerifier::new(None, Some(unverified.clone()))),
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -75,19 +101,39 @@ pub fn tls_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Tls, message)
 }
 
-/// Accepts the one certificate with the pinned digest (or any, with no pin), and still checks
-/// that the server holds the certificate's key (handshake signatures are verified).
+/// Accepts the one certificate with the pinned digest, and checks that the server holds the
+/// certificate's key (handshake signatures are verified, as strictly as by default). With no
+/// pin (`allow_unverified_ssl`) it accepts any certificate, and a handshake signature that
+/// does not verify is accepted too and recorded: without a trusted certificate the signature
+/// proves nothing, and the user chose not to verify.
 #[derive(Debug)]
 struct PinnedVerifier {
     pin: Option<[u8; 32]>,
+    /// Where an accepted unverified signature is recorded; set only without a pin.
+    unverified: Option<UnverifiedHandshake>,
     provider: CryptoProvider,
 }
 
 impl PinnedVerifier {
-    fn new(pin: Option<[u8; 32]>) -> Self {
+    fn new(pin: Option<[u8; 32]>, unverified: Option<UnverifiedHandshake>) -> Self {
         Self {
             pin,
+            unverified: if pin.is_none() { unverified } else { None },
             provider: rustls::crypto::aws_lc_rs::default_provider(),
+        }
+    }
+
+    /// A handshake signature check's outcome under this verifier's policy.
+    fn signature(
+        &self,
+        checked: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match (checked, &self.unverified) {
+            (Err(why), Some(unverified)) => {
+                unverified.record(&why);
+                Ok(HandshakeSignatureValid::assertion())
+            }
+            (checked, _) => checked,
         }
     }
 }
@@ -122,12 +168,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
+        self.signature(verify_tls12_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        ))
     }
 
     fn verify_tls13_signature(
@@ -136,12 +182,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
+        self.signature(verify_tls13_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        ))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -166,5 +212,42 @@ mod tests {
             .contains("SHA-1"));
         assert!(parse_thumbprint("zz").is_err());
         assert_eq!(format_thumbprint(&[0xAB, 0x01]), "AB:01");
+    }
+
+    fn bad_signature() -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadSignature,
+        ))
+    }
+
+    #[test]
+    fn only_unverified_mode_accepts_a_bad_handshake_signature_and_says_so() {
+        let unverified = UnverifiedHandshake::default();
+        let insecure = PinnedVerifier::new(None, Some(unverified.clone()));
+        assert!(insecure
+            .signature(Ok(HandshakeSignatureValid::assertion()))
+            .is_ok());
+        assert_eq!(
+            unverified.reason(),
+            None,
+            "a good signature is not reported"
+        );
+        assert!(insecure.signature(bad_signature()).is_ok());
+        assert!(
+            unverified.reason().unwrap().contains("BadSignature"),
+            "{:?}",
+            unverified.reason()
+        );
+
+        // A pinned certificate's signature stays checked, whatever is passed in.
+        let pinned = PinnedVerifier::new(Some([0xAB; 32]), Some(UnverifiedHandshake::default()));
+        assert!(pinned.signature(bad_signature()).is_err());
+    }
+
+    #[test]
+    fn verified_mode_uses_the_default_verifier() {
+        let unverified = UnverifiedHandshake::default();
+        assert!(client_config(&TlsPolicy::Verify, &unverified).is_none());
+        assert!(client_config(&TlsPolicy::Insecure, &unverified).is_some());
     }
 }

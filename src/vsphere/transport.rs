@@ -28,6 +28,7 @@ pub struct Transport {
     timeout: Duration,
     soap_action: RwLock<String>,
     cookie: RwLock<Option<Secret>>,
+    unverified: tls::UnverifiedHandshake,
 }
 
 impl Transport {
@@ -40,7 +41,8 @@ impl Transport {
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("ceso/", env!("CARGO_PKG_VERSION")));
-        if let Some(config) = tls::client_config(policy) {
+        let unverified = tls::UnverifiedHandshake::default();
+        if let Some(config) = tls::client_config(policy, &unverified) {
             builder = builder.tls_backend_preconfigured(config);
         }
         let http = builder.build().map_err(|e| {
@@ -55,7 +57,14 @@ impl Transport {
             timeout,
             soap_action: RwLock::new("urn:vim25/6.5".to_string()),
             cookie: RwLock::new(None),
+            unverified,
         })
+    }
+
+    /// Why the server's handshake signature was accepted without verifying it (only with
+    /// `TlsPolicy::Insecure`, when it did not verify), if that happened.
+    pub fn unverified_handshake(&self) -> Option<String> {
+        self.unverified.reason()
     }
 
     /// The SDK URL.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{resource_values, Vcsim, Workspace};
+use crate::harness::{folded, resource_values, Vcsim, Workspace};
 use crate::require_acc;
 
 /// The full cycle on one simulator model: init, validate, plan, apply, an empty second plan,
@@ -80,10 +80,7 @@ fn plan_fails_with(ws: &Workspace, limit: Duration, needles: &[&str]) -> String 
     let out = ws.run(&["plan", "-input=false", "-no-color"]);
     let took = started.elapsed();
     // Terraform wraps diagnostics to the terminal width: compare with white space folded.
-    let text = format!("{}\n{}", out.stdout, out.stderr)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let text = folded(&out);
     assert_eq!(out.code, 1, "plan should fail:\n{text}");
     for n in needles {
         assert!(text.contains(n), "expected {n:?} in:\n{text}");
@@ -309,4 +306,181 @@ fn api_versions_6_5_to_8_0_are_negotiated() {
             }
         }
     }
+}
+
+/// A server whose certificate has an RSA-1024 key, as old ESXi 5.x/6.0 hosts and govmomi's
+/// built-in simulator certificate have: its handshake signature never verifies. With
+/// `allow_unverified_ssl` ceso connects anyway and warns why; pinned or verified, it refuses.
+#[test]
+fn unverified_ssl_connects_to_an_rsa1024_server_with_a_warning() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx", "-tls", "-tls-rsa-bits", "1024"]);
+    let base = |sim: &Vcsim| {
+        Workspace::from_example("data-sources/ceso_endpoint")
+            .env("CESO_URL", &sim.url)
+            .env("CESO_USER", "user")
+            .env("CESO_PASSWORD", "pass")
+    };
+    let warning = "Warning: TLS handshake signature not verified";
+
+    let ws = base(&sim).env("CESO_ALLOW_UNVERIFIED_SSL", "true");
+    ws.init();
+    let applied = ws.apply().ok("apply with allow_unverified_ssl");
+    let text = folded(&applied);
+    assert!(
+        text.contains(warning)
+            && text.contains("BadSignature")
+            && text.contains("allow_unverified_ssl = true"),
+        "{text}"
+    );
+    let show = ws.show_json();
+    let v = resource_values(&show, "data.ceso_endpoint.this");
+    assert_eq!(v["url"], sim.url.as_str());
+    assert_eq!(v["is_vcenter"], false);
+
+    // Pinned, the handshake signature is still checked: refused, saying why.
+    let ws = base(&sim).env("CESO_THUMBPRINT", &vec!["00"; 32].join(":"));
+    ws.init();
+    let text = plan_fails_with(&ws, Duration::from_secs(20), &["thumbprint mismatch"]);
+    let presented = text
+        .split("presented SHA-256 ")
+        .nth(1)
+        .map(|rest| rest.chars().take(95).collect::<String>())
+        .expect("presented thumbprint in the error");
+    let ws = base(&sim).env("CESO_THUMBPRINT", &presented);
+    ws.init();
+    plan_fails_with(
+        &ws,
+        Duration::from_secs(20),
+        &["TLS verification", "BadSignature"],
+    );
+    // Verified by default: refused as before.
+    let ws = base(&sim);
+    ws.init();
+    plan_fails_with(&ws, Duration::from_secs(20), &["TLS verification"]);
+
+    // A server with a sound key: allow_unverified_ssl connects without the warning.
+    let sound = Vcsim::start(&["-esx", "-tls"]);
+    let ws = base(&sound).env("CESO_ALLOW_UNVERIFIED_SSL", "true");
+    ws.init();
+    let text = folded(&ws.apply().ok("apply against an RSA-2048 server"));
+    assert!(!text.contains(warning), "{text}");
+}
+
+/// Each `endpoint` block may set its own `api_timeout` (a slow old host); blocks without one
+/// use the provider's. A simulator answering every call after 1.5 s shows which applies.
+#[test]
+fn api_timeout_is_an_endpoint_setting() {
+    require_acc!();
+    let slow = Vcsim::start(&["-esx", "-delay", "1500"]);
+    let fast = Vcsim::start(&["-esx"]);
+    let ws = Workspace::empty()
+        .env("CESO_USER", "user")
+        .env("CESO_PASSWORD", "pass")
+        .env("CESO_ALLOW_UNVERIFIED_SSL", "true");
+    let config = |slow_timeout: &str| {
+        format!(
+            r#"
+terraform {{
+  required_providers {{
+    ceso = {{ source = "choiceomg/ceso" }}
+  }}
+}}
+provider "ceso" {{
+  api_timeout = "1s"
+  endpoint {{
+    name        = "slow"
+    url         = "{}"
+    api_timeout = "{slow_timeout}"
+  }}
+  endpoint {{
+    name = "fast"
+    url  = "{}"
+  }}
+}}
+data "ceso_endpoint" "slow" {{
+  endpoint = "slow"
+}}
+data "ceso_endpoint" "fast" {{
+  endpoint = "fast"
+}}
+"#,
+            slow.url, fast.url
+        )
+    };
+    ws.write("main.tf", &config("30s"));
+    ws.init();
+    ws.apply()
+        .ok("the slow endpoint within its own api_timeout, the fast one within the provider's");
+    let show = ws.show_json();
+    assert_eq!(
+        resource_values(&show, "data.ceso_endpoint.slow")["url"],
+        slow.url.as_str()
+    );
+
+    // The slow endpoint's own limit below its latency: only it fails, as a timeout.
+    ws.write("main.tf", &config("1s"));
+    let text = plan_fails_with(
+        &ws,
+        Duration::from_secs(30),
+        &["endpoint \"slow\"", "api_timeout"],
+    );
+    assert!(!text.contains("endpoint \"fast\""), "{text}");
+}
+
+/// A duration too large for any clock is refused by the validator, naming the attribute where
+/// it is written; the plugin does not crash ("request was cancelled").
+#[test]
+fn huge_durations_are_refused_naming_the_attribute() {
+    require_acc!();
+    let huge = "99999999999999999999h";
+    let cases = [
+        (
+            format!("provider \"ceso\" {{\n  url = \"esx1\"\n  user = \"u\"\n  password = \"p\"\n  api_timeout = \"{huge}\"\n}}\n"),
+            "line 10",
+        ),
+        (
+            format!("provider \"ceso\" {{\n  user = \"u\"\n  password = \"p\"\n  endpoint {{\n    name = \"a\"\n    url = \"esx1\"\n    api_timeout = \"{huge}\"\n  }}\n}}\n"),
+            "line 12",
+        ),
+        (
+            format!("provider \"ceso\" {{\n  url = \"esx1\"\n  user = \"u\"\n  password = \"p\"\n  session_keepalive = \"{huge}\"\n}}\n"),
+            "line 10",
+        ),
+        (
+            format!("provider \"ceso\" {{\n  url = \"esx1\"\n  user = \"u\"\n  password = \"p\"\n}}\nresource \"ceso_vm\" \"x\" {{\n  name = \"x\"\n  memory_mb = 1024\n  timeouts {{\n    create = \"{huge}\"\n  }}\n}}\n"),
+            "line 15",
+        ),
+    ];
+    for (body, line) in cases {
+        let ws = Workspace::empty();
+        ws.write(
+            "main.tf",
+            &format!("terraform {{\n  required_providers {{\n    ceso = {{ source = \"choiceomg/ceso\" }}\n  }}\n}}\n{body}data \"ceso_endpoint\" \"this\" {{}}\n"),
+        );
+        ws.init();
+        let text = plan_fails_with(
+            &ws,
+            Duration::from_secs(20),
+            &["Invalid duration", huge, "maximum of 8760h"],
+        );
+        assert!(
+            text.contains(&format!("on main.tf {line}")),
+            "{line}: {text}"
+        );
+        assert!(!text.contains("cancelled"), "{text}");
+    }
+
+    // From the environment, it is refused when the provider is configured.
+    let ws = Workspace::from_example("data-sources/ceso_endpoint")
+        .env("CESO_URL", "esx1")
+        .env("CESO_USER", "u")
+        .env("CESO_PASSWORD", "p")
+        .env("CESO_API_TIMEOUT", huge);
+    ws.init();
+    plan_fails_with(
+        &ws,
+        Duration::from_secs(20),
+        &["Invalid api_timeout", "maximum of 8760h"],
+    );
 }

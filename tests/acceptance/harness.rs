@@ -49,10 +49,19 @@ pub struct Vcsim {
     _dir: tempfile::TempDir,
 }
 
+/// The simulator launcher: `CESO_VCSIM` when set (a launcher built elsewhere, e.g. while
+/// changing it), else `.testbed/bin/vcsim`.
+fn vcsim_binary() -> PathBuf {
+    std::env::var_os("CESO_VCSIM")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testbed_bin("vcsim"))
+}
+
 impl Vcsim {
-    /// Starts `.testbed/bin/vcsim` with `args` (e.g. `["-esx"]`) on a free loopback port.
+    /// Starts the simulator launcher with `args` (e.g. `["-esx"]`) on a free loopback port.
     pub fn start(args: &[&str]) -> Self {
-        let bin = testbed_bin("vcsim");
+        let bin = vcsim_binary();
         assert!(
             bin.exists(),
             "{} is missing: run `make testbed`",
@@ -395,9 +404,12 @@ impl SimClient {
     }
 }
 
-/// Terraform's output with white space folded (it wraps diagnostics to the terminal width).
+/// Terraform's output with white space folded (it wraps diagnostics to the terminal width) and
+/// the `│` gutter of its diagnostic boxes dropped, so a phrase reads the same wherever a line
+/// broke it.
 pub fn folded(out: &TfRun) -> String {
     format!("{}\n{}", out.stdout, out.stderr)
+        .replace('│', " ")
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

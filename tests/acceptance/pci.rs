@@ -105,13 +105,8 @@ fn pci_examples_list_enable_reboot_and_attach_a_gpu() {
         .ok("list GPUs");
     let out = ds.outputs();
     let gpus = &out["gpus"]["value"];
-    // The T4, the A100 and the host's own VMware SVGA (a display controller of no GPU vendor).
-    assert_eq!(gpus.as_object().unwrap().len(), 3, "{gpus}");
-    assert!(gpus
-        .as_object()
-        .unwrap()
-        .values()
-        .any(|g| g["vendor"].is_null() && g["memory_mb"].is_null()));
+    // The T4 and the A100; not the host's own VMware SVGA (see the test below).
+    assert_eq!(gpus.as_object().unwrap().len(), 2, "{gpus}");
     assert_eq!(gpus[T4]["vendor"], "NVIDIA");
     assert_eq!(gpus[T4]["memory_mb"], 16384);
     assert_eq!(gpus[A100]["memory_mb"], 40960);
@@ -274,6 +269,87 @@ fn pci_examples_list_enable_reboot_and_attach_a_gpu() {
     assert!(
         !s.pci().state(T4).enabled,
         "passthrough restored to disabled"
+    );
+}
+
+/// `gpus_only` lists compute GPUs: the simulator's ESXi host has VMware's SVGA II display
+/// adapter (vendor 0x15ad, class 0x0300) beside its GPUs, as a physical host has its BMC's VGA;
+/// it is listed among all devices and display controllers, never as a GPU.
+#[test]
+fn gpus_only_means_compute_gpus_not_the_hosts_display() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let s = Sim::connect(&sim);
+    let pci = s.pci();
+    let display = pci
+        .devices
+        .iter()
+        .find(|d| d.vendor_id == 0x15ad && d.class_id >> 8 == 0x03)
+        .expect("the simulator's host has its own display adapter");
+    let compute: Vec<&str> = pci
+        .devices
+        .iter()
+        .filter(|d| d.class_id == 0x0302)
+        .map(|d| d.id.as_str())
+        .collect();
+    assert!(compute.len() >= 2, "{compute:?}");
+
+    let ws = Workspace::empty().against(&sim);
+    ws.write(
+        "main.tf",
+        r#"
+terraform {
+  required_providers {
+    ceso = { source = "choiceomg/ceso" }
+  }
+}
+data "ceso_pci_devices" "all" {}
+data "ceso_pci_devices" "gpus" {
+  gpus_only = true
+}
+data "ceso_pci_devices" "displays" {
+  class_id = "0x03"
+}
+output "all" {
+  value = { for d in data.ceso_pci_devices.all.devices : d.address => d }
+}
+output "gpus" {
+  value = [for d in data.ceso_pci_devices.gpus.devices : d.address]
+}
+output "displays" {
+  value = [for d in data.ceso_pci_devices.displays.devices : d.address]
+}
+"#,
+    );
+    ws.init();
+    ws.apply().ok("list devices");
+    let out = ws.outputs();
+    let listed = &out["all"]["value"][display.id.as_str()];
+    assert_eq!(listed["is_gpu"], false, "{listed}");
+    assert!(listed["gpu_vendor"].is_null(), "{listed}");
+    assert_eq!(listed["vendor_id"], "0x15ad");
+    let gpus: Vec<&str> = out["gpus"]["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(gpus, compute, "gpus_only is the host's 3D controllers");
+    for id in &compute {
+        assert_eq!(out["all"]["value"][*id]["is_gpu"], true, "{id}");
+    }
+    let displays = out["displays"]["value"].as_array().unwrap();
+    assert!(
+        displays.iter().any(|d| d == display.id.as_str()),
+        "{displays:?}"
+    );
+    assert_eq!(
+        displays.len(),
+        pci.devices
+            .iter()
+            .filter(|d| d.class_id >> 8 == 0x03)
+            .count(),
+        "{displays:?}"
     );
 }
 

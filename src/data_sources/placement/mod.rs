@@ -69,7 +69,7 @@ struct MoveModel {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Model {
     endpoint: Option<String>,
-    name: Option<String>,
+    name: String,
     cpus: i64,
     memory_mb: i64,
     disk_gb: Option<i64>,
@@ -193,6 +193,22 @@ fn merge(parts: Vec<(String, inventory::PlacementInventory)>) -> placement::Inve
     out
 }
 
+/// A network requirement in words: `a port group named "x"`, `a port group on VLAN 120`.
+fn describe(need: &NetworkRequirement) -> String {
+    match need {
+        NetworkRequirement::Name(n) => format!("a port group named {n:?}"),
+        NetworkRequirement::Vlan(v) => format!("a port group on VLAN {v}"),
+    }
+}
+
+/// Whether `host` has a port group meeting `need`.
+fn has_network(host: &placement::Host, need: &NetworkRequirement) -> bool {
+    host.networks.iter().any(|n| match need {
+        NetworkRequirement::Name(name) => n.name == *name,
+        NetworkRequirement::Vlan(id) => n.vlan_id == Some(*id),
+    })
+}
+
 /// `ENDPOINT/NAME` (several endpoints) or `NAME` (one, `only`) as (endpoint, name).
 fn split(qualified: &str, only: Option<&str>) -> (String, String) {
     match only {
@@ -280,7 +296,7 @@ impl Model {
                 .collect()
         };
         let req = placement::PlacementRequest {
-            name: self.name.clone().unwrap_or_else(|| "vm".into()),
+            name: self.name.clone(),
             cpus: self.cpus.max(0) as u32,
             per_vcpu_mhz: self
                 .per_vcpu_mhz
@@ -334,7 +350,7 @@ impl DataSource for Placement {
             Block::new()
                 .description("Where a VM should go, and why: a dry run of placement over the hosts of every endpoint (or one), at plan time. Hosts are filtered by hard constraints (connection, maintenance, CPU, memory, GPUs, network, datastore, affinity), ranked by the strategy's scores, and the decision is explained. When no host fits, the plan fails with a summary such as \"0/8 hosts fit: 3 insufficient memory, 2 missing VLAN 120\".")
                 .attribute(Attribute::string("endpoint").optional().computed().description("Only consider this endpoint's hosts. After read: the chosen host's endpoint."))
-                .attribute(Attribute::string("name").optional().description("The VM's name (shown in the decision). Defaults to `vm`."))
+                .attribute(Attribute::string("name").required().description("The name of the VM to place (with `instances`, of each: `NAME-0`, `NAME-1`, ...). A VM of that name is left out of the inventory, so the answer stays the same once the VM exists; give the `ceso_vm` this name from the answer (`name = data.ceso_placement.x.name`, or `placements[i].name`) so the two cannot differ."))
                 .attribute(Attribute::number("cpus").required().validate(int_between(1, 768)).description("vCPUs the VM needs."))
                 .attribute(Attribute::number("memory_mb").required().validate(int_between(4, 24 * 1024 * 1024)).description("Memory in MiB."))
                 .attribute(Attribute::number("disk_gb").optional().validate(int_between(0, 64 * 1024 * 1024)).description("Disk space in GiB on one datastore the host sees."))
@@ -378,7 +394,7 @@ impl DataSource for Placement {
         };
         // Every endpoint is read at once; one failing fails the read, naming it.
         let reads = chosen.iter().map(|conn| async move {
-            let client = connect(conn).await?;
+            let client = connect(ctx, conn).await?;
             inventory::fetch(&client, conn.name())
                 .await
                 .map(|inv| (conn.name().to_string(), inv))
@@ -402,23 +418,40 @@ impl DataSource for Placement {
         }
         let only = (parts.len() == 1).then(|| parts[0].0.clone());
         let instances = m.instances.unwrap_or(1).max(1) as usize;
-        let base = m.name.clone().unwrap_or_else(|| "vm".into());
         let names: Vec<String> = if instances == 1 {
-            vec![base.clone()]
+            vec![m.name.clone()]
         } else {
-            (0..instances).map(|i| format!("{base}-{i}")).collect()
+            (0..instances).map(|i| format!("{}-{i}", m.name)).collect()
         };
-        if m.name.is_some() {
-            for (_, part) in parts.iter_mut() {
-                for n in &names {
-                    part.forget(n);
-                }
+        for (_, part) in parts.iter_mut() {
+            for n in &names {
+                part.forget(n);
             }
         }
         let merged = merge(parts);
         let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
         let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
-        let request = m.request(&host_names, &ds_names)?;
+        let mut request = m.request(&host_names, &ds_names)?;
+        // A port group no host has yet may be made by this same apply: not a filter, a warning.
+        let pending_network = request
+            .network
+            .take_if(|need| !merged.hosts.iter().any(|h| has_network(h, need)));
+        if let Some(need) = &pending_network {
+            let attr = match need {
+                NetworkRequirement::Name(_) => "network",
+                NetworkRequirement::Vlan(_) => "vlan_id",
+            };
+            ctx.warnings.attr_warning(
+                AttrPath::attr(attr),
+                "Network not found (yet)",
+                format!("No host has {} yet, so this placement does not filter on it. That is expected when this configuration creates it (e.g. a ceso_vlan on the hosts that may be chosen); otherwise check the value. Once it exists, only hosts that have it are considered, which can change the answer: create it on every host that may be chosen, or refer to the resource that creates it (`network = ceso_vlan.x.name`), so that Terraform reads the placement after it exists.", describe(need)),
+            );
+        }
+        // The network the VM is to use, when the placement did not choose one.
+        let assumed_network = match &pending_network {
+            Some(NetworkRequirement::Name(n)) => Some(n.clone()),
+            _ => None,
+        };
         let requests: Vec<placement::PlacementRequest> = names
             .iter()
             .map(|n| placement::PlacementRequest {
@@ -447,7 +480,7 @@ impl DataSource for Placement {
                         host,
                         endpoint,
                         datastore: split(&p.datastore, only_ref).1,
-                        network: p.network.clone(),
+                        network: p.network.clone().or_else(|| assumed_network.clone()),
                         pci_devices: p.pci_devices.clone(),
                         vgpu_profile: p.vgpu_profile.clone(),
                     })
@@ -477,12 +510,19 @@ impl DataSource for Placement {
         m.endpoint = Some(endpoint);
         m.host = Some(host);
         m.datastore = Some(split(&chosen.datastore, only).1);
-        m.network = chosen.network.clone();
+        m.network = chosen.network.clone().or_else(|| assumed_network.clone());
         m.vgpu_profile = chosen.vgpu_profile.clone();
         m.pci_devices = Some(chosen.pci_devices.clone());
         m.hosts_total = Some(decision.hosts_total as i64);
         m.hosts_fit = Some(decision.hosts_fit as i64);
-        m.summary = Some(decision.summary.clone());
+        m.summary = Some(match &pending_network {
+            Some(need) => format!(
+                "{} ({} not found yet, not filtered on)",
+                decision.summary,
+                describe(need)
+            ),
+            None => decision.summary.clone(),
+        });
         m.candidates = Some(
             decision
                 .candidates
@@ -494,7 +534,7 @@ impl DataSource for Placement {
                         endpoint,
                         cluster: c.cluster.clone(),
                         datastore: split(&c.datastore, only).1,
-                        network: c.network.clone(),
+                        network: c.network.clone().or_else(|| assumed_network.clone()),
                         score: c.score.total,
                         cpu_score: c.score.cpu,
                         memory_score: c.score.memory,

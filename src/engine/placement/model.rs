@@ -72,7 +72,7 @@ pub struct Host {
     /// Networks (standard or distributed port groups) the host is attached to.
     #[serde(default)]
     pub networks: Vec<HostNetwork>,
-    /// PCI devices free for passthrough; display-class ones (class 0x03xx) count as GPUs.
+    /// PCI devices free for passthrough; GPUs among them per [`PciDevice::is_gpu`].
     #[serde(default)]
     pub pci_devices: Vec<PciDevice>,
     /// vGPU profiles the host's GPUs can still serve.
@@ -98,7 +98,8 @@ pub struct HostNetwork {
 pub struct PciDevice {
     /// PCI address, e.g. `0000:3b:00.0`; what a VM's passthrough device names.
     pub id: String,
-    /// PCI class and subclass; 0x0300–0x03ff are display controllers (GPUs).
+    /// PCI class and subclass; 0x0300–0x03ff are display controllers, GPUs when
+    /// [`crate::pci_ids::is_gpu`] says so.
     pub class_id: u16,
     /// PCI vendor id (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel).
     #[serde(default)]
@@ -115,9 +116,10 @@ pub struct PciDevice {
 }
 
 impl PciDevice {
-    /// Whether the device is a display controller, i.e. a GPU.
+    /// Whether the device is a GPU (a compute GPU, not a BMC's display or a virtual adapter:
+    /// [`crate::pci_ids::is_gpu`]).
     pub fn is_gpu(&self) -> bool {
-        self.class_id >> 8 == 0x03
+        crate::pci_ids::is_gpu(self.vendor_id, self.class_id)
     }
 }
 

@@ -284,7 +284,7 @@ fn in_group(vm: &Vm, group: &str) -> bool {
 }
 
 fn gpu_matches(device: &PciDevice, model: Option<&str>) -> bool {
-    device.class_id >> 8 == 3
+    crate::pci_ids::is_gpu(device.vendor_id, device.class_id)
         && model.is_none_or(|m| {
             format!("{} {}", device.vendor_name, device.device_name)
                 .to_lowercase()

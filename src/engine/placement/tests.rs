@@ -316,6 +316,37 @@ fn gpu_filter_passthrough_and_vgpu() {
 }
 
 #[test]
+fn a_bmc_or_virtual_display_is_no_gpu() {
+    // Host "a" offers only its BMC's VGA and a virtual SVGA for passthrough; "b" a real GPU.
+    let console = |id: &str, vendor_id: u16, name: &str| PciDevice {
+        id: id.into(),
+        class_id: 0x0300,
+        vendor_id,
+        device_id: 0x2000,
+        vendor_name: name.into(),
+        device_name: "VGA".into(),
+    };
+    let mut a = host("a");
+    a.pci_devices = vec![
+        console("0000:03:00.0", 0x1a03, "ASPEED Technology, Inc."),
+        console("0000:00:0f.0", 0x15ad, "VMware"),
+    ];
+    let mut b = host("b");
+    b.pci_devices = vec![gpu("0000:3b:00.0", "TU104GL [Tesla T4]")];
+    let req = PlacementRequest {
+        gpu: Some(GpuRequest {
+            count: 1,
+            model: None,
+            vgpu_profile: None,
+        }),
+        ..request("ml")
+    };
+    let d = place(&inventory(vec![a, b]), &req).unwrap();
+    assert_eq!(d.placement.as_ref().unwrap().host, "b");
+    assert_eq!(rejection(&d, "a").filter, Filter::Gpu);
+}
+
+#[test]
 fn gpu_criterion_keeps_gpu_hosts_for_gpu_vms() {
     // Identical hosts except that "a" has a free GPU: a plain VM goes to "b" although "a"
     // wins the name tie-break.

@@ -8,6 +8,7 @@
 
 mod migrate;
 mod model;
+mod names;
 mod pci;
 mod plan;
 mod schema;
@@ -819,8 +820,8 @@ impl Vm {
             .vm_info(vm)
             .await
             .map_err(|e| error_diagnostics("read the VM", &e))?;
-        let inv = client
-            .inventory_cached()
+        let inv = names::Names::of_model(plan)
+            .inventory(client)
             .await
             .map_err(|e| error_diagnostics("read the inventory", &e))?;
         let datastore = plan
@@ -1182,7 +1183,9 @@ impl Resource for Vm {
             Err(d) => return ApplyResult::failed(Value::Null, d),
         };
         let limit = timeout(&plan, |t| t.create.as_ref(), 30 * 60);
-        let inv = match client.inventory_cached().await {
+        // What the plan only warned about must exist now, before anything is created.
+        let names = names::Names::of_model(&plan);
+        let inv = match names.inventory(&client).await {
             Ok(i) => i,
             Err(e) => {
                 return ApplyResult::failed(
@@ -1191,6 +1194,9 @@ impl Resource for Vm {
                 )
             }
         };
+        if let Err(d) = names.check_at_apply(&inv) {
+            return ApplyResult::failed(Value::Null, d);
+        }
         let at = match place(&inv, &plan) {
             Ok(p) => p,
             Err(d) => return ApplyResult::failed(Value::Null, d),

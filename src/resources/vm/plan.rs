@@ -1,6 +1,7 @@
 //! `ceso_vm`'s checks and plan: static validation, alignment of disks (by label) and network
 //! adapters (by position) with what state knows, and the plan-time lookups that catch unknown
-//! networks, hosts, datastores, guest OS ids and impossible changes before apply.
+//! guest OS ids and impossible changes before apply, and warn about networks, hosts and
+//! datastores not found (yet: see `names`).
 
 use std::collections::BTreeSet;
 
@@ -126,40 +127,15 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
     let Ok(client) = client(ctx, endpoint_of(req.config)).await else {
         return;
     };
-    let Ok(inv) = client.inventory_cached().await else {
+    // Names not found are warnings: the same apply may create them (e.g. a ceso_vlan).
+    let names = super::names::Names::of_value(req.config);
+    let Ok(inv) = names.inventory(&client).await else {
         return;
     };
-    for (i, nic) in elements(get_attr(req.config, "network_interface"))
-        .iter()
-        .enumerate()
-    {
-        if let Some(net) = string(get_attr(nic, "network")) {
-            if let Err(e) = inv.network(net) {
-                req.diags.attr_error(
-                    AttrPath::attr("network_interface")
-                        .join_index(i)
-                        .join_attr("network"),
-                    "Unknown network",
-                    e.message,
-                );
-            }
-        }
-    }
+    names.check_at_plan(&inv, &mut req.diags);
     super::pci::check_against_host(&client, &inv, req).await;
     if moving == super::migrate::Move::Host {
         super::migrate::check_networks(&inv, req);
-    }
-    if let Some(host) = string(get_attr(req.config, "host")) {
-        if let Err(e) = inv.host(host) {
-            req.diags
-                .attr_error(AttrPath::attr("host"), "Unknown host", e.message);
-        }
-    }
-    if let Some(ds) = string(get_attr(req.config, "datastore")) {
-        if let Err(e) = inv.datastore(ds) {
-            req.diags
-                .attr_error(AttrPath::attr("datastore"), "Unknown datastore", e.message);
-        }
     }
     if let Some(guest) = string(get_attr(req.config, "guest_id")) {
         let changed = string(get_attr(req.prior, "guest_id")) != Some(guest);

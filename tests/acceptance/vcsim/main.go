@@ -57,7 +57,8 @@
 // calls nor upload bytes for -nfc-lease-timeout (default 300s, as a host) times out
 // (state error, Timedout) and, as after HttpNfcLeaseAbort, its VM is removed;
 // HttpNfcLeaseComplete makes it done.
-// -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key).
+// -tls serves a fresh RSA-2048 certificate (the simulator's built-in one has a 1024-bit key);
+// -tls-rsa-bits 1024 makes it as weak as an old ESXi host's.
 //
 // -api-version makes it a server of another release (about.apiVersion/version), refusing
 // SOAPActions that name a newer API version as such a server would.
@@ -238,6 +239,9 @@ func main() {
 	ds := flag.Int("ds", 1, "local datastores")
 	pg := flag.Int("pg", 1, "distributed port groups (vCenter model)")
 	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
+	// ceso addition: -tls-rsa-bits 1024 serves a certificate with a key as weak as old ESXi
+	// 5.x/6.0 hosts have, for the test of allow_unverified_ssl against such servers.
+	tlsRSABits := flag.Int("tls-rsa-bits", 2048, "RSA key size of the -tls certificate")
 	vapi := flag.Bool("vapi", false, "register the vAPI REST (/rest) and PBM (/pbm) endpoints")
 	alias := flag.Bool("cralias", false, "alias ComputeResource:<cluster-moid> to each cluster")
 	delay := flag.Int("delay", 0, "milliseconds of latency added to every SOAP call")
@@ -293,7 +297,7 @@ func main() {
 		m.Service.Listen.User = url.UserPassword(u, p)
 	}
 	if *useTLS {
-		cert, err := selfSignedCert()
+		cert, err := selfSignedCert(*tlsRSABits)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -319,11 +323,12 @@ func main() {
 	m.Remove()
 }
 
-// selfSignedCert makes a fresh RSA-2048 certificate for 127.0.0.1/localhost, as ESXi ships
-// one per host. (ceso addition: the simulator's built-in test certificate has a 1024-bit key,
-// which no current TLS verifier accepts, so thumbprint pinning could not be tested with it.)
-func selfSignedCert() (tls.Certificate, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+// selfSignedCert makes a fresh RSA certificate (2048 bits unless -tls-rsa-bits says otherwise)
+// for 127.0.0.1/localhost, as ESXi ships one per host. (ceso addition: the simulator's built-in
+// test certificate has a 1024-bit key, which no current TLS verifier accepts, so thumbprint
+// pinning could not be tested with it.)
+func selfSignedCert(bits int) (tls.Certificate, error) {
+	key, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
