@@ -468,8 +468,9 @@ impl Client {
             let resp =
                 send_upload(request, body, transport.timeout(), &name, moved.clone()).await?;
             if !resp.status().is_success() {
+                // The host refused the disk: a definite failure, not a lost answer.
                 return Err(Error::new(
-                    ErrorKind::Transport,
+                    ErrorKind::Fault,
                     format!(
                         "upload of {path} to the import lease failed: HTTP {}",
                         resp.status()

@@ -557,12 +557,13 @@ impl Client {
             w.end("spec");
         };
         let result = self
-            .run_task(
+            .run_task_reporting(
                 TaskCall {
                     name: "CloneVM_Task",
                     this: source,
                     args: &args,
                 },
+                &format!("cloning VM {name:?}"),
                 timeout,
                 cancel,
             )
@@ -630,12 +631,13 @@ impl Client {
             }
             w.text("force", "false");
         };
-        self.run_task(
+        self.run_task_reporting(
             TaskCall {
                 name: "CopyVirtualDisk_Task",
                 this: &manager,
                 args: &args,
             },
+            &format!("copying disk {source} to {dest}"),
             timeout,
             cancel,
         )

@@ -7,6 +7,7 @@ mod backup_job;
 #[path = "../support/cbt_vm.rs"]
 mod cbt_vm;
 mod cli;
+mod disks;
 mod endpoint;
 mod fleet;
 mod harness;
