@@ -362,14 +362,18 @@ impl Client {
                 Ok(vm)
             }
             Err(e) => {
-                let _ = self
+                let aborted = self
                     .call(&PlainCall {
                         name: "HttpNfcLeaseAbort",
                         this: &lease,
                         args: &|_| {},
                     })
                     .await;
-                Err(e)
+                match aborted {
+                    // The host removes the VM of an aborted lease: nothing was made.
+                    Ok(()) if e.outcome_unknown() => Err(Error::new(ErrorKind::Fault, e.message)),
+                    _ => Err(e),
+                }
             }
         }
     }

@@ -578,6 +578,15 @@ impl Client {
         path: &str,
         datacenter: Option<&ManagedObjectReference>,
     ) -> Result<()> {
+        self.make_new_directory(path, datacenter).await.map(|_| ())
+    }
+
+    /// [`Client::make_directory`], saying whether this call made it (false: it existed).
+    pub async fn make_new_directory(
+        &self,
+        path: &str,
+        datacenter: Option<&ManagedObjectReference>,
+    ) -> Result<bool> {
         let manager =
             self.service_content().file_manager.clone().ok_or_else(|| {
                 Error::new(ErrorKind::NotVsphere, "the endpoint has no file manager")
@@ -595,8 +604,8 @@ impl Client {
             args: &args,
         };
         match self.call(&call).await {
-            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(false),
+            other => other.map(|()| true),
         }
     }
 

@@ -15,6 +15,7 @@ mod pci;
 mod placement;
 mod protocol;
 mod snapshot;
+mod transfers;
 mod vlan;
 mod vm;
 mod vm_move;

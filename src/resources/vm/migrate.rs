@@ -381,6 +381,8 @@ pub async fn copy_disks(
             ..to.clone()
         };
         let len = (d.capacity_kb.max(0) as u64) * 1024;
+        // Listed before it is written: a copy that fails half-way is removed too.
+        written.push(to_flat.display_path());
         let copied = copy_file(src, &from_flat, dst, &to_flat, len).await;
         if let Some(temp) = &consolidated {
             remove_temporary(src, src_dc, temp).await;
@@ -388,7 +390,6 @@ pub async fn copy_disks(
         if let Err(e) = copied {
             return (Err(e), written);
         }
-        written.push(to_flat.display_path());
         // The descriptor is small: read it whole and point its extent at the new file.
         let descriptor = match src.download(&from, None).await {
             Ok(s) => {
@@ -409,10 +410,10 @@ pub async fn copy_disks(
         let body = bytes::Bytes::from(text.into_bytes());
         let len = body.len() as u64;
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        written.push(to.display_path());
         if let Err(e) = dst.upload(&to, stream, len).await {
             return (Err(e), written);
         }
-        written.push(to.display_path());
         disks.push(Disk {
             file_name: to.display_path(),
             ..d.clone()
