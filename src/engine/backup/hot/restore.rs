@@ -637,18 +637,27 @@ async fn upload_disk(
                 upload.await.map_err(upload_failed)?;
                 stats
             }
-            Err(e) => {
+            // Only a broken pipe is the upload's doing: any other repository error (a corrupt
+            // chunk, an S3 failure) is the cause, and the upload's "body ended early" its echo.
+            Err(e) if is_broken_pipe(&e) => {
                 if let Ok(Err(up)) = tokio::time::timeout(Duration::from_secs(1), &mut upload).await {
                     return Err(upload_failed(up));
                 }
                 return Err(e.into());
             }
+            Err(e) => return Err(e.into()),
         },
     };
     progress(Progress::DiskFinished {
         disk: spec.label.clone(),
     });
     Ok((stats.bytes_written, stats.bytes_zero))
+}
+
+/// Whether the repository side of an upload failed only because the upload dropped its pipe.
+fn is_broken_pipe(e: &crate::engine::backup::Error) -> bool {
+    matches!(e, crate::engine::backup::Error::Io { source, .. }
+        if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Restores one disk of a backup to a local raw image at `path` (created; must not exist);
