@@ -28,6 +28,12 @@ Prints a table with ours/peer ratios (lower is better everywhere) and writes
 target/bench/foundation.json. A missing binary makes that side "skipped: <reason>";
 any other failure is an error and the exit status is 1.
 Python 3.11, standard library only; loopback only; every subprocess has a timeout.
+
+`make bench` runs, each with its own exit status folded into make's: this file; bench/vms.py
+(fleets of N VMs beside the peer); `cargo bench --bench hot_backup` (ceso-backup beside
+restic); bench/transfers.py (multi-GiB disks: backup, restore, cold move and OVA deploy
+beside curl and restic, target/bench/transfers.json). vms.py and transfers.py reuse this file's
+helpers (`import bench as B`).
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@
 Run by `make bench`, or directly:
 
     scripts/testbed.sh --peer
-    python3 bench/vms.py --vms 10,100,300
+    python3 bench/vms.py                       # N = 200 (both) and 1,000 (ours), -parallelism 10 and 50
+    python3 bench/vms.py --vms 10,100 --delay 5 --parallelism 10
     python3 bench/vms.py --vms 2 --check       # both configs apply, plan empty, destroy
 
 The same workload for both providers, each on its own fresh simulator (vCenter model:
 one datacenter DC0, cluster DC0_C0 of 3 hosts + 1 standalone host, datastore LocalDS_0;
-flags -tls -vapi -cralias -delay 5, i.e. 5 ms of latency on every SOAP call), for each N:
+flags -tls -vapi -cralias -delay D, i.e. D ms of latency on every SOAP call, 20 by default),
+for each N and each -parallelism P (10, Terraform's default, and 50 by default):
 
   apply     `terraform apply` creating N VMs from scratch: 1 vCPU, 1024 MiB, guest
             otherGuest64, one 1 GiB thin disk "disk0", one vmxnet3 NIC on --network
@@ -19,7 +21,7 @@ flags -tls -vapi -cralias -delay 5, i.e. 5 ms of latency on every SOAP call), fo
             text is kept in the JSON and in target/bench/vms-plan-SIDE-N.txt.
   destroy   `terraform destroy`.
 
-All three with -parallelism=10 (Terraform's default). Per step and side: wall time,
+Per step and side: wall time,
 SOAP round trips (GET /vcsim-counts before and after; every POST to /sdk and /pbm,
 per method; the launcher does not count the peer's vAPI /rest calls), round trips
 per VM, the simulator's peak of concurrent SOAP calls, and the provider's peak RSS
@@ -38,6 +40,8 @@ Writes target/bench/vms.json and prints a table with ours/peer ratios (lower is 
 A missing binary makes that side "skipped"; a failed step is an error (exit 1), and the
 later steps of that side and N are skipped (a failed apply is still destroyed).
 Python 3.11, standard library only; loopback only; every subprocess has a timeout.
+The other parts of `make bench`: bench/bench.py (foundation), bench/transfers.py (multi-GiB
+disk transfers beside curl and restic), `cargo bench --bench hot_backup`.
 """
 
 from __future__ import annotations
@@ -503,13 +507,13 @@ def goals(doc: dict) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vms", default="10,100,300", help="comma-separated VM counts (default: %(default)s)")
+    ap.add_argument("--vms", default="200,1000", help="comma-separated VM counts (default: %(default)s)")
     ap.add_argument("--sides", default="ours,peer", help="ours, peer or both (default: %(default)s)")
-    ap.add_argument("--peer-max-vms", type=int, default=None,
-                    help="skip the peer above this N (reported as skipped)")
+    ap.add_argument("--peer-max-vms", type=int, default=200,
+                    help="skip the peer above this N, reported as skipped; 0: no limit (default: %(default)s)")
     ap.add_argument("--network", default="VM Network", help='"VM Network" or "DC0_DVPG0" (default: %(default)s)')
-    ap.add_argument("--delay", type=int, default=5, help="simulator latency per SOAP call, ms (default: %(default)s)")
-    ap.add_argument("--parallelism", default="10",
+    ap.add_argument("--delay", type=int, default=20, help="simulator latency per SOAP call, ms (default: %(default)s)")
+    ap.add_argument("--parallelism", default="10,50",
                     help="comma-separated terraform -parallelism values, each a run (default: %(default)s)")
     ap.add_argument("--ceso", type=Path, default=ROOT / "target/release/terraform-provider-ceso")
     ap.add_argument("--peer", type=Path, default=TESTBED / "bin" / B.PEER_BIN)
@@ -600,7 +604,7 @@ def main() -> int:
                 if side in skipped:
                     run[side] = {"skipped": skipped[side]}
                     continue
-                if side == "peer" and args.peer_max_vms is not None and n > args.peer_max_vms:
+                if side == "peer" and args.peer_max_vms and n > args.peer_max_vms:
                     run[side] = {"skipped": f"N={n} > --peer-max-vms {args.peer_max_vms}"}
                     continue
                 failed = []

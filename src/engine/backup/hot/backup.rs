@@ -386,14 +386,22 @@ async fn back_up_disk(
                 (mode, None, areas)
             }
         };
+    // With a list of areas (changed since the previous backup, or in use for a full read)
+    // only their grains are read: a chunk they cover in part is patched over the previous one
+    // (zeros for a full read). Without one, whole chunks.
+    let window = if changed.is_some() {
+        repo.patch_grain().min(cs)
+    } else {
+        cs
+    };
     let base = base.or(synthetic.as_ref());
     let plan = match &changed {
-        Some(areas) => windows_touched(areas, cs),
-        None => std::iter::once(0..count).collect(), // every chunk
+        Some(areas) => windows_touched(areas, window),
+        None => std::iter::once(0..capacity.div_ceil(window)).collect(), // every chunk
     };
     let to_transfer: u64 = plan
         .iter()
-        .map(|r| (r.end * cs).min(capacity) - r.start * cs)
+        .map(|r| (r.end * window).min(capacity) - r.start * window)
         .sum();
     progress(Progress::DiskStarted {
         disk: label.to_string(),
@@ -409,8 +417,9 @@ async fn back_up_disk(
         capacity,
         plan,
         FetchOptions {
-            window: cs,
-            depth: options.read_ahead,
+            window,
+            // The same bytes ahead whatever the window.
+            depth: options.read_ahead * (cs / window) as usize,
             limiter,
             fetched: fetched.clone(),
             on_fetched: Some(Arc::new(move |n| {
