@@ -58,6 +58,11 @@ impl Codec {
         self.keys.is_some()
     }
 
+    /// The keys, when encrypted.
+    pub fn keys(&self) -> Option<&Arc<Keys>> {
+        self.keys.as_ref()
+    }
+
     /// Encodes `plain`: compressed when that makes it smaller, then sealed when encrypted.
     /// CPU-bound: call it on a blocking thread for chunks.
     pub fn encode(&self, kind: ObjectKind, name: &str, plain: &[u8]) -> Vec<u8> {
