@@ -362,14 +362,18 @@ impl Client {
                 Ok(vm)
             }
             Err(e) => {
-                let _ = self
+                let aborted = self
                     .call(&PlainCall {
                         name: "HttpNfcLeaseAbort",
                         this: &lease,
                         args: &|_| {},
                     })
                     .await;
-                Err(e)
+                match aborted {
+                    // The host removes the VM of an aborted lease: nothing was made.
+                    Ok(()) if e.outcome_unknown() => Err(Error::new(ErrorKind::Fault, e.message)),
+                    _ => Err(e),
+                }
             }
         }
     }
@@ -468,8 +472,9 @@ impl Client {
             let resp =
                 send_upload(request, body, transport.timeout(), &name, moved.clone()).await?;
             if !resp.status().is_success() {
+                // The host refused the disk: a definite failure, not a lost answer.
                 return Err(Error::new(
-                    ErrorKind::Transport,
+                    ErrorKind::Fault,
                     format!(
                         "upload of {path} to the import lease failed: HTTP {}",
                         resp.status()

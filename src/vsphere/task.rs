@@ -513,6 +513,35 @@ impl Client {
         Ok(())
     }
 
+    /// [`Client::run_task`] for long tasks (clones, disk copies, moves): each new percentage
+    /// the task reports is logged at INFO as "`what`: N%", which `TF_LOG=INFO` shows.
+    pub async fn run_task_reporting(
+        self: &Arc<Self>,
+        call: TaskCall<'_>,
+        what: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Node>> {
+        let task = self.call(&call).await?;
+        let last = std::sync::atomic::AtomicI32::new(-1);
+        let started = std::time::Instant::now();
+        let report = |p: i32| {
+            if last.swap(p, std::sync::atomic::Ordering::Relaxed) != p {
+                tracing::info!(
+                    "{what}: {p}% after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        };
+        let done = self
+            .await_task(&task, Some(call.name), timeout, cancel, &report)
+            .await;
+        if done.is_ok() {
+            tracing::info!("{what}: done in {:.1} s", started.elapsed().as_secs_f64());
+        }
+        done
+    }
+
     /// The session's task pump: keeps the server-side watch, sends queued view changes, runs
     /// the long polls and recovers from their failures. Runs while anyone waits.
     async fn pump(self: Arc<Self>) {

@@ -262,6 +262,64 @@ mod tests {
         assert_eq!(moved.bytes(), 4);
     }
 
+    /// A server that reads the request head and `take` body bytes, then stops reading and
+    /// keeps the connection open.
+    async fn stalling_server(take: usize) -> std::net::SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut got = 0usize;
+            while got < take {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            drop(conn);
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_upload_the_server_stops_reading_fails_after_the_stall_limit() {
+        let addr = stalling_server(1 << 20).await;
+        let len: u64 = 256 << 20;
+        let body = futures::stream::iter(
+            (0..len / (1 << 20)).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 1 << 20]))),
+        );
+        let request = reqwest::Client::new()
+            .put(format!("http://{addr}/folder/x-flat.vmdk"))
+            .header(reqwest::header::CONTENT_LENGTH, len);
+        let name = TransferName {
+            direction: "upload",
+            file: "[ds] x-flat.vmdk".into(),
+            host: addr.to_string(),
+            offset: 0,
+            len: Some(len),
+        };
+        let moved = Arc::new(Moved::default());
+        let started = Instant::now();
+        let e = send_upload(request, body, Duration::from_secs(1), &name, moved.clone())
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+        assert!(e.message.contains("stalled at byte"), "{}", e.message);
+        assert!(
+            took < Duration::from_secs(5),
+            "stall noticed after {took:?}"
+        );
+        assert!(
+            moved.bytes() < len,
+            "it stopped part-way: {}",
+            moved.bytes()
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_download_that_keeps_moving_never_times_out() {
         let pieces = futures::stream::iter(0..10).then(|_| async {

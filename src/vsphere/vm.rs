@@ -557,12 +557,13 @@ impl Client {
             w.end("spec");
         };
         let result = self
-            .run_task(
+            .run_task_reporting(
                 TaskCall {
                     name: "CloneVM_Task",
                     this: source,
                     args: &args,
                 },
+                &format!("cloning VM {name:?}"),
                 timeout,
                 cancel,
             )
@@ -577,6 +578,15 @@ impl Client {
         path: &str,
         datacenter: Option<&ManagedObjectReference>,
     ) -> Result<()> {
+        self.make_new_directory(path, datacenter).await.map(|_| ())
+    }
+
+    /// [`Client::make_directory`], saying whether this call made it (false: it existed).
+    pub async fn make_new_directory(
+        &self,
+        path: &str,
+        datacenter: Option<&ManagedObjectReference>,
+    ) -> Result<bool> {
         let manager =
             self.service_content().file_manager.clone().ok_or_else(|| {
                 Error::new(ErrorKind::NotVsphere, "the endpoint has no file manager")
@@ -594,8 +604,8 @@ impl Client {
             args: &args,
         };
         match self.call(&call).await {
-            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(false),
+            other => other.map(|()| true),
         }
     }
 
@@ -630,12 +640,13 @@ impl Client {
             }
             w.text("force", "false");
         };
-        self.run_task(
+        self.run_task_reporting(
             TaskCall {
                 name: "CopyVirtualDisk_Task",
                 this: &manager,
                 args: &args,
             },
+            &format!("copying disk {source} to {dest}"),
             timeout,
             cancel,
         )

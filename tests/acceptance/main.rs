@@ -7,6 +7,7 @@ mod backup_job;
 #[path = "../support/cbt_vm.rs"]
 mod cbt_vm;
 mod cli;
+mod disks;
 mod endpoint;
 mod fleet;
 mod harness;
@@ -14,6 +15,7 @@ mod pci;
 mod placement;
 mod protocol;
 mod snapshot;
+mod transfers;
 mod vlan;
 mod vm;
 mod vm_move;

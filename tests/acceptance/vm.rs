@@ -733,52 +733,15 @@ fn destroy_refuses_to_lose_unmanaged_snapshots() {
 
 /// A small but complete OVF 1.0 descriptor: 1 vCPU, 256 MiB, an LSI Logic controller and one
 /// disk whose file `disk1.vmdk` sits beside it.
-const TINY_OVF: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
-  <References>
-    <File ovf:href="disk1.vmdk" ovf:id="file1" ovf:size="1048576"/>
-  </References>
-  <DiskSection>
-    <Info>Virtual disks</Info>
-    <Disk ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
-  </DiskSection>
-  <NetworkSection>
-    <Info>Networks</Info>
-    <Network ovf:name="VM Network"><Description>The VM Network</Description></Network>
-  </NetworkSection>
-  <VirtualSystem ovf:id="tiny">
-    <Info>A tiny VM</Info>
-    <OperatingSystemSection ovf:id="94" vmw:osType="ubuntu64Guest"><Info>Guest OS</Info></OperatingSystemSection>
-    <VirtualHardwareSection>
-      <Info>Virtual hardware</Info>
-      <System><vssd:ElementName>Virtual Hardware Family</vssd:ElementName><vssd:InstanceID>0</vssd:InstanceID><vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType></System>
-      <Item><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:ElementName>1 virtual CPU</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
-      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ElementName>256MB of memory</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>256</rasd:VirtualQuantity></Item>
-      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>SCSI controller 0</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
-      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
-    </VirtualHardwareSection>
-  </VirtualSystem>
-</Envelope>
-"#;
-
 #[test]
 fn deploys_an_ovf_package() {
     require_acc!();
     let sim = Vcsim::start(&["-esx"]);
     let s = Sim::connect(&sim);
     let pkg = tempfile::tempdir().unwrap();
-    std::fs::write(pkg.path().join("tiny.ovf"), TINY_OVF).unwrap();
-    std::fs::write(pkg.path().join("disk1.vmdk"), vec![7u8; 1024 * 1024]).unwrap();
-    // The same package as an OVA (a tar of the descriptor and its disk).
-    let ova = pkg.path().join("tiny.ova");
-    {
-        let mut tar = tar::Builder::new(std::fs::File::create(&ova).unwrap());
-        tar.append_path_with_name(pkg.path().join("tiny.ovf"), "tiny.ovf")
-            .unwrap();
-        tar.append_path_with_name(pkg.path().join("disk1.vmdk"), "disk1.vmdk")
-            .unwrap();
-        tar.finish().unwrap();
-    }
+    // A real streamOptimized disk (qemu-img) with known data, as an .ovf and as an .ova.
+    let (_, ova, raw) = crate::disks::ovf_package(pkg.path(), 2);
+    let want = crate::disks::digest_file(&raw);
     // And both served over HTTP on loopback.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -837,6 +800,13 @@ fn deploys_an_ovf_package() {
             "sizing from the configuration"
         );
         assert_eq!(disks_gb(&vm), vec![2], "the package's disk");
+        let c = crate::harness::SimClient::connect(&sim);
+        let flat = crate::disks::local_flat(&c, &vm.disks().next().unwrap().file_name);
+        assert_eq!(
+            crate::disks::digest_file(&flat),
+            want,
+            "the VM's disk holds the package's data, byte for byte"
+        );
         let plan = plan_vars(&ws, &[&var]);
         assert_eq!(plan.code, 0, "second plan not empty: {}", plan.stdout);
         ws.run(&["destroy", "-auto-approve", "-no-color", "-var", &var])

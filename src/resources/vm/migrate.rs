@@ -138,6 +138,39 @@ pub fn plan(req: &mut PlanRequest<'_>) -> Move {
     kind
 }
 
+/// Warns, at plan time, when a VM that moves to another endpoint has snapshots: its disks are
+/// copied consolidated (the VM as it is now), so the snapshots, named here, stay behind and go
+/// with the original.
+pub async fn warn_snapshots(ctx: &crate::framework::Context, req: &mut PlanRequest<'_>) {
+    let Some(moid) = string(get_attr(req.prior, "moid")) else {
+        return;
+    };
+    let Ok(src) = crate::provider::client(ctx, crate::provider::endpoint_of(req.prior)).await
+    else {
+        return;
+    };
+    let vm = ManagedObjectReference::new("VirtualMachine", moid);
+    let Ok(tree) = src.snapshot_tree(&vm).await else {
+        return;
+    };
+    if tree.snapshots.is_empty() {
+        return;
+    }
+    let names: Vec<String> = tree
+        .snapshots
+        .iter()
+        .map(|s| format!("{:?}", s.name))
+        .collect();
+    req.diags.attr_warning(
+        AttrPath::attr("endpoint"),
+        "Snapshots stay behind",
+        format!(
+            "The VM has snapshots ({}). Moving it to another endpoint copies its disks as they are now, consolidated; the snapshots are not carried over and are deleted with the original. Remove or revert them first if you need them.",
+            names.join(", ")
+        ),
+    );
+}
+
 /// Checks, at plan time, that the target host has every network the VM's adapters use.
 pub fn check_networks(inv: &Inventory, req: &mut PlanRequest<'_>) {
     let Some(host) = string(get_attr(&req.planned, "host")).and_then(|h| inv.host(h).ok()) else {
@@ -214,7 +247,11 @@ pub async fn relocate(
         args: &args,
     };
     let fail = |e: &Error| error_diagnostics(&format!("move VM {:?} to host {name}", plan.name), e);
-    match client.run_task(call(), Some(limit), cancel).await {
+    let what = format!("moving VM {:?} to host {name}", plan.name);
+    match client
+        .run_task_reporting(call(), &what, Some(limit), cancel)
+        .await
+    {
         Ok(_) => Ok(false),
         Err(e)
             if info.power_state == "poweredOn"
@@ -227,7 +264,7 @@ pub async fn relocate(
                 .await
                 .map_err(|e| fail(&e))?;
             client
-                .run_task(call(), Some(limit), cancel)
+                .run_task_reporting(call(), &what, Some(limit), cancel)
                 .await
                 .map_err(|e| fail(&e))?;
             Ok(true)
@@ -314,7 +351,19 @@ pub async fn copy_disks(
     let mut written = Vec::new();
     let mut disks = Vec::new();
     for (i, d) in info.disks().enumerate() {
-        let from = match DatastoreFile::parse(src_dc, &d.file_name) {
+        // A VM with snapshots runs on delta disks, which have no flat extent to stream: copy
+        // each disk consolidated on the source first (CopyVirtualDisk_Task of the current
+        // disk copies its whole chain into one), stream the copy, then remove it.
+        let consolidated = if info.has_snapshots {
+            match consolidate(src, src_dc, &d.file_name, dir, i).await {
+                Ok(path) => Some(path),
+                Err(e) => return (Err(e), written),
+            }
+        } else {
+            None
+        };
+        let source = consolidated.as_deref().unwrap_or(&d.file_name);
+        let from = match DatastoreFile::parse(src_dc, source) {
             Ok(f) => f,
             Err(e) => return (Err(e), written),
         };
@@ -332,10 +381,15 @@ pub async fn copy_disks(
             ..to.clone()
         };
         let len = (d.capacity_kb.max(0) as u64) * 1024;
-        if let Err(e) = copy_file(src, &from_flat, dst, &to_flat, len).await {
+        // Listed before it is written: a copy that fails half-way is removed too.
+        written.push(to_flat.display_path());
+        let copied = copy_file(src, &from_flat, dst, &to_flat, len).await;
+        if let Some(temp) = &consolidated {
+            remove_temporary(src, src_dc, temp).await;
+        }
+        if let Err(e) = copied {
             return (Err(e), written);
         }
-        written.push(to_flat.display_path());
         // The descriptor is small: read it whole and point its extent at the new file.
         let descriptor = match src.download(&from, None).await {
             Ok(s) => {
@@ -356,16 +410,54 @@ pub async fn copy_disks(
         let body = bytes::Bytes::from(text.into_bytes());
         let len = body.len() as u64;
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        written.push(to.display_path());
         if let Err(e) = dst.upload(&to, stream, len).await {
             return (Err(e), written);
         }
-        written.push(to.display_path());
         disks.push(Disk {
             file_name: to.display_path(),
             ..d.clone()
         });
     }
     (Ok(disks), written)
+}
+
+/// Copies the disk `file` (a snapshot's delta or a base disk) consolidated into a temporary
+/// disk beside it; returns the copy's path.
+async fn consolidate(
+    src: &Arc<Client>,
+    dc: &str,
+    file: &str,
+    vm_dir: &str,
+    index: usize,
+) -> Result<String, Error> {
+    let f = DatastoreFile::parse(dc, file)?;
+    let dir = f.path.rsplit_once('/').map_or("", |(d, _)| d);
+    let temp = format!("[{}] {dir}/ceso-move-{vm_dir}-{index}.vmdk", f.datastore);
+    let datacenter = src.find_by_path(dc).await.ok();
+    tracing::info!("copying disk {file} consolidated to {temp} before the move");
+    src.copy_virtual_disk(
+        file,
+        &temp,
+        datacenter.as_ref(),
+        None,
+        &CancellationToken::new(),
+    )
+    .await?;
+    Ok(temp)
+}
+
+/// Removes a temporary disk copy (descriptor and extent); failures are logged.
+async fn remove_temporary(src: &Arc<Client>, dc: &str, path: &str) {
+    for file in [path.to_string(), path.replace(".vmdk", "-flat.vmdk")] {
+        if let Ok(f) = DatastoreFile::parse(dc, &file) {
+            if let Err(e) = src.delete_file(&f).await {
+                if !e.is_not_found() {
+                    tracing::warn!(file = %file, error = %e, "could not remove a temporary disk copy");
+                }
+            }
+        }
+    }
 }
 
 /// Device changes that attach copied disks to a new VM on a new controller.

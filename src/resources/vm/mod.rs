@@ -976,16 +976,12 @@ impl Vm {
             }
             keep(d)
         };
-        if let Err(e) = dst
-            .make_directory(
-                &format!("[{}] {}", at.datastore, plan.name),
-                Some(&at.datacenter),
-            )
-            .await
-        {
-            return undo(action("make the directory to move", &e), Vec::new()).await;
-        }
-        let (copied, written) = migrate::copy_disks(
+        let dir = format!("[{}] {}", at.datastore, plan.name);
+        let made_dir = match dst.make_new_directory(&dir, Some(&at.datacenter)).await {
+            Ok(made) => made,
+            Err(e) => return undo(action("make the directory to move", &e), Vec::new()).await,
+        };
+        let (copied, mut written) = migrate::copy_disks(
             src,
             &dc_name(&src_inv),
             &info,
@@ -995,6 +991,10 @@ impl Vm {
             &plan.name,
         )
         .await;
+        if made_dir {
+            // Removed last, once its files are: a directory this move made.
+            written.push(dir);
+        }
         let copied = match copied {
             Ok(c) => c,
             Err(e) => return undo(action("copy the disks to move", &e), written).await,

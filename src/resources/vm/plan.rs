@@ -137,6 +137,9 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
     if moving == super::migrate::Move::Host {
         super::migrate::check_networks(&inv, req);
     }
+    if moving == super::migrate::Move::Endpoint {
+        super::migrate::warn_snapshots(ctx, req).await;
+    }
     if let Some(guest) = string(get_attr(req.config, "guest_id")) {
         let changed = string(get_attr(req.prior, "guest_id")) != Some(guest);
         let browser = inv

@@ -53,7 +53,9 @@ package main
 //     the VM disk's flat extent (<name>-flat.vmdk, kept capacity-sized and sparse by cbt.go);
 //     metadata markers (size 0: grain table 1, grain directory 2, footer 3, each followed by
 //     lba sectors that are skipped) and the end-of-stream marker (type 0), after which the
-//     rest of the body is read and ignored. The stream replaces the disk's content: the extent
+//     rest of the body is read and ignored; a stream whose header points at a grain directory
+//     in its header area (gdOffset not GD_AT_END, as qemu-img writes streamOptimized disks)
+//     may also simply end after its last grain, as hosts accept. The stream replaces the disk's content: the extent
 //     is emptied (made one hole) when a valid header has arrived, grains absent from the stream
 //     (zero grains) stay holes, and so do grains that inflate to zeros: zeros are never
 //     written. The body is decoded as it arrives, in one pass, with at most one compressed and
@@ -894,6 +896,10 @@ type streamVmdk struct {
 	zr       io.ReadCloser
 	fr       io.ReadCloser
 	probeBuf [1]byte
+	// gdEmbedded: the header points at a grain directory in the header area (qemu-img writes
+	// streamOptimized disks so); such a stream may end after its last grain without a
+	// metadata footer or end-of-stream marker, and hosts import it.
+	gdEmbedded bool
 }
 
 func (s *streamVmdk) read(b []byte) error {
@@ -935,6 +941,7 @@ func newStreamVmdk(body io.Reader) (*streamVmdk, error) {
 	s.sectors, s.grain = int64(le.Uint64(h[12:])), int64(le.Uint64(h[20:]))
 	overhead := int64(le.Uint64(h[64:]))
 	algorithm := le.Uint16(h[77:])
+	s.gdEmbedded = le.Uint64(h[56:]) != ^uint64(0)
 	switch {
 	case version < 1 || version > 3:
 		return nil, fmt.Errorf(msgNotSparse+": version %d", version)
@@ -969,6 +976,12 @@ func (s *streamVmdk) next() (int64, []byte, error) {
 			}
 		}
 		var m [12]byte
+		if s.gdEmbedded {
+			// A clean end at a sector boundary ends such a stream.
+			if _, err := s.r.Peek(1); err == io.EOF {
+				return 0, nil, io.EOF
+			}
+		}
 		if err := s.read(m[:]); err != nil {
 			return 0, nil, err
 		}

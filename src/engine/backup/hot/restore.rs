@@ -617,18 +617,47 @@ async fn upload_disk(
         });
     let upload = client.upload(flat, body, disk.capacity);
     let produce = async move { repo.read_disk(disk, writer).await };
-    let (uploaded, produced) = tokio::join!(upload, produce);
-    let stats = produced?;
-    uploaded.map_err(|e| {
+    tokio::pin!(upload, produce);
+    let upload_failed = |e| {
         HotError::vsphere(
             format!("upload disk {:?} to {}", spec.label, flat.display_path()),
             e,
         )
-    })?;
+    };
+    // A failed upload ends the restore at once (the repository's side is dropped with it);
+    // a repository side that fails because the upload broke its pipe reports the upload's
+    // error, the cause.
+    let stats = tokio::select! {
+        uploaded = &mut upload => {
+            uploaded.map_err(upload_failed)?;
+            produce.await?
+        }
+        produced = &mut produce => match produced {
+            Ok(stats) => {
+                upload.await.map_err(upload_failed)?;
+                stats
+            }
+            // Only a broken pipe is the upload's doing: any other repository error (a corrupt
+            // chunk, an S3 failure) is the cause, and the upload's "body ended early" its echo.
+            Err(e) if is_broken_pipe(&e) => {
+                if let Ok(Err(up)) = tokio::time::timeout(Duration::from_secs(1), &mut upload).await {
+                    return Err(upload_failed(up));
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
     progress(Progress::DiskFinished {
         disk: spec.label.clone(),
     });
     Ok((stats.bytes_written, stats.bytes_zero))
+}
+
+/// Whether the repository side of an upload failed only because the upload dropped its pipe.
+fn is_broken_pipe(e: &crate::engine::backup::Error) -> bool {
+    matches!(e, crate::engine::backup::Error::Io { source, .. }
+        if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Restores one disk of a backup to a local raw image at `path` (created; must not exist);
