@@ -11,6 +11,7 @@ mod disks;
 mod endpoint;
 mod fleet;
 mod harness;
+mod hooks;
 mod pci;
 mod placement;
 mod protocol;
