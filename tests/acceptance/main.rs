@@ -6,6 +6,7 @@ mod backup;
 mod backup_job;
 #[path = "../support/cbt_vm.rs"]
 mod cbt_vm;
+mod chaos;
 mod cli;
 mod disks;
 mod endpoint;
