@@ -443,8 +443,9 @@ mod tests {
     #[tokio::test]
     async fn one_holder_at_a_time_and_expired_leases_move_on() {
         let (_d, s) = store();
-        let ttl = Duration::from_millis(300);
-        let skew = Duration::from_millis(100);
+        // Margins of hundreds of milliseconds: a loaded machine's fsyncs take that long.
+        let ttl = Duration::from_millis(1000);
+        let skew = Duration::from_millis(800);
         let mut a = s
             .try_lease("j", "a", ttl, skew)
             .await
@@ -455,12 +456,12 @@ mod tests {
             "held"
         );
         s.renew(&mut a, ttl).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(340)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         assert!(
             s.try_lease("j", "b", ttl, skew).await.unwrap().is_none(),
             "within the clock skew"
         );
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let b = s
             .try_lease("j", "b", ttl, skew)
             .await

@@ -152,14 +152,19 @@ async fn a_queued_exclusive_lease_holds_off_new_shared_ones() {
         let b = b.clone();
         tokio::spawn(async move { take(&b, LeaseKind::Exclusive, waiting(10_000)).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let queued = list_leases(b.as_ref(), REPOSITORY_LOCK).await.unwrap();
-    assert!(
-        queued
+    // The waiter queues itself (a lease object marked waiting) soon; polled, not slept on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let queued = list_leases(b.as_ref(), REPOSITORY_LOCK).await.unwrap();
+        if queued
             .iter()
-            .any(|l| l.kind == LeaseKind::Exclusive && l.waiting),
-        "{queued:?}"
-    );
+            .any(|l| l.kind == LeaseKind::Exclusive && l.waiting)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{queued:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let err = take(&b, LeaseKind::Shared, LockOptions::default())
         .await
         .unwrap_err();
