@@ -122,6 +122,9 @@ async fn repo_case(name: &str, data: &[u8], key: Option<KeySource>) {
         consistency: Consistency::CrashConsistent,
         vm_config: serde_json::Value::Null,
         parent: None,
+        consistency_note: None,
+        job: None,
+        endpoint: None,
     };
     let t = Instant::now();
     let mut session = repo.begin_backup(request).await.unwrap();

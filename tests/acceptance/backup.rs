@@ -1,8 +1,10 @@
 //! `ceso-backup` against the simulator, through the real binary: full and CBT-incremental hot
 //! backups of a running VM whose disk holds known data, restores to new VMs and to a file
 //! compared byte for byte, restores over a powered-off original (`--force`), a backup killed
-//! mid-transfer and cleaned up by the next run, a corrupt chunk named by verify, prune + gc
-//! freeing exactly the unreferenced chunks, and the settings read from a config file.
+//! mid-transfer and cleaned up by the next run once its VM lease lapsed (refused while it is
+//! live), a corrupt chunk named by verify, prune + gc freeing exactly the unreferenced chunks,
+//! the settings read from a config file, and the modes of every file a backup, a scheduled
+//! run's audit log and a restore write.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -352,8 +354,10 @@ fn a_killed_backup_is_cleaned_up_by_the_next_run() {
     init_repo(&sim, &repo);
 
     // Throttled to 1 MB/s, the 8 MiB in use take about 8 s: kill it once the snapshot exists.
+    // Its VM lease lasts 4 s unless renewed.
     let mut child = cli(&sim, &repo)
         .args(["--json", "backup", "--vm", "app-1", "--max-rate", "1M"])
+        .args(["--lease-ttl", "4s", "--clock-skew", "0s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -384,8 +388,34 @@ fn a_killed_backup_is_cleaned_up_by_the_next_run() {
         "nothing committed"
     );
 
+    // While the dead run's VM lease is live, its snapshot is not a leftover: another backup
+    // of the VM is refused (status 5) and the snapshot stays.
+    let killed = Instant::now();
+    let (code, message) = failure_of(cli(&sim, &repo), &["backup", "--vm", "app-1"]);
+    assert_eq!(code, 5, "{message}");
+    assert!(message.contains("another backup of app-1"), "{message}");
+    assert_eq!(
+        sc.run(backup_snapshots(&client, &vm)),
+        vec![leftover.clone()]
+    );
+    // Once it lapses, the next backup (waiting for it) removes the snapshot and says so.
     let started = Instant::now();
-    let r = result_of(cli(&sim, &repo), &["backup", "--vm", "app-1"]);
+    let r = result_of(
+        cli(&sim, &repo),
+        &[
+            "backup",
+            "--vm",
+            "app-1",
+            "--wait",
+            "30s",
+            "--clock-skew",
+            "0s",
+        ],
+    );
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "waited for the dead run's lease"
+    );
     assert_eq!(r["leftovers_removed"], serde_json::json!([leftover]));
     assert!(sc.run(backup_snapshots(&client, &vm)).is_empty());
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -751,4 +781,120 @@ fn restore_force_replaces_a_powered_off_vm_and_keeps_its_name() {
         sc.run(db_vm_names(&client)),
         vec!["db-10".to_string(), "db-9".to_string()]
     );
+}
+
+/// Every file and folder under `root` with its mode, folders last.
+fn modes_under(root: &Path) -> Vec<(std::path::PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let meta = std::fs::metadata(&dir).unwrap();
+        out.push((dir.clone(), meta.permissions().mode() & 0o7777, true));
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.permissions().mode() & 0o7777, false));
+            }
+        }
+    }
+    out
+}
+
+/// The CLI run with umask 000, so only its own choice of modes protects what it writes.
+fn cli_open_umask(sim: &Vcsim, repo: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = cli(sim, repo);
+    // SAFETY: umask is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+#[test]
+fn every_file_a_backup_writes_is_private() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let capacity = 8 * MIB;
+    let (_vm, flat) = sc.run(make_vm(&client, "files-1", capacity));
+    let data = disk_image(capacity, 11);
+    sc.run(upload(&client, &flat, &data));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let r = result_of(
+        cli_open_umask(&sim, &repo),
+        &["init", "--chunk-size", "1MiB"],
+    );
+    assert_eq!(r["chunk_size"], CHUNK as u64);
+
+    // A backup by hand, and one by a scheduled job with its audit log, status and leases.
+    let b = result_of(cli_open_umask(&sim, &repo), &["backup", "--vm", "files-1"]);
+    let id = b["backup"].as_str().unwrap().to_string();
+    let store = ceso::engine::schedule::JobStore::new(Arc::new(LocalBackend::new(repo.clone())));
+    let spec = ceso::engine::schedule::JobSpec {
+        name: "files".into(),
+        schedule: "0 0 * * *".into(),
+        vm_ids: vec!["files-1".into()],
+        retention: ceso::engine::schedule::Retention {
+            keep_last: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sc.run(store.put_job(&spec)).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.to_str().unwrap();
+    let run = result_of(
+        cli_open_umask(&sim, &repo),
+        &["run", "files", "--audit-log", audit_arg],
+    );
+    assert_eq!(run["last_run"]["status"], "succeeded", "{run}");
+    let image = dir.path().join("disk0.img");
+    result_of(
+        cli_open_umask(&sim, &repo),
+        &[
+            "restore",
+            &id,
+            "--disk",
+            "0",
+            "--to-file",
+            image.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(digest(&std::fs::read(&image).unwrap()), digest(&data));
+
+    let written = modes_under(&repo);
+    for kind in [
+        "config",
+        "chunks/",
+        "manifests/",
+        "jobs/",
+        "job-status/",
+        "job-leases/",
+    ] {
+        assert!(
+            written
+                .iter()
+                .any(|(p, _, d)| !d && p.strip_prefix(&repo).unwrap().starts_with(kind)),
+            "no {kind} file written: {written:?}"
+        );
+    }
+    for (path, mode, is_dir) in &written {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:04o}", path.display());
+    }
+    for file in [&audit, &image] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{} is {mode:04o}", file.display());
+    }
 }

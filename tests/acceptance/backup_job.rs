@@ -4,7 +4,8 @@
 //! applied by the daemon; a destroyed job stops running while its backups remain; two daemons
 //! never run one job at once (checked on their audit logs); a daemon killed mid-run has its
 //! job taken over after the lease expires, with no snapshot left behind; /metrics parses as
-//! Prometheus text.
+//! Prometheus text; a daemon whose repository goes away runs on, `/healthz` turning unhealthy
+//! past `--unhealthy-after` and healthy again once it is back.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -596,4 +597,93 @@ fn backup_job_selects_vms_by_tag() {
     );
     ws.run(&["destroy", "-auto-approve", "-no-color"])
         .ok("destroy");
+}
+
+#[test]
+fn a_daemon_survives_a_lost_repository_and_healthz_says_so() {
+    require_acc!();
+    let sim = Vcsim::start(&["-esx"]);
+    let sc = SimClient::connect(&sim);
+    let client = sc.client.clone();
+    let (vm, flat) = sc.run(make_vm(&client, "web-1", 4 * MIB));
+    sc.run(upload(
+        &client,
+        &flat,
+        &crate::backup::disk_image(4 * MIB, 3),
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    init_repo(&sim, &repo);
+    let store = JobStore::new(std::sync::Arc::new(LocalBackend::new(repo.clone())));
+    let spec = ceso::engine::schedule::JobSpec {
+        name: "quick".into(),
+        schedule: "*/2 * * * * *".into(),
+        timezone: "UTC".into(),
+        vm_ids: vec!["web-1".into()],
+        retention: ceso::engine::schedule::Retention {
+            keep_last: 2,
+            ..Default::default()
+        },
+        max_parallel: 1,
+        enabled: true,
+        updated_at: Some(Utc::now()),
+        ..Default::default()
+    };
+    sc.run(store.put_job(&spec)).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut d = serve(
+        &sim,
+        &repo,
+        work.path(),
+        "a",
+        &["--metrics-addr", &metrics, "--unhealthy-after", "2s"],
+    );
+    let log = d.audit.clone();
+    let healthz = || crate::harness::http_get(&format!("http://{metrics}/healthz"));
+    let succeeded_after = |t: DateTime<Utc>| {
+        runs(&audit_of(&[&log]), "quick")
+            .iter()
+            .any(|r| r.0 > t && r.3 == "succeeded")
+    };
+    let began = Utc::now() - chrono::Duration::seconds(5);
+    wait_until(Duration::from_secs(30), "a first run", || {
+        succeeded_after(began)
+    });
+    assert_eq!(healthz().trim(), "ok");
+
+    // The repository goes away (a file where its folder was: every read and write fails).
+    let away = work.path().join("repo.away");
+    std::fs::rename(&repo, &away).unwrap();
+    std::fs::write(&repo, "not a repository").unwrap();
+    let lost = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "/healthz to turn unhealthy",
+        || healthz().starts_with("unhealthy"),
+    );
+    assert!(
+        lost.elapsed() >= Duration::from_secs(2),
+        "healthy until the threshold"
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon runs on");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon runs on");
+
+    // Back: healthy again, and the job runs again.
+    std::fs::remove_file(&repo).unwrap();
+    std::fs::rename(&away, &repo).unwrap();
+    let back = Utc::now();
+    wait_until(Duration::from_secs(30), "a run after the outage", || {
+        succeeded_after(back)
+    });
+    assert_eq!(healthz().trim(), "ok");
+    let body = crate::harness::http_get(&format!("http://{metrics}/metrics"));
+    let errors = body
+        .lines()
+        .find(|l| l.starts_with("ceso_backup_daemon_errors_total{source=\"repository\"}"))
+        .unwrap_or_else(|| panic!("no repository errors counted:\n{body}"));
+    assert!(!errors.ends_with(" 0"), "{errors}");
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(sc.run(backup_snapshots(&client, &vm)).is_empty());
 }

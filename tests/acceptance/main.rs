@@ -6,11 +6,13 @@ mod backup;
 mod backup_job;
 #[path = "../support/cbt_vm.rs"]
 mod cbt_vm;
+mod chaos;
 mod cli;
 mod disks;
 mod endpoint;
 mod fleet;
 mod harness;
+mod hooks;
 mod pci;
 mod placement;
 mod protocol;

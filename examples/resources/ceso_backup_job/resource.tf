@@ -35,7 +35,10 @@ resource "ceso_backup_job" "nightly" {
     keep_monthly = 12
   }
 
-  on_failure_command = "logger -t ceso-backup \"job $CESO_JOB: $CESO_STATUS: $CESO_ERROR\""
+  # A hook the daemons allow, e.g.
+  #   ceso-backup serve --allow-hook 'syslog=logger -t ceso-backup "a backup job failed"'
+  # The command is the daemon's own; the job only names it.
+  on_failure_hook = "syslog"
 }
 
 output "next_run" {

@@ -49,6 +49,7 @@ impl From<RepoError> for Failure {
     fn from(e: RepoError) -> Self {
         let status = match &e {
             RepoError::Locked { .. } => code::LOCKED,
+            RepoError::Interrupted => code::INTERRUPTED,
             RepoError::InvalidUrl { .. } | RepoError::KeyRequired | RepoError::KeyNotExpected => {
                 code::USAGE
             }

@@ -1,5 +1,11 @@
 //! `serve` (the scheduler daemon), `jobs` (list with next and last run) and `run JOB` (one job
 //! now, out of band).
+//!
+//! `serve` starts even while the repository or vSphere cannot be reached: it retries with
+//! back-off (logging each error, `/healthz` turning unhealthy past `--unhealthy-after`) until
+//! they answer or a signal stops it. It exits at start only on what waiting cannot fix: a
+//! missing or malformed setting, no repository at the location, a wrong key, refused vSphere
+//! credentials or certificate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,11 +16,16 @@ use clap::Args;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use ceso::engine::backup::LockOptions;
+use ceso::engine::backup::{Error as RepoError, LockOptions, Repository};
+use ceso::engine::schedule::hooks::parse_allow_hook;
 use ceso::engine::schedule::job::next_run;
-use ceso::engine::schedule::{AuditLog, Daemon, DaemonOptions, JobStore, Metrics, RunStatus};
+use ceso::engine::schedule::{
+    AuditLog, Backoff, Daemon, DaemonOptions, GcSettings, Health, Hooks, JobStore, Metrics,
+    RunStatus, Schedule,
+};
+use ceso::vsphere::{Client, ErrorKind};
 
-use crate::failure::Failure;
+use crate::failure::{code, Failure};
 use crate::output::{human_bytes, Output};
 use crate::settings::{parse_duration, RepoArgs, VsphereArgs};
 
@@ -42,6 +53,14 @@ pub struct DaemonArgs {
         value_name = "NAME"
     )]
     pub endpoint_name: Option<String>,
+    /// Let jobs name this failure hook (`on_failure_hook = "NAME"`): the command line, run
+    /// without a shell in a scrubbed environment, is this daemon's own. Repeat for several.
+    /// Jobs never bring commands of their own.
+    #[arg(long = "allow-hook", value_name = "NAME=COMMAND", value_parser = parse_allow_hook)]
+    pub allow_hook: Vec<(String, Vec<String>)>,
+    /// A failure hook still running after this is killed (with its process group).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
     #[command(flatten)]
     pub vsphere: VsphereArgs,
 }
@@ -58,6 +77,16 @@ pub struct ServeArgs {
     /// Longest time between looks at the repository for due or changed jobs.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub poll: Duration,
+    /// When to collect the repository's garbage (a cron schedule in UTC, as a job's), or
+    /// `off`. Several daemons share it: one at a time runs it.
+    #[arg(long, default_value = "@daily", value_name = "CRON")]
+    pub gc_schedule: String,
+    /// gc keeps unreferenced chunks younger than this.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub gc_grace: Duration,
+    /// `/healthz` answers 503 once the repository has been unreachable this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub unhealthy_after: Duration,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -71,46 +100,149 @@ pub struct RunArgs {
     pub daemon: DaemonArgs,
 }
 
-async fn daemon(
-    repo: &RepoArgs,
-    args: &DaemonArgs,
+/// How a daemon starts: the settings `serve` and `run` share, and the ones only `serve` has.
+struct Start<'a> {
+    repo: &'a RepoArgs,
+    args: &'a DaemonArgs,
     poll: Duration,
     once: bool,
     metrics: Metrics,
-) -> Result<Daemon, Failure> {
-    // Leases as long as the daemon's, so a dead daemon's backups stop blocking prune soon; prune
-    // waits for running backups rather than failing.
-    let repository = Arc::new(repo.open().await?.with_lock_options(LockOptions {
-        ttl: args.lease_ttl,
-        wait: Duration::from_secs(900),
-        clock_skew: args.clock_skew,
-    }));
-    let client = args.vsphere.connect().await?;
-    client.keep_alive(Duration::from_secs(600));
-    let audit = match &args.audit_log {
-        Some(p) => AuditLog::open(p).map_err(|e| {
-            Failure::usage(format!("cannot open the audit log {}: {e}", p.display()))
-        })?,
-        None => AuditLog::none(),
-    };
-    let options = DaemonOptions {
-        node: args
-            .node
+    health: Arc<Health>,
+    gc: Option<GcSettings>,
+    /// Retry while the repository or vSphere cannot be reached (`serve` without `--once`).
+    retry: bool,
+}
+
+/// Whether a repository error may go away by waiting (the network, the server).
+fn transient(e: &RepoError) -> bool {
+    matches!(e, RepoError::Io { .. } | RepoError::Store { .. })
+}
+
+/// Whether a vSphere login error may go away by waiting (not credentials or a certificate).
+fn transient_login(e: &ceso::vsphere::Error) -> bool {
+    !matches!(
+        e.kind,
+        ErrorKind::Auth | ErrorKind::Tls | ErrorKind::Permission | ErrorKind::InvalidArgument
+    )
+}
+
+/// Sleeps `wait` unless `cancel` fires first (then: interrupted).
+async fn pause(wait: Duration, cancel: &CancellationToken) -> Result<(), Failure> {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Ok(()),
+        () = cancel.cancelled() => Err(Failure::new(code::INTERRUPTED, "interrupted")),
+    }
+}
+
+impl Start<'_> {
+    async fn open_repository(&self, cancel: &CancellationToken) -> Result<Repository, Failure> {
+        let (_, backend) = self.repo.backend()?;
+        let key = self.repo.key()?;
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            match Repository::open(backend.clone(), key.clone()).await {
+                Ok(r) => {
+                    self.health.repository_ok();
+                    self.metrics.repository_up.set(1);
+                    return Ok(r);
+                }
+                Err(e) if self.retry && transient(&e) => {
+                    let wait = backoff.failure();
+                    tracing::error!(error = %e, retry_in_s = wait.as_secs(), "cannot open the repository; retrying");
+                    self.health.repository_failed(&e.to_string());
+                    self.metrics.repository_up.set(0);
+                    self.metrics.error("repository");
+                    pause(wait, cancel).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn connect(&self, cancel: &CancellationToken) -> Result<Arc<Client>, Failure> {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            match self.args.vsphere.login().await? {
+                Ok(client) => return Ok(client),
+                Err(e) if self.retry && transient_login(&e) => {
+                    let wait = backoff.failure();
+                    tracing::error!(error = %e, retry_in_s = wait.as_secs(), "cannot log in to vSphere; retrying");
+                    self.metrics.error("vsphere");
+                    pause(wait, cancel).await?;
+                }
+                Err(e) => {
+                    return Err(Failure::new(
+                        code::FAILURE,
+                        format!("unable to log in to vSphere: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The daemon, once the repository opens and vSphere lets it in.
+    async fn daemon(self, cancel: &CancellationToken) -> Result<Daemon, Failure> {
+        let args = self.args;
+        let audit = match &args.audit_log {
+            Some(p) => AuditLog::open(p).map_err(|e| {
+                Failure::usage(format!("cannot open the audit log {}: {e}", p.display()))
+            })?,
+            None => AuditLog::none(),
+        };
+        // Leases as long as the daemon's, so a dead daemon's backups stop blocking prune soon;
+        // prune and gc wait for running backups rather than failing (and hold new ones off).
+        let repository = self
+            .open_repository(cancel)
+            .await?
+            .with_lock_options(LockOptions {
+                ttl: args.lease_ttl,
+                wait: Duration::from_secs(900),
+                clock_skew: args.clock_skew,
+            });
+        let client = self.connect(cancel).await?;
+        client.keep_alive(Duration::from_secs(600));
+        let endpoint_id = args
+            .endpoint_name
             .clone()
-            .unwrap_or_else(ceso::engine::schedule::daemon::default_node),
-        lease_ttl: args.lease_ttl,
-        poll,
-        once,
-        clock_skew: args.clock_skew,
-        endpoint: args.endpoint_name.clone(),
-    };
-    Ok(Daemon::new(
-        repository,
-        client,
-        Arc::new(audit),
-        metrics,
-        options,
-    ))
+            .or_else(|| args.vsphere.endpoint_id())
+            .unwrap_or_default();
+        let options = DaemonOptions {
+            node: args
+                .node
+                .clone()
+                .unwrap_or_else(ceso::engine::schedule::daemon::default_node),
+            lease_ttl: args.lease_ttl,
+            poll: self.poll,
+            once: self.once,
+            clock_skew: args.clock_skew,
+            endpoint: args.endpoint_name.clone(),
+            endpoint_id,
+            hooks: Hooks::new(args.allow_hook.iter().cloned(), args.hook_timeout),
+            gc: self.gc,
+            health: self.health,
+            max_backoff: Duration::from_secs(60).max(self.poll),
+        };
+        Ok(Daemon::new(
+            Arc::new(repository),
+            client,
+            Arc::new(audit),
+            self.metrics,
+            options,
+        ))
+    }
+}
+
+/// `--gc-schedule`: a cron schedule (UTC) or `off`.
+fn gc_settings(args: &ServeArgs) -> Result<Option<GcSettings>, Failure> {
+    if args.gc_schedule.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let schedule = Schedule::parse(&args.gc_schedule, "UTC")
+        .map_err(|e| Failure::usage(format!("--gc-schedule: {}", e.message)))?;
+    Ok(Some(GcSettings {
+        schedule,
+        grace: args.gc_grace,
+    }))
 }
 
 /// `ceso-backup serve`.
@@ -121,14 +253,15 @@ pub async fn serve(
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
     let metrics = Metrics::new();
-    let d = daemon(repo, &args.daemon, args.poll, args.once, metrics.clone()).await?;
+    let health = Arc::new(Health::new(args.unhealthy_after));
+    let gc = gc_settings(&args)?;
     let server = match args.metrics_addr {
         Some(addr) => {
-            let (m, stop) = (metrics.clone(), cancel.clone());
+            let (m, h, stop) = (metrics.clone(), health.clone(), cancel.clone());
             // Checked now, so a bad address fails the start rather than a background task.
             Metrics::check_address(addr)
                 .map_err(|e| Failure::usage(format!("--metrics-addr: {e}")))?;
-            Some(tokio::spawn(async move { m.serve(addr, stop).await }))
+            Some(tokio::spawn(async move { m.serve(addr, h, stop).await }))
         }
         None => None,
     };
@@ -137,14 +270,27 @@ pub async fn serve(
         repo.repo.as_deref().unwrap_or_default(),
         args.daemon.node.as_deref().unwrap_or("this host")
     ));
-    let result = d.run(cancel.clone()).await;
+    let start = Start {
+        repo,
+        args: &args.daemon,
+        poll: args.poll,
+        once: args.once,
+        metrics: metrics.clone(),
+        health,
+        gc,
+        retry: !args.once,
+    };
+    let result = match start.daemon(cancel).await {
+        Ok(d) => d.run(cancel.clone()).await.map_err(Failure::from),
+        Err(f) => Err(f),
+    };
     cancel.cancel();
     if let Some(s) = server {
         if let Ok(Err(e)) = s.await {
             return Err(Failure::new(1, format!("the metrics server failed: {e}")));
         }
     }
-    result.map_err(Failure::from)?;
+    result?;
     out.result("serve", json!({"stopped": true}), || "stopped".into());
     Ok(())
 }
@@ -156,36 +302,34 @@ pub async fn run(
     out: Output,
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let d = daemon(
+    let d = Start {
         repo,
-        &args.daemon,
-        Duration::from_secs(15),
-        true,
-        Metrics::new(),
-    )
+        args: &args.daemon,
+        poll: Duration::from_secs(15),
+        once: true,
+        metrics: Metrics::new(),
+        health: Arc::default(),
+        gc: None,
+        retry: false,
+    }
+    .daemon(cancel)
     .await?;
-    let (_, backend) = repo.backend()?;
-    let store = JobStore::new(backend);
+    let store = d.store().clone();
     let spec = store
         .job(&args.job)
         .await?
         .ok_or_else(|| Failure::usage(format!("no job named {:?} in the repository", args.job)))?;
-    let node = args
-        .daemon
-        .node
-        .clone()
-        .unwrap_or_else(ceso::engine::schedule::daemon::default_node);
     let lease = store
         .try_lease(
             &spec.name,
-            &node,
+            &d.options().node,
             args.daemon.lease_ttl,
             args.daemon.clock_skew,
         )
         .await?
         .ok_or_else(|| {
             Failure::new(
-                5,
+                code::BUSY,
                 format!("job {:?} is running on another daemon", spec.name),
             )
         })?;
@@ -206,15 +350,23 @@ pub async fn run(
     });
     match run.map(|r| r.status) {
         Some(RunStatus::Succeeded) => Ok(()),
-        Some(RunStatus::Aborted) => Err(Failure::new(130, "interrupted")),
-        _ => Err(Failure::new(1, format!("job {} failed", spec.name))),
+        Some(RunStatus::Aborted) => Err(Failure::new(code::INTERRUPTED, "interrupted")),
+        _ => Err(Failure::new(
+            code::FAILURE,
+            format!("job {} failed", spec.name),
+        )),
     }
 }
 
-/// `ceso-backup jobs`: every job with its schedule, next and last run.
+/// `ceso-backup jobs`: every job with its schedule, next and last run. With the key of an
+/// encrypted repository, definitions that fail authentication are shown as refused.
 pub async fn list(repo: &RepoArgs, out: Output) -> Result<(), Failure> {
     let (_, backend) = repo.backend()?;
-    let store = JobStore::new(backend);
+    let store = match Repository::open(backend.clone(), repo.key()?).await {
+        Ok(r) => JobStore::for_repository(&r),
+        Err(RepoError::KeyRequired) => JobStore::new(backend),
+        Err(e) => return Err(e.into()),
+    };
     let mut rows = Vec::new();
     let mut lines = Vec::new();
     for job in store.jobs().await? {
@@ -234,7 +386,7 @@ pub async fn list(repo: &RepoArgs, out: Output) -> Result<(), Failure> {
                 rows.push(json!({"job": spec, "next_run": next, "status": status}));
             }
             Err((key, e)) => {
-                lines.push(format!("{key}: unreadable ({e})"));
+                lines.push(format!("{key}: refused ({e})"));
                 rows.push(json!({"key": key, "error": e.to_string()}));
             }
         }

@@ -29,12 +29,14 @@ Exit status:
   2    usage error (unknown flag, missing setting, bad value)
   3    verify found missing or corrupt data
   4    the repository is locked (prune/gc running, or a backup during prune/gc)
-  5    another backup of the same VM is running
-  130  interrupted (Ctrl-C/SIGTERM): the snapshot was removed, nothing was committed
+  5    another backup of the same VM is running (it holds the VM's lease)
+  130  interrupted (Ctrl-C/SIGTERM): snapshots were removed, leases given back, nothing
+       half-done was committed
 
 Environment:
   CESO_BACKUP_REPO        repository (--repo)
-  CESO_BACKUP_PASSWORD    repository passphrase (or --password-file / --key-file)
+  CESO_BACKUP_PASSWORD    repository passphrase (or --password-file / --key-file, which
+                          must not be readable by group or others)
   CESO_URL, CESO_USER, CESO_PASSWORD, CESO_THUMBPRINT, CESO_ALLOW_UNVERIFIED_SSL,
   CESO_API_TIMEOUT        the vSphere endpoint, as for the Terraform provider
   AWS_*                   S3 endpoint, region and credentials for s3:// repositories
@@ -178,6 +180,22 @@ struct BackupArgs {
     /// The VM: name, inventory path (/DC/vm/name), moid (vm-42) or instance UUID.
     #[arg(long)]
     vm: String,
+    /// Wait this long for another backup of the VM to finish (or for a dead one's lease to
+    /// lapse) instead of failing with status 5 at once; also how long to wait for a prune/gc.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    wait: std::time::Duration,
+    /// How long this backup's leases (of the VM, of the repository) last unless renewed; a
+    /// killed backup's VM can be backed up again this long (plus --clock-skew) after.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    lease_ttl: std::time::Duration,
+    /// Clock difference tolerated with other hosts: another's lease counts as lapsed this long
+    /// after it expires.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    clock_skew: std::time::Duration,
+    /// Require a quiesced snapshot: fail if VMware Tools do not run or quiescing fails
+    /// (default: quiesce when Tools run, else crash-consistent, and say so).
+    #[arg(long)]
+    quiesce: bool,
     /// Read every disk in full even when an incremental is possible.
     #[arg(long)]
     full: bool,
@@ -270,6 +288,12 @@ struct PruneArgs {
     /// Only this VM's backups (name or instance UUID).
     #[arg(long)]
     vm: Option<String>,
+    /// Only the backups this scheduled job made.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only the backups read from this vSphere endpoint (as `list` shows it).
+    #[arg(long = "endpoint-name", value_name = "NAME")]
+    endpoint_name: Option<String>,
     /// Say what would be removed, remove nothing.
     #[arg(long)]
     dry_run: bool,
@@ -304,21 +328,42 @@ fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
+/// Runs `work` unless `cancel` fires first; then the command stops with status 130. For
+/// commands that hold nothing needing clean-up (no lease, no snapshot, no partial file).
+async fn interruptible(
+    cancel: &CancellationToken,
+    work: impl std::future::Future<Output = Result<(), Failure>>,
+) -> Result<(), Failure> {
+    tokio::select! {
+        r = work => r,
+        () = cancel.cancelled() => Err(Failure::new(failure::code::INTERRUPTED, "interrupted")),
+    }
+}
+
 async fn run(cli: Cli, out: Output) -> Result<(), Failure> {
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
+    let c = &cancel;
     match cli.command {
-        Command::Init(a) => repo_commands::init(&cli.repo, a.encrypt, a.chunk_size, out).await,
-        Command::Backup(a) => vm_commands::backup(&cli.repo, a, out, &cancel).await,
-        Command::List(a) => repo_commands::list(&cli.repo, a.vm.as_deref(), out).await,
-        Command::Show(a) => repo_commands::show(&cli.repo, &a.id, out).await,
-        Command::Restore(a) => vm_commands::restore(&cli.repo, a, out, &cancel).await,
-        Command::Verify(a) => repo_commands::verify(&cli.repo, a.sample, out).await,
-        Command::Prune(a) => repo_commands::prune(&cli.repo, a, out).await,
-        Command::Gc(a) => repo_commands::gc(&cli.repo, a.grace, a.dry_run, out).await,
-        Command::Serve(a) => job_commands::serve(&cli.repo, a, out, &cancel).await,
-        Command::Jobs => job_commands::list(&cli.repo, out).await,
-        Command::Run(a) => job_commands::run(&cli.repo, a, out, &cancel).await,
+        Command::Init(a) => {
+            interruptible(
+                c,
+                repo_commands::init(&cli.repo, a.encrypt, a.chunk_size, out),
+            )
+            .await
+        }
+        Command::Backup(a) => vm_commands::backup(&cli.repo, a, out, c).await,
+        Command::List(a) => {
+            interruptible(c, repo_commands::list(&cli.repo, a.vm.as_deref(), out)).await
+        }
+        Command::Show(a) => interruptible(c, repo_commands::show(&cli.repo, &a.id, out)).await,
+        Command::Restore(a) => vm_commands::restore(&cli.repo, a, out, c).await,
+        Command::Verify(a) => repo_commands::verify(&cli.repo, a.sample, out, c).await,
+        Command::Prune(a) => repo_commands::prune(&cli.repo, a, out, c).await,
+        Command::Gc(a) => repo_commands::gc(&cli.repo, a.grace, a.dry_run, out, c).await,
+        Command::Serve(a) => job_commands::serve(&cli.repo, a, out, c).await,
+        Command::Jobs => interruptible(c, job_commands::list(&cli.repo, out)).await,
+        Command::Run(a) => job_commands::run(&cli.repo, a, out, c).await,
     }
 }
 

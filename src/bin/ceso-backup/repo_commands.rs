@@ -11,6 +11,8 @@ use ceso::engine::backup::{
     BackupId, GcOptions, InitOptions, KeepPolicy, PruneOptions, Repository, VerifyOptions,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use crate::failure::{code, Failure};
 use crate::output::{human_bytes, Output};
 use crate::settings::RepoArgs;
@@ -76,8 +78,8 @@ pub async fn list(args: &RepoArgs, vm: Option<&str>, out: Output) -> Result<(), 
         .collect();
     out.result("list", json!({"backups": to_json(&backups)}), || {
         let mut text = format!(
-            "{:<28} {:<24} {:<20} {:>10} {:>10} {:>10}\n",
-            "ID", "VM", "CREATED", "SIZE", "READ", "STORED"
+            "{:<28} {:<24} {:<20} {:<17} {:<16} {:>10} {:>10} {:>10}\n",
+            "ID", "VM", "CREATED", "CONSISTENCY", "JOB", "SIZE", "READ", "STORED"
         );
         for b in &backups {
             let size: u64 = b.disks.iter().map(|d| d.capacity).sum();
@@ -85,10 +87,12 @@ pub async fn list(args: &RepoArgs, vm: Option<&str>, out: Output) -> Result<(), 
             let stored: u64 = b.disks.iter().map(|d| d.bytes_stored).sum();
             let _ = writeln!(
                 text,
-                "{:<28} {:<24} {:<20} {:>10} {:>10} {:>10}",
+                "{:<28} {:<24} {:<20} {:<17} {:<16} {:>10} {:>10} {:>10}",
                 b.id,
                 b.vm.name,
                 b.created.format("%Y-%m-%d %H:%M:%S"),
+                b.consistency.as_str(),
+                b.job.as_deref().unwrap_or("-"),
                 human_bytes(size),
                 human_bytes(read),
                 human_bytes(stored)
@@ -128,6 +132,8 @@ pub async fn show(args: &RepoArgs, id: &str, out: Output) -> Result<(), Failure>
     let value = json!({
         "id": summary.id, "vm": summary.vm, "created": to_json(&summary)["created"],
         "finished": to_json(&summary)["finished"], "consistency": summary.consistency,
+        "consistency_note": manifest.consistency_note, "job": manifest.job,
+        "endpoint": manifest.endpoint,
         "parent": manifest.parent, "vm_config": manifest.vm_config, "disks": disks,
     });
     out.result("show", value, || {
@@ -136,7 +142,16 @@ pub async fn show(args: &RepoArgs, id: &str, out: Output) -> Result<(), Failure>
         let _ = writeln!(t, "vm          {} ({})", manifest.vm.name, manifest.vm.uuid);
         let _ = writeln!(t, "created     {}", manifest.created.to_rfc3339());
         let _ = writeln!(t, "finished    {}", manifest.finished.to_rfc3339());
-        let _ = writeln!(t, "consistency {:?}", manifest.consistency);
+        let _ = writeln!(t, "consistency {}", manifest.consistency);
+        if let Some(note) = &manifest.consistency_note {
+            let _ = writeln!(t, "            ({note})");
+        }
+        if let Some(job) = &manifest.job {
+            let _ = writeln!(t, "job         {job}");
+        }
+        if let Some(endpoint) = &manifest.endpoint {
+            let _ = writeln!(t, "endpoint    {endpoint}");
+        }
         if let Some(p) = &manifest.parent {
             let _ = writeln!(t, "parent      {p}");
         }
@@ -169,11 +184,16 @@ pub async fn show(args: &RepoArgs, id: &str, out: Output) -> Result<(), Failure>
 }
 
 /// `verify`: exit 3 when something is damaged.
-pub async fn verify(args: &RepoArgs, sample: Option<f64>, out: Output) -> Result<(), Failure> {
+pub async fn verify(
+    args: &RepoArgs,
+    sample: Option<f64>,
+    out: Output,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
     if sample.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
         return Err(Failure::usage("--sample is a fraction from 0 to 1"));
     }
-    let repo = args.open().await?;
+    let repo = args.open_until(cancel).await?;
     let report = repo.verify(VerifyOptions { sample }).await?;
     let affected = report.affected_backups();
     out.result(
@@ -226,7 +246,12 @@ pub async fn verify(args: &RepoArgs, sample: Option<f64>, out: Output) -> Result
 }
 
 /// `prune`.
-pub async fn prune(args: &RepoArgs, a: PruneArgs, out: Output) -> Result<(), Failure> {
+pub async fn prune(
+    args: &RepoArgs,
+    a: PruneArgs,
+    out: Output,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
     let policy = KeepPolicy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -240,7 +265,7 @@ pub async fn prune(args: &RepoArgs, a: PruneArgs, out: Output) -> Result<(), Fai
             "give at least one --keep-* option (a policy with none would keep everything)",
         ));
     }
-    let repo = args.open().await?;
+    let repo = args.open_until(cancel).await?;
     let vm_uuid = match &a.vm {
         None => None,
         Some(v) => {
@@ -256,6 +281,8 @@ pub async fn prune(args: &RepoArgs, a: PruneArgs, out: Output) -> Result<(), Fai
         .prune(PruneOptions {
             policy,
             vm_uuid,
+            job: a.job,
+            endpoint: a.endpoint_name,
             dry_run: a.dry_run,
         })
         .await?;
@@ -286,8 +313,9 @@ pub async fn gc(
     grace: Duration,
     dry_run: bool,
     out: Output,
+    cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let repo = args.open().await?;
+    let repo = args.open_until(cancel).await?;
     let report = repo.gc(GcOptions { grace, dry_run }).await?;
     out.result("gc", to_json(&report), || {
         format!(

@@ -3,11 +3,14 @@
 //! configuration file ([`crate::config_file`]) for what neither gives; plus the parsers of sizes
 //! and durations the flags take.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use ceso::engine::backup::{KeySource, Passphrase, Repository, RepositoryUrl};
 use ceso::vsphere::client::parse_endpoint_url;
@@ -66,18 +69,15 @@ impl RepoArgs {
         RepositoryUrl::parse(text).map_err(|e| Failure::usage(e.to_string()))
     }
 
-    /// The key source, if any was given.
+    /// The key source, if any was given. A key or password file that its group or others may
+    /// read is refused, as ssh refuses such keys.
     pub fn key(&self) -> Result<Option<KeySource>, Failure> {
         if let Some(path) = &self.key_file {
+            check_private(path, "key file")?;
             return Ok(Some(KeySource::KeyFile(path.clone())));
         }
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::usage(format!(
-                    "cannot read the password file {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let text = read_private(path, "password file")?;
             let line = text.lines().next().unwrap_or_default().to_string();
             if line.is_empty() {
                 return Err(Failure::usage(format!(
@@ -107,6 +107,45 @@ impl RepoArgs {
         let (_, backend) = self.backend()?;
         Ok(Repository::open(backend, self.key()?).await?)
     }
+
+    /// Opens the repository unless `cancel` fires first; its leased operations (verify,
+    /// prune, gc) stop cleanly when `cancel` fires later.
+    pub async fn open_until(&self, cancel: &CancellationToken) -> Result<Repository, Failure> {
+        tokio::select! {
+            r = self.open() => Ok(r?.with_cancel(cancel.clone())),
+            () = cancel.cancelled() => Err(Failure::new(crate::failure::code::INTERRUPTED, "interrupted")),
+        }
+    }
+}
+
+/// The mode of the file at `path` as opened (not of whatever the path names a moment later),
+/// refused when its group or others have any access.
+fn check_private(path: &Path, what: &str) -> Result<std::fs::File, Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::usage(format!("cannot read the {what} {}: {e}", path.display())))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| Failure::usage(format!("cannot read the {what} {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Failure::usage(format!(
+            "the {what} {p} may be read by its group or others (mode {m:04o}); make it private \
+             with `chmod 600 {p}`",
+            p = path.display(),
+            m = mode & 0o7777
+        )));
+    }
+    Ok(file)
+}
+
+/// Reads a private file (see [`check_private`]).
+fn read_private(path: &Path, what: &str) -> Result<String, Failure> {
+    let mut file = check_private(path, what)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| Failure::usage(format!("cannot read the {what} {}: {e}", path.display())))?;
+    Ok(text)
 }
 
 /// The vSphere endpoint.
@@ -160,8 +199,27 @@ impl VsphereArgs {
         }
     }
 
+    /// The endpoint as manifests record it when no endpoint name is given: the server's host
+    /// (and port, when not the default).
+    pub fn endpoint_id(&self) -> Option<String> {
+        let url = parse_endpoint_url(self.url.as_deref()?).ok()?;
+        let host = url.host_str()?.to_string();
+        Some(match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
+    }
+
     /// Logs in.
     pub async fn connect(&self) -> Result<Arc<Client>, Failure> {
+        self.login()
+            .await?
+            .map_err(|e| Failure::new(1, format!("unable to log in to vSphere: {e}")))
+    }
+
+    /// Logs in: a usage failure (a missing or malformed setting), or vSphere's answer, whose
+    /// kind tells a lasting refusal (credentials, certificate) from an outage.
+    pub async fn login(&self) -> Result<Result<Arc<Client>, ceso::vsphere::Error>, Failure> {
         let missing = |what: &str, env: &str| {
             Failure::usage(format!(
                 "no vSphere {what} given: use --{what}, set {env}, or set {what} in the \
@@ -188,7 +246,7 @@ impl VsphereArgs {
             (None, false) => TlsPolicy::Verify,
         };
         ceso::vsphere::tls::install_crypto_provider();
-        let client = Client::connect(ConnectConfig {
+        Ok(Client::connect(ConnectConfig {
             url,
             user,
             password: Secret::new(password),
@@ -196,8 +254,7 @@ impl VsphereArgs {
             timeout: self.api_timeout,
         })
         .await
-        .map_err(|e| Failure::new(1, format!("unable to log in to vSphere: {e}")))?;
-        Ok(Arc::new(client))
+        .map(Arc::new))
     }
 }
 
@@ -253,6 +310,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_and_password_files_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret\n").unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "00".repeat(32)).unwrap();
+        let set = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let args = |password_file: Option<&Path>, key_file: Option<&Path>| RepoArgs {
+            repo: None,
+            password_file: password_file.map(Path::to_path_buf),
+            key_file: key_file.map(Path::to_path_buf),
+        };
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            set(&pass, mode);
+            set(&key, mode);
+            for a in [args(Some(&pass), None), args(None, Some(&key))] {
+                let e = a.key().unwrap_err();
+                assert_eq!(e.code, 2);
+                assert!(e.message.contains("chmod 600"), "{}", e.message);
+                assert!(!e.message.contains("secret"), "{}", e.message);
+            }
+        }
+        set(&pass, 0o600);
+        set(&key, 0o400);
+        assert!(args(Some(&pass), None).key().unwrap().is_some());
+        assert!(args(None, Some(&key)).key().unwrap().is_some());
+    }
 
     #[test]
     fn sizes_and_durations() {

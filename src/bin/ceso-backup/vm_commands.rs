@@ -6,9 +6,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use ceso::engine::backup::hot::{
-    backup_vm, restore_disk_to_file, restore_vm, BackupOptions, DiskMode, RestoreOptions,
+    backup_vm, restore_disk_to_file, restore_vm, BackupOptions, DiskMode, Quiesce, RestoreOptions,
 };
-use ceso::engine::backup::BackupId;
+use ceso::engine::backup::{BackupId, LockOptions};
 
 use crate::failure::{code, Failure};
 use crate::output::{human_bytes, Output};
@@ -26,18 +26,30 @@ pub async fn backup(
     out: Output,
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let repo = repo_args.open().await?;
+    let repo = repo_args
+        .open_until(cancel)
+        .await?
+        .with_lock_options(LockOptions {
+            ttl: a.lease_ttl,
+            wait: a.wait,
+            clock_skew: a.clock_skew,
+        });
     let client = a.vsphere.connect().await?;
     let mut options = BackupOptions::new(a.vm);
     options.full = a.full;
     options.max_rate = a.max_rate;
     options.read_ahead = a.read_ahead.max(1);
+    options.lease_wait = a.wait;
+    options.endpoint = a.vsphere.endpoint_id();
+    if a.quiesce {
+        options.quiesce = Quiesce::Required;
+    }
     let result = backup_vm(&client, &repo, &options, &out.progress(), cancel).await;
     client.logout().await;
     let report = result?;
     out.result("backup", to_json(&report), || {
         let mut t = format!(
-            "backup {} of {} ({:?}) committed in {:.1} s (snapshot held {:.1} s)\n",
+            "backup {} of {} ({}) committed in {:.1} s (snapshot held {:.1} s)\n",
             report.backup,
             report.vm.name,
             report.consistency,
@@ -95,7 +107,7 @@ pub async fn restore(
     let id: BackupId =
         a.id.parse()
             .map_err(|e: ceso::engine::backup::Error| Failure::usage(e.to_string()))?;
-    let repo = repo_args.open().await?;
+    let repo = repo_args.open_until(cancel).await?;
     if let (Some(path), Some(which)) = (&a.to_file, &a.disk) {
         let manifest = repo.show(&id).await?;
         let disk = match which.parse::<usize>() {

@@ -22,6 +22,7 @@ const CONTEXT_ENCRYPTION: &str = "ceso-backup 2026-11 object encryption key v1";
 const CONTEXT_CHUNK_ID: &str = "ceso-backup 2026-11 chunk id key v1";
 const CONTEXT_KEY_CHECK: &str = "ceso-backup 2026-11 key check v1";
 const CONTEXT_KEY_FILE: &str = "ceso-backup 2026-11 key file master key v1";
+const CONTEXT_DEFINITION_MAC: &str = "ceso-backup 2026-11 control object mac key v1";
 
 /// The one cipher this build writes.
 pub const CIPHER: &str = "xchacha20-poly1305";
@@ -140,6 +141,7 @@ pub struct EncryptionConfig {
 pub struct Keys {
     cipher: XChaCha20Poly1305,
     chunk_id_key: [u8; 32],
+    definition_key: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -154,6 +156,14 @@ impl Keys {
         Self {
             cipher: XChaCha20Poly1305::new_from_slice(&enc).expect("32-byte key"),
             chunk_id_key: blake3::derive_key(CONTEXT_CHUNK_ID, master),
+            definition_key: blake3::derive_key(CONTEXT_DEFINITION_MAC, master),
+        }
+    }
+
+    /// The authenticator of the repository's plain-JSON control objects (job definitions).
+    pub fn definition_authenticator(&self) -> DefinitionAuthenticator {
+        DefinitionAuthenticator {
+            key: self.definition_key,
         }
     }
 
@@ -249,6 +259,43 @@ impl Keys {
         let mut buf = ciphertext.to_vec();
         self.cipher.decrypt_in_place(&nonce, aad, &mut buf).ok()?;
         Some(buf)
+    }
+}
+
+/// Authenticates control objects the repository keeps as plain JSON (job definitions), so in
+/// an encrypted repository only holders of its key can write one a daemon accepts: a keyed
+/// BLAKE3 MAC, under a key derived from the master key, over the object's kind, name and
+/// canonical bytes.
+#[derive(Clone)]
+pub struct DefinitionAuthenticator {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for DefinitionAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DefinitionAuthenticator(***)")
+    }
+}
+
+impl DefinitionAuthenticator {
+    fn tag(&self, kind: &str, name: &str, data: &[u8]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        for part in [kind.as_bytes(), name.as_bytes()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(data);
+        h.finalize()
+    }
+
+    /// The MAC of object `name` of `kind` with these bytes, as hex.
+    pub fn sign(&self, kind: &str, name: &str, data: &[u8]) -> String {
+        self.tag(kind, name, data).to_hex().to_string()
+    }
+
+    /// Whether `mac` (hex) is the MAC of these bytes (compared in constant time).
+    pub fn verify(&self, kind: &str, name: &str, data: &[u8], mac: &str) -> bool {
+        blake3::Hash::from_hex(mac).is_ok_and(|m| m == self.tag(kind, name, data))
     }
 }
 

@@ -58,6 +58,11 @@ impl Codec {
         self.keys.is_some()
     }
 
+    /// The keys, when encrypted.
+    pub fn keys(&self) -> Option<&Arc<Keys>> {
+        self.keys.as_ref()
+    }
+
     /// Encodes `plain`: compressed when that makes it smaller, then sealed when encrypted.
     /// CPU-bound: call it on a blocking thread for chunks. One buffer is allocated: the
     /// compressed (or plain) payload is sealed where it lies.

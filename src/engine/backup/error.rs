@@ -82,6 +82,10 @@ pub enum Error {
         /// Expired, removed, or taken over.
         reason: String,
     },
+    /// Stopped on request (Ctrl-C, SIGTERM, a cancelled token); leases were given back and
+    /// nothing half-done was committed.
+    #[error("interrupted; nothing half-done was committed")]
+    Interrupted,
     /// The disk source ended before the disk's capacity.
     #[error("the disk source ended at byte {at}, before the capacity of {capacity} bytes")]
     ShortRead {
@@ -137,7 +141,8 @@ impl Error {
 /// Result with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-struct Holders<'a>(&'a [LeaseInfo]);
+/// Lease holders as text, e.g. for "another backup of the VM is running (...)".
+pub(crate) struct Holders<'a>(pub(crate) &'a [LeaseInfo]);
 
 impl fmt::Display for Holders<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,7 +152,8 @@ impl fmt::Display for Holders<'_> {
             }
             write!(
                 f,
-                "{} lease of {} ({} on {}, pid {}, until {})",
+                "{}{} lease of {} ({} on {}, pid {}, until {})",
+                if h.waiting { "waiting " } else { "" },
                 h.kind,
                 h.purpose,
                 h.holder,

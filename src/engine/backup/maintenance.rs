@@ -1,5 +1,10 @@
 //! The two operations that delete: prune (manifests, by retention policy) and gc (chunks no
-//! manifest references). Both hold the exclusive lease, so no backup runs meanwhile.
+//! manifest references). Both hold the exclusive lease, so no backup runs meanwhile, and stop
+//! cleanly (lease given back) when the repository handle's cancellation fires.
+//!
+//! A prune can be limited to the backups of one VM, one job and one vSphere endpoint (as each
+//! manifest records them): a job's retention never touches another job's backups, nor backups
+//! of a same-named VM of another endpoint.
 //!
 //! gc deletes an unreferenced chunk only if it was last modified before the cutoff
 //! `min(gc start, start of the oldest backup lease seen in locks/) - grace`. Leases exclude
@@ -8,7 +13,6 @@
 //! uploaded since it started are newer than the cutoff and stay.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -30,8 +34,24 @@ pub struct PruneOptions {
     pub policy: KeepPolicy,
     /// Only this VM (by UUID); all VMs when `None`.
     pub vm_uuid: Option<String>,
+    /// Only the backups this job made (a job's retention); any backup when `None`.
+    pub job: Option<String>,
+    /// Only the backups read from this vSphere endpoint; any when `None`.
+    pub endpoint: Option<String>,
     /// Decide, but delete nothing.
     pub dry_run: bool,
+}
+
+impl PruneOptions {
+    /// Whether a backup is among those this prune considers.
+    fn selects(&self, m: &super::manifest::Manifest) -> bool {
+        let matches = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        self.vm_uuid.as_ref().is_none_or(|u| *u == m.vm.uuid)
+            && matches(&self.job, &m.job)
+            && matches(&self.endpoint, &m.endpoint)
+    }
 }
 
 /// One backup's verdict.
@@ -103,43 +123,22 @@ pub struct GcReport {
 }
 
 impl Repository {
-    async fn exclusive(&self, purpose: &str) -> Result<(Arc<Lease>, super::lock::KeepAlive)> {
-        let lease = Lease::acquire(
-            self.backend.clone(),
-            REPOSITORY_LOCK,
-            LeaseKind::Exclusive,
-            purpose,
-            self.lock_options,
-        )
-        .await?;
-        let lease = Arc::new(lease);
-        let keep_alive = lease.keep_alive();
-        Ok((lease, keep_alive))
-    }
-
-    /// Applies a retention policy to each VM's backups and deletes the manifests it does not
-    /// keep. Chunks are freed by a later [`Repository::gc`].
+    /// Applies a retention policy to each VM's backups (those the options select) and deletes
+    /// the manifests it does not keep. Chunks are freed by a later [`Repository::gc`].
     pub async fn prune(&self, options: PruneOptions) -> Result<PruneReport> {
-        let held = match options.dry_run {
-            true => None,
-            false => Some(self.exclusive("prune").await?),
-        };
-        let result = self.prune_locked(&options).await;
-        if let Some((lease, keep_alive)) = held {
-            keep_alive.stop().await;
-            lease.release().await?;
+        if options.dry_run {
+            return self.prune_locked(&options).await;
         }
-        result
+        self.under_lease(LeaseKind::Exclusive, "prune", |_| {
+            self.prune_locked(&options)
+        })
+        .await
     }
 
     async fn prune_locked(&self, options: &PruneOptions) -> Result<PruneReport> {
         let mut groups: BTreeMap<String, Vec<(BackupId, VmRef, DateTime<Utc>)>> = BTreeMap::new();
         for manifest in self.all_manifests_strict().await? {
-            if options
-                .vm_uuid
-                .as_ref()
-                .is_some_and(|u| *u != manifest.vm.uuid)
-            {
+            if !options.selects(&manifest) {
                 continue;
             }
             groups.entry(manifest.vm.uuid.clone()).or_default().push((
@@ -184,11 +183,11 @@ impl Repository {
     pub async fn gc(&self, options: GcOptions) -> Result<GcReport> {
         // Leases seen before ours: their start times bound the cutoff, expired or not.
         let seen = list_leases(self.backend.as_ref(), REPOSITORY_LOCK).await?;
-        let (lease, keep_alive) = self.exclusive("gc").await?;
-        let result = self.gc_locked(options, &seen, &lease).await;
-        keep_alive.stop().await;
-        lease.release().await?;
-        result
+        let seen = &seen;
+        self.under_lease(LeaseKind::Exclusive, "gc", |lease| async move {
+            self.gc_locked(options, seen, &lease).await
+        })
+        .await
     }
 
     async fn gc_locked(
@@ -456,6 +455,7 @@ mod tests {
             },
             vm_uuid: None,
             dry_run: true,
+            ..PruneOptions::default()
         };
         let dry = repo.prune(options.clone()).await.unwrap();
         let marks: Vec<(&str, u32, PruneMark)> = dry
@@ -495,5 +495,75 @@ mod tests {
         let mut expected = vec![made[2].id.clone(), made[3].id.clone(), made[4].id.clone()];
         expected.sort();
         assert_eq!(left, expected);
+    }
+
+    #[tokio::test]
+    async fn a_jobs_retention_prunes_only_its_own_backups_from_its_endpoint() {
+        let (_dir, repo) = local_repo(CS as u32).await;
+        let template = write_image(&repo, request("x"), &image(CS, 1, &[])).await;
+        repo.backend
+            .delete(&template.id.object_key())
+            .await
+            .unwrap();
+        // VM "web" backed up by jobs a and b from endpoint vc-1, a same-named VM by job a from
+        // vc-2, and by hand: three of each.
+        let mut ids = BTreeMap::new();
+        for (job, endpoint, uuid) in [
+            (Some("a"), "vc-1", "uuid-web"),
+            (Some("b"), "vc-1", "uuid-web"),
+            (Some("a"), "vc-2", "uuid-web-2"),
+            (None, "vc-1", "uuid-web"),
+        ] {
+            for hour in 1..=3 {
+                let created = Utc.with_ymd_and_hms(2026, 3, 1, hour, 0, 0).unwrap();
+                let manifest = Manifest {
+                    id: BackupId::new(created),
+                    created,
+                    vm: VmRef {
+                        name: "web".into(),
+                        uuid: uuid.into(),
+                    },
+                    job: job.map(str::to_string),
+                    endpoint: Some(endpoint.into()),
+                    ..template.clone()
+                };
+                repo.store_manifest(&manifest).await.unwrap();
+                ids.entry((job, endpoint))
+                    .or_insert_with(Vec::new)
+                    .push(manifest.id);
+            }
+        }
+        let report = repo
+            .prune(PruneOptions {
+                policy: KeepPolicy {
+                    last: 1,
+                    ..KeepPolicy::default()
+                },
+                job: Some("a".into()),
+                endpoint: Some("vc-1".into()),
+                ..PruneOptions::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.removed, 2);
+        assert_eq!(
+            report.entries.len(),
+            3,
+            "only job a's backups from vc-1 considered"
+        );
+        let left: HashSet<BackupId> = repo.backup_ids().await.unwrap().into_iter().collect();
+        for ((job, endpoint), made) in &ids {
+            let kept = made.iter().filter(|id| left.contains(id)).count();
+            let want = if (*job, *endpoint) == (Some("a"), "vc-1") {
+                1
+            } else {
+                3
+            };
+            assert_eq!(kept, want, "{job:?} from {endpoint}");
+        }
+        assert!(
+            left.contains(ids[&(Some("a"), "vc-1")].last().unwrap()),
+            "the newest kept"
+        );
     }
 }

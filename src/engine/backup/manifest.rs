@@ -121,6 +121,22 @@ pub enum Consistency {
     Quiesced,
 }
 
+impl Consistency {
+    /// The name shown by `list` and `show` and used in JSON: `crash-consistent`, `quiesced`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::CrashConsistent => "crash-consistent",
+            Consistency::Quiesced => "quiesced",
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which VM a backup is of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRef {
@@ -210,6 +226,18 @@ pub struct Manifest {
     /// The backup this one was incremental to, if any (information only: every backup is full).
     #[serde(default)]
     pub parent: Option<BackupId>,
+    /// Why the backup is less consistent than asked, e.g. quiescing failed and the snapshot
+    /// fell back to crash-consistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_note: Option<String>,
+    /// The scheduled job that made it (`None`: made by hand); a job's retention prunes only
+    /// its own backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The vSphere endpoint the VM was read from (a daemon's `--endpoint-name`, else the
+    /// server's host name), so backups of same-named VMs of two endpoints never mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// The disks.
     pub disks: Vec<DiskManifest>,
 }
@@ -235,6 +263,9 @@ impl Manifest {
             created: self.created,
             finished: self.finished,
             consistency: self.consistency,
+            consistency_note: self.consistency_note.clone(),
+            job: self.job.clone(),
+            endpoint: self.endpoint.clone(),
             disks: self
                 .disks
                 .iter()
@@ -292,6 +323,15 @@ pub struct BackupSummary {
     pub finished: DateTime<Utc>,
     /// Crash-consistent or quiesced.
     pub consistency: Consistency,
+    /// Why it is less consistent than asked, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_note: Option<String>,
+    /// The job that made it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The vSphere endpoint the VM was read from, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Its disks.
     pub disks: Vec<DiskSummary>,
 }
@@ -374,6 +414,9 @@ mod tests {
             consistency: Consistency::Quiesced,
             vm_config: serde_json::json!({"num_cpus": 2}),
             parent: None,
+            consistency_note: None,
+            job: Some("nightly".into()),
+            endpoint: Some("vc-1".into()),
             disks: vec![DiskManifest {
                 label: "Hard disk 1".into(),
                 capacity: 3 * 65536 + 1,
@@ -390,6 +433,11 @@ mod tests {
         let json = m.to_json();
         let text = String::from_utf8(json.clone()).unwrap();
         assert!(text.contains("\"consistency\":\"quiesced\""), "{text}");
+        assert!(text.contains("\"job\":\"nightly\""), "{text}");
+        assert!(
+            !text.contains("consistency_note"),
+            "unset notes are left out: {text}"
+        );
         assert!(text.contains("null"), "zero chunks are null markers");
         assert!(
             text.contains("\"created\":\"2026-11-27T05:20:00.000Z\""),

@@ -14,7 +14,10 @@
 //! # Concurrency and garbage collection
 //!
 //! Any number of backups (and verifies) run together under shared leases; prune and gc take
-//! the exclusive lease and so never overlap a backup ([`lock`]). Chunks are written before the
+//! the exclusive lease and so never overlap a backup ([`lock`]); a waiting prune or gc holds
+//! off new backups, so it is never starved. One VM is backed up by one process at a time,
+//! under its own exclusive lease, which also decides which backup snapshots are leftovers
+//! ([`vm_lease`]). Chunks are written before the
 //! manifest that references them, and a backup commits its manifest only after renewing its
 //! lease, so a backup whose lease lapsed (and which a gc may have overlapped) never commits.
 //! On top of that gc applies the "older than the oldest running backup" rule: it deletes an
@@ -38,10 +41,11 @@ pub mod repository;
 pub mod restore;
 pub mod session;
 pub mod verify;
+pub mod vm_lease;
 pub mod write;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use backend::{Backend, LocalBackend, RepositoryUrl, S3Backend, S3Options};
 pub use chunk::{ChunkId, DEFAULT_CHUNK_SIZE};
@@ -55,4 +59,5 @@ pub use repository::{InitOptions, Repository};
 pub use restore::RestoreStats;
 pub use session::{BackupRequest, BackupSession};
 pub use verify::{VerifyOptions, VerifyReport};
+pub use vm_lease::VmLease;
 pub use write::{DiskInfo, ForwardOnly};

@@ -10,11 +10,13 @@
 //! Writing backups is in `session` and `write`, restoring in `restore`, checking in `verify`,
 //! and the two deleting operations, prune and gc, in `maintenance`.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{SubsecRound, Utc};
 use futures::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
 
 use super::backend::{Backend, PutOutcome};
 use super::chunk::{validate_chunk_size, ChunkHasher, DEFAULT_CHUNK_SIZE};
@@ -22,7 +24,7 @@ use super::config::{CompressionConfig, RepoConfig, CONFIG_KEY, REPOSITORY_FORMAT
 use super::crypto::{KdfParams, KeySource, Keys};
 use super::envelope::{Codec, ObjectKind, ZSTD_LEVEL};
 use super::error::{Error, Result};
-use super::lock::LockOptions;
+use super::lock::{Lease, LeaseKind, LockOptions, REPOSITORY_LOCK};
 use super::manifest::{BackupId, BackupSummary, Manifest, MANIFEST_PREFIX};
 
 /// Manifests are never larger than this once decompressed (a 64 TiB disk in 4 MiB chunks
@@ -64,6 +66,8 @@ pub struct Repository {
     /// The unit an incremental reads a changed chunk in (see [`super::write`]).
     pub(crate) patch_grain: u64,
     pub(crate) lock_options: LockOptions,
+    /// Stops leased operations (verify, prune, gc, lease waits) cleanly when cancelled.
+    pub(crate) cancel: CancellationToken,
 }
 
 fn default_parallelism() -> usize {
@@ -154,6 +158,7 @@ impl Repository {
             parallelism: default_parallelism(),
             patch_grain: super::write::PATCH_GRAIN,
             lock_options: LockOptions::default(),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -184,6 +189,65 @@ impl Repository {
         self
     }
 
+    /// Stops this handle's leased operations (verify, prune, gc, waits for a lease) when
+    /// `cancel` fires: they give their lease back and fail with [`Error::Interrupted`], having
+    /// committed nothing half-done.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The token that stops this handle's leased operations.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The lease timing this handle uses.
+    pub fn lock_options(&self) -> LockOptions {
+        self.lock_options
+    }
+
+    /// Runs `body` under a lease of the repository lock, renewed meanwhile. It is stopped when
+    /// this handle's cancellation fires ([`Error::Interrupted`]) or the lease is lost
+    /// ([`Error::LeaseLost`]); the lease is given back in every case.
+    pub(crate) async fn under_lease<T, F, Fut>(
+        &self,
+        kind: LeaseKind,
+        purpose: &str,
+        body: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Arc<Lease>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let lease = Arc::new(
+            Lease::acquire_cancellable(
+                self.backend.clone(),
+                REPOSITORY_LOCK,
+                kind,
+                purpose,
+                self.lock_options,
+                &self.cancel,
+            )
+            .await?,
+        );
+        let keep_alive = lease.keep_alive();
+        let lost = keep_alive.lost();
+        let result = tokio::select! {
+            r = body(lease.clone()) => r,
+            () = self.cancel.cancelled() => Err(Error::Interrupted),
+            () = lost.cancelled() => Err(Error::LeaseLost {
+                key: lease.key().to_string(),
+                reason: "it lapsed while the repository could not be reached".into(),
+            }),
+        };
+        keep_alive.stop().await;
+        if let Err(e) = lease.release().await {
+            tracing::warn!(key = %lease.key(), error = %e, "cannot release a lease; it will expire");
+        }
+        result
+    }
+
     /// The repository's config.
     pub fn config(&self) -> &RepoConfig {
         &self.config
@@ -197,6 +261,12 @@ impl Repository {
     /// Whether objects are encrypted.
     pub fn encrypted(&self) -> bool {
         self.codec.encrypted()
+    }
+
+    /// The authenticator of job definitions (encrypted repositories only: an unencrypted one
+    /// has no secret to authenticate with).
+    pub fn definition_authenticator(&self) -> Option<super::crypto::DefinitionAuthenticator> {
+        self.codec.keys().map(|k| k.definition_authenticator())
     }
 
     /// The ids of all committed backups, oldest first.

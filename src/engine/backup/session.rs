@@ -29,8 +29,15 @@ pub struct BackupRequest {
     /// The VM specification a restore needs.
     pub vm_config: serde_json::Value,
     /// The backup whose disks are passed as `previous` to [`BackupSession::write_disk`];
-    /// checked to still exist once the lease is held.
+    /// checked to still exist once the lease is held (or chosen under it with
+    /// [`BackupSession::set_parent`]).
     pub parent: Option<BackupId>,
+    /// Why the snapshot is less consistent than asked, if it is.
+    pub consistency_note: Option<String>,
+    /// The scheduled job making it, if any (its retention prunes only its own backups).
+    pub job: Option<String>,
+    /// The vSphere endpoint the VM is read from.
+    pub endpoint: Option<String>,
 }
 
 /// A backup being written. Commit it with [`BackupSession::commit`]; [`BackupSession::abort`]
@@ -106,6 +113,20 @@ impl BackupSession {
         &self.id
     }
 
+    /// Sets the backup this one is incremental to, checking that it exists. Chosen under the
+    /// session's lease, a parent cannot be pruned before the commit.
+    pub async fn set_parent(&mut self, parent: Option<BackupId>) -> Result<()> {
+        if let Some(p) = &parent {
+            if !self.repo.backend.exists(&p.object_key()).await? {
+                return Err(Error::NotFound {
+                    what: format!("parent backup {p}"),
+                });
+            }
+        }
+        self.request.parent = parent;
+        Ok(())
+    }
+
     /// The disks written so far.
     pub fn disks(&self) -> &[DiskManifest] {
         &self.disks
@@ -161,6 +182,9 @@ impl BackupSession {
             consistency: self.request.consistency,
             vm_config: self.request.vm_config.clone(),
             parent: self.request.parent.clone(),
+            consistency_note: self.request.consistency_note.clone(),
+            job: self.request.job.clone(),
+            endpoint: self.request.endpoint.clone(),
             disks: self.disks.clone(),
         };
         self.repo.store_manifest(&manifest).await?;

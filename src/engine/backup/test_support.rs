@@ -43,6 +43,9 @@ pub(crate) fn request(name: &str) -> BackupRequest {
         consistency: Consistency::CrashConsistent,
         vm_config: serde_json::json!({"guest_id": "otherGuest64"}),
         parent: None,
+        consistency_note: None,
+        job: None,
+        endpoint: None,
     }
 }
 
@@ -63,4 +66,77 @@ pub(crate) async fn write_image(
         .await
         .unwrap();
     session.commit().await.unwrap()
+}
+
+/// A local backend that can be made to fail every call, as an unreachable repository does.
+#[derive(Debug)]
+pub(crate) struct FlakyBackend {
+    inner: LocalBackend,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyBackend {
+    /// A backend in `root` that works until [`FlakyBackend::set_down`].
+    pub(crate) fn new(root: &std::path::Path) -> Arc<Self> {
+        Arc::new(Self {
+            inner: LocalBackend::new(root),
+            down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Makes every call fail (`true`) or work again.
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self) -> super::error::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(super::error::Error::io(
+                "test outage",
+                std::io::Error::other("the repository is unreachable"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for FlakyBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn get(&self, key: &str) -> super::error::Result<bytes::Bytes> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, data: bytes::Bytes) -> super::error::Result<()> {
+        self.check()?;
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+    ) -> super::error::Result<super::backend::PutOutcome> {
+        self.check()?;
+        self.inner.put_if_absent(key, data).await
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'static, super::error::Result<super::backend::ObjectMeta>> {
+        use futures::StreamExt;
+        match self.check() {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+    async fn delete(&self, key: &str) -> super::error::Result<()> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> super::error::Result<bool> {
+        self.check()?;
+        self.inner.exists(key).await
+    }
 }

@@ -1,7 +1,8 @@
 //! Verification: re-reads and re-hashes every referenced chunk (or a random sample) and says
 //! which chunks are missing or corrupt and which backups they break.
 //!
-//! It holds a shared lease, so no prune or gc deletes anything while it reads.
+//! It holds a shared lease, so no prune or gc deletes anything while it reads, and stops
+//! cleanly when the repository handle's cancellation fires.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 
 use super::chunk::ChunkId;
 use super::error::{Error, Result};
-use super::lock::{Lease, LeaseKind, REPOSITORY_LOCK};
+use super::lock::LeaseKind;
 use super::manifest::BackupId;
 use super::repository::Repository;
 
@@ -74,20 +75,8 @@ impl VerifyReport {
 impl Repository {
     /// Verifies the chunks referenced by every backup (or a sample of them).
     pub async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
-        let lease = Lease::acquire(
-            self.backend.clone(),
-            REPOSITORY_LOCK,
-            LeaseKind::Shared,
-            "verify",
-            self.lock_options,
-        )
-        .await?;
-        let lease = std::sync::Arc::new(lease);
-        let keep_alive = lease.keep_alive();
-        let result = self.verify_locked(options).await;
-        keep_alive.stop().await;
-        lease.release().await?;
-        result
+        self.under_lease(LeaseKind::Shared, "verify", |_| self.verify_locked(options))
+            .await
     }
 
     async fn verify_locked(&self, options: VerifyOptions) -> Result<VerifyReport> {

@@ -1,5 +1,6 @@
-//! The audit log: one JSON object per line for every backup, prune, verify, run and job change
-//! (who, what, when, result), appended to a file the operator chooses.
+//! The audit log: one JSON object per line for every backup, prune, verify, gc, hook, run and
+//! job change (who, what, when, result), appended to a file the operator chooses. The file is
+//! private to its owner (0600), as it names VMs, jobs and errors.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,12 +39,19 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Appends to `path` (created if missing).
+    /// Appends to `path` (created 0600 if missing; an existing file open to its group or
+    /// others is made private).
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
         Ok(Self {
             file: Some(Mutex::new(file)),
             path: Some(path.to_path_buf()),
@@ -101,6 +109,9 @@ mod tests {
                 detail: serde_json::Value::Null,
             });
         }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

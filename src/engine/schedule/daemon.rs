@@ -1,25 +1,35 @@
-//! The scheduler: finds due jobs in the repository, takes each one's lease, backs up its VMs,
-//! applies its retention, optionally verifies, records the run (status object, audit log,
-//! metrics, failure hooks) and gives the lease back. Several daemons may share a repository;
-//! the leases keep each job to one of them at a time.
+//! The scheduler loop: finds due jobs in the repository, takes each one's lease and starts its
+//! run ([`super::run`]), starts the repository-wide gc when it is due ([`super::gc`]), and keeps
+//! going whatever fails. Several daemons may share a repository; the leases keep each job (and
+//! gc) to one of them at a time.
+//!
+//! Architecture invariant: the loop only ends on `stop` (or after one pass with `once`). A
+//! repository, S3 or vSphere error is logged, counted and retried with back-off; runs in
+//! progress keep going meanwhile, and on `stop` they are cancelled cleanly (snapshots removed,
+//! nothing half-done committed) before the loop returns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::backup::hot::{backup_vm, no_progress, BackupOptions};
-use crate::engine::backup::{PruneOptions, Repository, VerifyOptions};
+use crate::engine::backup::Repository;
 use crate::vsphere::Client;
 
 use super::audit::{AuditEvent, AuditLog};
-use super::job::{next_run, JobSpec, LastRun, Mode, RunStatus};
-use super::metrics::{JobLabels, Metrics, RunLabels};
-use super::store::JobStore;
+use super::gc::GcSettings;
+use super::health::{Backoff, Health};
+use super::hooks::Hooks;
+use super::job::{next_run, JobSpec, JobStatus};
+use super::metrics::Metrics;
+use super::store::{JobLease, JobStore};
 
 /// How a daemon runs.
 #[derive(Clone, Debug)]
@@ -37,6 +47,18 @@ pub struct DaemonOptions {
     pub clock_skew: Duration,
     /// The vSphere endpoint this daemon reaches: it runs jobs naming it and jobs naming none.
     pub endpoint: Option<String>,
+    /// What manifests record as the endpoint their VMs were read from: `endpoint` when given,
+    /// else the vSphere server's host name. A job's retention prunes only its backups made
+    /// from this endpoint.
+    pub endpoint_id: String,
+    /// The hooks this daemon allows jobs to name.
+    pub hooks: Hooks,
+    /// The repository-wide gc, when this daemon schedules it.
+    pub gc: Option<GcSettings>,
+    /// Reachability of the repository, shared with `/healthz`.
+    pub health: Arc<Health>,
+    /// Longest wait between attempts while the repository fails.
+    pub max_backoff: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -48,6 +70,11 @@ impl Default for DaemonOptions {
             once: false,
             clock_skew: Duration::from_secs(30),
             endpoint: None,
+            endpoint_id: String::new(),
+            hooks: Hooks::default(),
+            gc: None,
+            health: Arc::default(),
+            max_backoff: Duration::from_secs(60),
         }
     }
 }
@@ -68,40 +95,40 @@ pub fn default_node() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// One VM's backup in a run: the backup id and bytes read, `None` when skipped, or why it
-/// failed.
-type VmResult = Result<Option<(String, u64)>, String>;
-
 /// What a daemon works with.
 pub struct Daemon {
-    repo: Arc<Repository>,
-    store: JobStore,
-    client: Arc<Client>,
-    audit: Arc<AuditLog>,
-    metrics: Metrics,
-    options: DaemonOptions,
+    pub(super) repo: Arc<Repository>,
+    pub(super) store: JobStore,
+    pub(super) client: Arc<Client>,
+    pub(super) audit: Arc<AuditLog>,
+    pub(super) metrics: Metrics,
+    pub(super) options: DaemonOptions,
     /// When the repository's size was last counted (a listing of every chunk: not after every
     /// run of a busy daemon on a large repository).
-    sized_at: std::sync::Mutex<Option<Instant>>,
+    pub(super) sized_at: std::sync::Mutex<Option<Instant>>,
+    /// When the daemon started (the anchor of gc's schedule before any gc ran).
+    pub(super) started: chrono::DateTime<Utc>,
 }
 
-/// How often at most the repository's chunks are listed to report its size.
-const SIZE_EVERY: Duration = Duration::from_secs(600);
-
-/// What one run did, for its status and the audit log.
-#[derive(Debug, Default)]
-pub struct RunOutcome {
-    /// Backups committed.
-    pub backups: u32,
-    /// Bytes read.
-    pub bytes: u64,
-    /// VMs that failed, with why.
-    pub failures: Vec<(String, String)>,
-    /// VMs skipped (powered on in `powered_off_only` mode).
-    pub skipped: Vec<String>,
-    /// Stopped before the end.
-    pub aborted: bool,
+/// One pass over the repository: the runs to start and when to look next.
+struct Look {
+    due: Vec<(JobSpec, JobLease)>,
+    gc: Option<JobLease>,
+    wake: Instant,
 }
+
+/// What the loop remembers between looks.
+#[derive(Default)]
+struct Memory {
+    /// Definitions as last seen, to audit changes made by others (Terraform).
+    seen: Option<BTreeMap<String, JobSpec>>,
+    /// Definitions refused as last seen (unreadable, unauthenticated), to log each once.
+    refused: BTreeMap<String, String>,
+    /// Statuses as last read.
+    statuses: BTreeMap<String, JobStatus>,
+}
+
+type Task<'a> = Pin<Box<dyn Future<Output = String> + 'a>>;
 
 impl Daemon {
     /// A daemon over an opened repository and a logged-in vSphere client.
@@ -112,7 +139,7 @@ impl Daemon {
         metrics: Metrics,
         options: DaemonOptions,
     ) -> Self {
-        let store = JobStore::new(repo.backend().clone());
+        let store = JobStore::for_repository(&repo);
         Self {
             repo,
             store,
@@ -121,10 +148,21 @@ impl Daemon {
             metrics,
             options,
             sized_at: std::sync::Mutex::new(None),
+            started: Utc::now(),
         }
     }
 
-    fn audit(
+    /// The daemon's options.
+    pub fn options(&self) -> &DaemonOptions {
+        &self.options
+    }
+
+    /// The job store it reads (authenticated when the repository is encrypted).
+    pub fn store(&self) -> &JobStore {
+        &self.store
+    }
+
+    pub(super) fn audit(
         &self,
         action: &str,
         job: Option<&str>,
@@ -143,99 +181,88 @@ impl Daemon {
         });
     }
 
-    /// Runs due jobs until `stop` (or once, with `once`). A run in progress when `stop` fires
-    /// is cancelled cleanly: its snapshot is removed and nothing half-done is committed.
+    /// Logs and counts a repository error the daemon survives.
+    pub(super) fn repository_error(&self, what: &str, error: &crate::engine::backup::Error) {
+        tracing::error!(error = %error, "cannot {what}; retrying");
+        self.metrics.error("repository");
+        self.options.health.repository_failed(&error.to_string());
+        self.metrics.repository_up.set(0);
+    }
+
+    fn repository_ok(&self) {
+        self.options.health.repository_ok();
+        self.metrics.repository_up.set(1);
+    }
+
+    /// Runs due jobs (and gc) until `stop`, or once with `once`. Runs in progress when `stop`
+    /// fires are cancelled cleanly: their snapshots are removed and nothing half-done is
+    /// committed. Only `once` returns an error (a failed look at the repository), after the
+    /// runs it started have finished.
     pub async fn run(&self, stop: CancellationToken) -> crate::engine::backup::Result<()> {
-        let mut running = futures::stream::FuturesUnordered::new();
+        let mut running: FuturesUnordered<Task<'_>> = FuturesUnordered::new();
         let mut active: BTreeSet<String> = BTreeSet::new();
-        // Definitions as last seen, to audit changes made by others (Terraform).
-        let mut seen: Option<std::collections::BTreeMap<String, JobSpec>> = None;
-        let mut statuses: std::collections::BTreeMap<String, crate::engine::schedule::JobStatus> =
-            std::collections::BTreeMap::new();
+        let mut memory = Memory::default();
+        let mut backoff = Backoff::new(Duration::from_secs(1), self.options.max_backoff);
+        let stop = &stop;
         loop {
-            let jobs = self.store.jobs().await?;
-            self.metrics.jobs.set(jobs.len() as i64);
-            let now_seen: std::collections::BTreeMap<String, JobSpec> = jobs
-                .iter()
-                .filter_map(|j| j.as_ref().ok())
-                .map(|j| (j.name.clone(), j.clone()))
-                .collect();
-            if let Some(before) = &seen {
-                self.audit_changes(before, &now_seen);
-            }
-            seen = Some(now_seen);
-            let mut wake = Instant::now() + self.options.poll;
-            for job in jobs {
-                let spec = match job {
-                    Ok(s) => s,
-                    Err((key, e)) => {
-                        tracing::warn!(%key, error = %e, "skipping an unreadable job definition");
-                        continue;
+            // Look at the repository while runs keep going.
+            let mut finished = Vec::new();
+            let looked = {
+                let look = self.look(&mut memory, &active);
+                tokio::pin!(look);
+                loop {
+                    tokio::select! {
+                        r = &mut look => break Some(r),
+                        () = stop.cancelled() => break None,
+                        Some(name) = running.next(), if !running.is_empty() => finished.push(name),
                     }
-                };
-                if !spec.enabled
-                    || !runs_here(&spec, self.options.endpoint.as_deref())
-                    || active.contains(&spec.name)
-                    || !spec.validate().is_empty()
-                {
-                    continue;
                 }
-                // A status seen before can only be older than the repository's (runs move the
-                // next time later), so a job it shows as not due yet is not due: its status is
-                // read again only when it may be.
-                let now = Utc::now();
-                let cached = statuses
-                    .get(&spec.name)
-                    .and_then(|st| next_run(&spec, st))
-                    .filter(|next| *next > now);
-                let next = match cached {
-                    Some(next) => next,
-                    None => {
-                        let status = self.store.status(&spec.name).await?;
-                        let next = next_run(&spec, &status);
-                        statuses.insert(spec.name.clone(), status);
-                        let Some(next) = next else {
-                            continue;
-                        };
-                        next
-                    }
-                };
-                if next > now {
-                    let wait = (next - now).to_std().unwrap_or_default();
-                    wake = wake.min(Instant::now() + wait);
-                    continue;
-                }
-                let Some(lease) = self
-                    .store
-                    .try_lease(
-                        &spec.name,
-                        &self.options.node,
-                        self.options.lease_ttl,
-                        self.options.clock_skew,
-                    )
-                    .await?
-                else {
-                    continue; // another daemon runs it
-                };
-                active.insert(spec.name.clone());
-                let stop = &stop;
-                running.push(async move {
-                    let name = spec.name.clone();
-                    self.run_job(spec, lease, stop).await;
-                    name
-                });
+            };
+            for name in finished {
+                active.remove(&name);
             }
+            let wake = match looked {
+                None => Instant::now(), // stopping
+                Some(Ok(look)) => {
+                    self.repository_ok();
+                    backoff.reset();
+                    for (spec, lease) in look.due {
+                        active.insert(spec.name.clone());
+                        running.push(Box::pin(async move {
+                            let name = spec.name.clone();
+                            self.run_job(spec, lease, stop).await;
+                            name
+                        }));
+                    }
+                    if let Some(lease) = look.gc {
+                        active.insert(GC_TASK.into());
+                        running.push(Box::pin(async move {
+                            self.run_gc(lease, stop).await;
+                            GC_TASK.to_string()
+                        }));
+                    }
+                    look.wake
+                }
+                Some(Err(e)) => {
+                    self.repository_error("read the jobs from the repository", &e);
+                    if self.options.once {
+                        while running.next().await.is_some() {}
+                        return Err(e);
+                    }
+                    Instant::now() + backoff.failure()
+                }
+            };
             if self.options.once {
                 while running.next().await.is_some() {}
                 return Ok(());
             }
             tokio::select! {
-                _ = stop.cancelled() => {
+                () = stop.cancelled() => {
                     tracing::info!("stopping: waiting for running jobs to clean up");
                     while running.next().await.is_some() {}
                     return Ok(());
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
                 Some(name) = running.next(), if !running.is_empty() => {
                     active.remove(&name);
                 }
@@ -243,12 +270,124 @@ impl Daemon {
         }
     }
 
-    /// Audit records for definitions added, changed or removed since the last look.
-    fn audit_changes(
+    /// Reads the jobs, audits changes, and takes the leases of the due ones (and of gc).
+    async fn look(
         &self,
-        before: &std::collections::BTreeMap<String, JobSpec>,
-        now: &std::collections::BTreeMap<String, JobSpec>,
-    ) {
+        memory: &mut Memory,
+        active: &BTreeSet<String>,
+    ) -> crate::engine::backup::Result<Look> {
+        let jobs = self.store.jobs().await?;
+        self.metrics.jobs.set(jobs.len() as i64);
+        let mut now_seen = BTreeMap::new();
+        let mut refused = BTreeMap::new();
+        let mut specs = Vec::new();
+        for job in jobs {
+            match job {
+                Ok(spec) => {
+                    now_seen.insert(spec.name.clone(), spec.clone());
+                    specs.push(spec);
+                }
+                Err((key, e)) => {
+                    let why = e.to_string();
+                    if memory.refused.get(&key) != Some(&why) {
+                        tracing::warn!(%key, error = %why, "refusing a job definition");
+                        self.audit(
+                            "job.refused",
+                            None,
+                            None,
+                            "refused",
+                            json!({"key": key, "error": why}),
+                        );
+                    }
+                    refused.insert(key, why);
+                }
+            }
+        }
+        memory.refused = refused;
+        if let Some(before) = &memory.seen {
+            self.audit_changes(before, &now_seen);
+        }
+        for spec in now_seen.values() {
+            if memory.seen.as_ref().and_then(|s| s.get(&spec.name)) != Some(spec) {
+                self.warn_about_hooks(spec);
+            }
+        }
+        memory.seen = Some(now_seen);
+
+        let mut wake = Instant::now() + self.options.poll;
+        let mut due = Vec::new();
+        for spec in specs {
+            if !spec.enabled
+                || !runs_here(&spec, self.options.endpoint.as_deref())
+                || active.contains(&spec.name)
+                || !spec.validate().is_empty()
+            {
+                continue;
+            }
+            // A status seen before can only be older than the repository's (runs move the
+            // next time later), so a job it shows as not due yet is not due: its status is
+            // read again only when it may be.
+            let now = Utc::now();
+            let cached = memory
+                .statuses
+                .get(&spec.name)
+                .and_then(|st| next_run(&spec, st))
+                .filter(|next| *next > now);
+            let next = match cached {
+                Some(next) => next,
+                None => {
+                    let status = self.store.status(&spec.name).await?;
+                    let next = next_run(&spec, &status);
+                    memory.statuses.insert(spec.name.clone(), status);
+                    let Some(next) = next else {
+                        continue;
+                    };
+                    next
+                }
+            };
+            if next > now {
+                let wait = (next - now).to_std().unwrap_or_default();
+                wake = wake.min(Instant::now() + wait);
+                continue;
+            }
+            let lease = self
+                .store
+                .try_lease(
+                    &spec.name,
+                    &self.options.node,
+                    self.options.lease_ttl,
+                    self.options.clock_skew,
+                )
+                .await?;
+            if let Some(lease) = lease {
+                due.push((spec, lease));
+            } // else another daemon runs it
+        }
+        let gc = match &self.options.gc {
+            Some(settings) if !active.contains(GC_TASK) => {
+                self.gc_lease_if_due(settings, &mut wake).await?
+            }
+            _ => None,
+        };
+        Ok(Look { due, gc, wake })
+    }
+
+    /// Warns once per definition change about hooks this daemon will not run.
+    fn warn_about_hooks(&self, spec: &JobSpec) {
+        if spec.on_failure_command.is_some() {
+            tracing::warn!(job = %spec.name,
+                "the job has an on_failure_command, which daemons no longer run; name a hook the daemon allows with on_failure_hook (serve --allow-hook NAME=COMMAND)");
+        }
+        if let Some(hook) = &spec.on_failure_hook {
+            if !self.options.hooks.names().any(|n| n == hook) {
+                tracing::warn!(job = %spec.name, %hook,
+                    "the job names a hook this daemon does not allow (serve --allow-hook NAME=COMMAND); it will not run");
+            }
+        }
+    }
+
+    /// Audit records for definitions added, changed or removed since the last look.
+    fn audit_changes(&self, before: &BTreeMap<String, JobSpec>, now: &BTreeMap<String, JobSpec>) {
         for (name, spec) in now {
             if before.get(name) != Some(spec) {
                 self.audit(
@@ -270,407 +409,10 @@ impl Daemon {
             );
         }
     }
-
-    /// Runs one job now under `lease` (`ceso-backup run` and the schedule both come here).
-    pub async fn run_job(
-        &self,
-        spec: JobSpec,
-        mut lease: super::store::JobLease,
-        stop: &CancellationToken,
-    ) -> RunOutcome {
-        let started = Utc::now();
-        let clock = Instant::now();
-        let name = spec.name.clone();
-        self.audit(
-            "run.start",
-            Some(&name),
-            None,
-            "ok",
-            json!({"lease": lease.generation()}),
-        );
-        // The run stops when the daemon stops or the lease is lost.
-        let cancel = stop.child_token();
-        let renew = {
-            let (store, cancel, ttl) = (self.store.clone(), cancel.clone(), self.options.lease_ttl);
-            let mut held = lease.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return held,
-                        _ = tokio::time::sleep(ttl / 3) => {}
-                    }
-                    if let Err(e) = store.renew(&mut held, ttl).await {
-                        tracing::warn!(error = %e, "lost the job's lease: stopping the run");
-                        cancel.cancel();
-                        return held;
-                    }
-                }
-            })
-        };
-        let outcome = self.backup_all(&spec, &cancel).await;
-        let aborted = cancel.is_cancelled();
-        cancel.cancel();
-        if let Ok(held) = renew.await {
-            lease = held;
-        }
-        let mut outcome = RunOutcome { aborted, ..outcome };
-        if !aborted && outcome.backups > 0 {
-            self.apply_retention(&spec, &mut outcome).await;
-            if spec.verify_after {
-                self.verify(&name, &mut outcome).await;
-            }
-        }
-        let status = if outcome.aborted {
-            RunStatus::Aborted
-        } else if outcome.failures.is_empty() {
-            RunStatus::Succeeded
-        } else if outcome.backups > 0 {
-            RunStatus::Partial
-        } else {
-            RunStatus::Failed
-        };
-        let error = (!outcome.failures.is_empty()).then(|| {
-            outcome
-                .failures
-                .iter()
-                .map(|(vm, e)| format!("{vm}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
-        let finished = Utc::now();
-        let mut st = self.store.status(&name).await.unwrap_or_default();
-        st.last_run = Some(LastRun {
-            started,
-            finished,
-            status,
-            backups: outcome.backups,
-            bytes: outcome.bytes,
-            node: self.options.node.clone(),
-            error: error.clone(),
-        });
-        if status == RunStatus::Succeeded {
-            st.last_success = Some(finished);
-        }
-        if let Err(e) = self.store.put_status(&name, &st).await {
-            tracing::warn!(job = %name, error = %e, "cannot record the run's status");
-        }
-        let labels = JobLabels { job: name.clone() };
-        self.metrics
-            .runs
-            .get_or_create(&RunLabels {
-                job: name.clone(),
-                status: status.as_str().into(),
-            })
-            .inc();
-        self.metrics
-            .bytes
-            .get_or_create(&labels)
-            .inc_by(outcome.bytes);
-        self.metrics
-            .duration
-            .get_or_create(&labels)
-            .set(clock.elapsed().as_secs_f64());
-        if let Some(t) = st.last_success {
-            self.metrics
-                .last_success
-                .get_or_create(&labels)
-                .set(t.timestamp());
-        }
-        self.update_repository_size().await;
-        self.audit(
-            "run.finish",
-            Some(&name),
-            None,
-            status.as_str(),
-            json!({"backups": outcome.backups, "bytes": outcome.bytes, "skipped": outcome.skipped, "error": error}),
-        );
-        if matches!(status, RunStatus::Failed | RunStatus::Partial) {
-            self.notify_failure(&spec, status, error.as_deref().unwrap_or_default())
-                .await;
-        }
-        if let Err(e) = self.store.release(lease).await {
-            tracing::warn!(job = %name, error = %e, "cannot release the job's lease (it will expire)");
-        }
-        outcome
-    }
-
-    /// The VMs a job names now: its ids, the VMs whose name matches its pattern, and the VMs
-    /// carrying any of its tags; each once.
-    async fn resolve(&self, spec: &JobSpec) -> Result<Vec<(String, String)>, String> {
-        let mut names: Vec<String> = spec.vm_ids.clone();
-        if let Some(pattern) = &spec.vm_name_regex {
-            let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
-            let all = self
-                .client
-                .retrieve_all("VirtualMachine", &["name", "config.template"])
-                .await
-                .map_err(|e| e.message)?;
-            let mut matched: Vec<String> = all
-                .iter()
-                .filter(|o| o.bool("config.template") != Some(true))
-                .filter_map(|o| o.text("name").map(str::to_string))
-                .filter(|n| re.is_match(n))
-                .collect();
-            matched.sort();
-            names.extend(matched);
-        }
-        if !spec.tags.is_empty() {
-            let tagged = self
-                .client
-                .objects_with_tags(&spec.tags)
-                .await
-                .map_err(|e| format!("tags: {}", e.message))?;
-            // Their names, read together (concurrent reads coalesce into one round trip).
-            let vms: Vec<_> = tagged
-                .into_iter()
-                .filter(|o| o.kind == "VirtualMachine")
-                .collect();
-            let reads = vms.iter().map(|vm| self.client.read_batched(vm, &["name"]));
-            let mut matched: Vec<String> = futures::future::join_all(reads)
-                .await
-                .into_iter()
-                .zip(&vms)
-                .map(|(r, vm)| {
-                    r.ok()
-                        .and_then(|o| o.text("name").map(str::to_string))
-                        .unwrap_or_else(|| vm.value.clone())
-                })
-                .collect();
-            matched.sort();
-            names.extend(matched);
-        }
-        let mut seen = BTreeSet::new();
-        names.retain(|n| seen.insert(n.clone()));
-        Ok(names.into_iter().map(|n| (n, String::new())).collect())
-    }
-
-    async fn backup_all(&self, spec: &JobSpec, cancel: &CancellationToken) -> RunOutcome {
-        let mut outcome = RunOutcome::default();
-        let vms = match self.resolve(spec).await {
-            Ok(v) => v,
-            Err(e) => {
-                outcome.failures.push(("(selection)".into(), e));
-                return outcome;
-            }
-        };
-        let results: Vec<(String, VmResult)> = futures::stream::iter(vms)
-            .map(|(vm, _)| async move {
-                let r = self.backup_one(spec, &vm, cancel).await;
-                (vm, r)
-            })
-            .buffer_unordered(spec.max_parallel.max(1) as usize)
-            .collect()
-            .await;
-        for (vm, r) in results {
-            match r {
-                Ok(Some((backup, bytes))) => {
-                    outcome.backups += 1;
-                    outcome.bytes += bytes;
-                    self.audit(
-                        "backup",
-                        Some(&spec.name),
-                        Some(&vm),
-                        "ok",
-                        json!({"backup": backup, "bytes_read": bytes}),
-                    );
-                }
-                Ok(None) => {
-                    outcome.skipped.push(vm.clone());
-                    self.audit(
-                        "backup",
-                        Some(&spec.name),
-                        Some(&vm),
-                        "skipped",
-                        json!({"reason": "powered on (powered_off_only)"}),
-                    );
-                }
-                Err(e) => {
-                    self.audit(
-                        "backup",
-                        Some(&spec.name),
-                        Some(&vm),
-                        "failed",
-                        json!({"error": e}),
-                    );
-                    outcome.failures.push((vm, e));
-                }
-            }
-        }
-        outcome
-    }
-
-    /// Backs up one VM as the job's mode says; `None` when it is skipped.
-    async fn backup_one(&self, spec: &JobSpec, vm: &str, cancel: &CancellationToken) -> VmResult {
-        if spec.mode != Mode::Snapshot {
-            let obj = crate::engine::backup::hot::snapshot::find_vm(&self.client, vm)
-                .await
-                .map_err(|e| e.to_string())?;
-            let power = self
-                .client
-                .properties(&obj, &["runtime.powerState"])
-                .await
-                .map_err(|e| e.message)?;
-            let on = power.text("runtime.powerState") == Some("poweredOn");
-            match spec.mode {
-                Mode::PoweredOffOnly if on => return Ok(None),
-                Mode::Quiesce
-                    if on
-                        && !crate::engine::backup::hot::snapshot::tools_running(
-                            &self.client,
-                            &obj,
-                        )
-                        .await =>
-                {
-                    return Err(
-                        "quiesce mode needs VMware Tools running in the guest, and they are not"
-                            .into(),
-                    );
-                }
-                _ => {}
-            }
-        }
-        let mut options = BackupOptions::new(vm);
-        options.max_rate = spec.max_rate;
-        let report = backup_vm(&self.client, &self.repo, &options, &no_progress(), cancel)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Some((report.backup.to_string(), report.bytes_read)))
-    }
-
-    /// Prunes each of the job's VMs to its retention.
-    async fn apply_retention(&self, spec: &JobSpec, outcome: &mut RunOutcome) {
-        let Ok(list) = self.repo.list().await else {
-            return;
-        };
-        let wanted: BTreeSet<&str> = spec.vm_ids.iter().map(String::as_str).collect();
-        let re = spec
-            .vm_name_regex
-            .as_deref()
-            .and_then(|p| regex::Regex::new(p).ok());
-        let mut uuids: Vec<(String, String)> = list
-            .iter()
-            .filter(|b| {
-                wanted.contains(b.vm.name.as_str())
-                    || wanted.contains(b.vm.uuid.as_str())
-                    || re.as_ref().is_some_and(|r| r.is_match(&b.vm.name))
-            })
-            .map(|b| (b.vm.uuid.clone(), b.vm.name.clone()))
-            .collect();
-        uuids.sort();
-        uuids.dedup();
-        for (uuid, vm) in uuids {
-            let options = PruneOptions {
-                policy: spec.retention.policy(),
-                vm_uuid: Some(uuid),
-                dry_run: false,
-            };
-            match self.repo.prune(options).await {
-                Ok(report) => {
-                    let removed = report.removed;
-                    self.audit(
-                        "prune",
-                        Some(&spec.name),
-                        Some(&vm),
-                        "ok",
-                        json!({"removed": removed}),
-                    );
-                }
-                Err(e) => {
-                    self.audit(
-                        "prune",
-                        Some(&spec.name),
-                        Some(&vm),
-                        "failed",
-                        json!({"error": e.to_string()}),
-                    );
-                    outcome.failures.push((vm, format!("retention: {e}")));
-                }
-            }
-        }
-    }
-
-    async fn verify(&self, job: &str, outcome: &mut RunOutcome) {
-        match self.repo.verify(VerifyOptions { sample: None }).await {
-            Ok(report) if report.is_ok() => {
-                self.audit("verify", Some(job), None, "ok", serde_json::Value::Null);
-            }
-            Ok(report) => {
-                let problems = report.problems.len();
-                self.audit(
-                    "verify",
-                    Some(job),
-                    None,
-                    "failed",
-                    json!({"problems": problems}),
-                );
-                outcome
-                    .failures
-                    .push(("(verify)".into(), format!("{problems} damaged chunks")));
-            }
-            Err(e) => {
-                self.audit(
-                    "verify",
-                    Some(job),
-                    None,
-                    "failed",
-                    json!({"error": e.to_string()}),
-                );
-                outcome.failures.push(("(verify)".into(), e.to_string()));
-            }
-        }
-    }
-
-    async fn update_repository_size(&self) {
-        {
-            let mut at = self.sized_at.lock().unwrap_or_else(|p| p.into_inner());
-            if at.is_some_and(|t| t.elapsed() < SIZE_EVERY) {
-                return;
-            }
-            *at = Some(Instant::now());
-        }
-        let size: Result<u64, _> = self
-            .repo
-            .backend()
-            .list("chunks/")
-            .try_fold(0u64, |acc, m| async move { Ok(acc + m.size) })
-            .await;
-        if let Ok(bytes) = size {
-            self.metrics.repository_bytes.set(bytes as i64);
-        }
-    }
-
-    /// Runs the job's failure command and webhook; their own failures are logged only.
-    async fn notify_failure(&self, spec: &JobSpec, status: RunStatus, error: &str) {
-        if let Some(cmd) = &spec.on_failure_command {
-            let run = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("CESO_JOB", &spec.name)
-                .env("CESO_STATUS", status.as_str())
-                .env("CESO_ERROR", error)
-                .status();
-            match tokio::time::timeout(Duration::from_secs(300), run).await {
-                Ok(Ok(s)) if s.success() => {}
-                other => {
-                    tracing::warn!(job = %spec.name, result = ?other, "the on_failure_command failed")
-                }
-            }
-        }
-        if let Some(url) = &spec.on_failure_webhook {
-            let body = json!({"job": spec.name, "status": status.as_str(), "error": error, "node": self.options.node});
-            let sent = reqwest::Client::new()
-                .post(url)
-                .timeout(Duration::from_secs(30))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-                .send()
-                .await;
-            if let Err(e) = sent.and_then(|r| r.error_for_status()) {
-                tracing::warn!(job = %spec.name, error = %e, "the failure webhook failed");
-            }
-        }
-    }
 }
+
+/// The name gc runs under in the loop's set of active runs (job names cannot start with `.`).
+const GC_TASK: &str = ".gc";
 
 #[cfg(test)]
 mod tests {

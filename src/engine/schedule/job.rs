@@ -72,8 +72,9 @@ impl Retention {
     }
 }
 
-/// A job as stored at `jobs/<name>.json`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// A job as stored at `jobs/<name>.json` (authenticated in an encrypted repository, see
+/// [`super::store`]).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// Unique name (the object key).
     pub name: String,
@@ -113,8 +114,14 @@ pub struct JobSpec {
     /// Verify the run's backups after it.
     #[serde(default)]
     pub verify_after: bool,
-    /// A shell command run when a run fails (`CESO_JOB`, `CESO_ERROR` in its environment).
-    #[serde(default)]
+    /// The hook run when a run fails: a name the daemon maps to a command of its own
+    /// configuration (`--allow-hook NAME=COMMAND`); a name it does not allow is never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure_hook: Option<String>,
+    /// Written by older versions: a shell command from the repository, which daemons no longer
+    /// run (anyone who could write the repository could have run code on every daemon). Kept
+    /// only to say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure_command: Option<String>,
     /// A URL POSTed a JSON summary when a run fails.
     #[serde(default)]
@@ -125,6 +132,43 @@ pub struct JobSpec {
     /// When the definition was written last.
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Shows everything but the webhook URL, which often carries a token.
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("name", &self.name)
+            .field("schedule", &self.schedule)
+            .field("timezone", &self.timezone)
+            .field("vm_ids", &self.vm_ids)
+            .field("vm_name_regex", &self.vm_name_regex)
+            .field("tags", &self.tags)
+            .field("endpoint", &self.endpoint)
+            .field("mode", &self.mode)
+            .field("retention", &self.retention)
+            .field("max_parallel", &self.max_parallel)
+            .field("max_rate", &self.max_rate)
+            .field("enabled", &self.enabled)
+            .field("verify_after", &self.verify_after)
+            .field("on_failure_hook", &self.on_failure_hook)
+            .field("on_failure_command", &self.on_failure_command)
+            .field(
+                "on_failure_webhook",
+                &self.on_failure_webhook.as_ref().map(|_| "***"),
+            )
+            .field("updated_by", &self.updated_by)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// Whether `name` is a valid hook name: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn valid_hook_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn utc() -> String {
@@ -238,6 +282,14 @@ impl JobSpec {
                 field: "vm_ids",
                 message: "Name the VMs to back up: vm_ids, vm_name_regex or tags.".into(),
             });
+        }
+        if let Some(hook) = &self.on_failure_hook {
+            if !valid_hook_name(hook) {
+                out.push(Invalid {
+                    field: "on_failure_hook",
+                    message: format!("{hook:?} is not a hook name: 1 to 64 letters, digits, '-', '_' or '.', as given to `ceso-backup serve --allow-hook NAME=COMMAND`."),
+                });
+            }
         }
         if self.max_parallel == 0 {
             out.push(Invalid {
@@ -395,12 +447,30 @@ mod tests {
         j.timezone = "Mars/Olympus".into();
         j.retention = Retention::default();
         j.vm_name_regex = Some("(".into());
+        j.on_failure_hook = Some("rm -rf /".into());
         let fields: Vec<&str> = j.validate().iter().map(|i| i.field).collect();
         assert_eq!(
             fields,
-            ["schedule", "timezone", "retention", "vm_name_regex"]
+            [
+                "schedule",
+                "timezone",
+                "retention",
+                "vm_name_regex",
+                "on_failure_hook"
+            ]
         );
         assert!(job().validate().is_empty());
+    }
+
+    #[test]
+    fn debug_hides_the_webhook() {
+        let j = JobSpec {
+            on_failure_webhook: Some("https://hooks.example.com/T0/secret-token".into()),
+            ..job()
+        };
+        let text = format!("{j:?}");
+        assert!(!text.contains("secret-token"), "{text}");
+        assert!(text.contains("nightly"), "{text}");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The daemon's Prometheus metrics (jobs, runs by status, bytes, duration, last success per
-//! job, repository size) and the loopback HTTP server that serves `/metrics` and `/healthz`.
+//! job, repository size and reachability, errors survived, gc figures) and the loopback HTTP
+//! server that serves `/metrics` and `/healthz` (503 once the repository has been unreachable
+//! for longer than the daemon's threshold, see [`super::health`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
@@ -32,6 +35,20 @@ pub struct RunLabels {
     pub status: String,
 }
 
+/// Labels of error counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Where the error came from: `repository` or `vsphere`.
+    pub source: String,
+}
+
+/// Labels of gc runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// `succeeded` or `failed`.
+    pub status: String,
+}
+
 /// Every series the daemon exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,6 +65,20 @@ pub struct Metrics {
     pub last_success: Family<JobLabels, Gauge>,
     /// Bytes of chunks in the repository.
     pub repository_bytes: Gauge,
+    /// 1 while the last look at the repository succeeded, else 0.
+    pub repository_up: Gauge,
+    /// Errors the daemon survived, by source.
+    pub errors: Family<SourceLabels, Counter>,
+    /// Scheduled gc runs by outcome.
+    pub gc_runs: Family<StatusLabels, Counter>,
+    /// Chunks gc deleted.
+    pub gc_deleted_chunks: Counter,
+    /// Bytes gc freed.
+    pub gc_deleted_bytes: Counter,
+    /// Chunks the last gc found in the repository.
+    pub gc_last_chunks_total: Gauge,
+    /// Unix time of the last successful gc.
+    pub gc_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,6 +98,13 @@ impl Metrics {
             duration: Family::default(),
             last_success: Family::default(),
             repository_bytes: Gauge::default(),
+            repository_up: Gauge::default(),
+            errors: Family::default(),
+            gc_runs: Family::default(),
+            gc_deleted_chunks: Counter::default(),
+            gc_deleted_bytes: Counter::default(),
+            gc_last_chunks_total: Gauge::default(),
+            gc_last_success: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,6 +138,41 @@ impl Metrics {
                 "Bytes of chunks stored in the repository",
                 m.repository_bytes.clone(),
             );
+            r.register(
+                "ceso_backup_repository_up",
+                "1 while the daemon's last look at the repository succeeded",
+                m.repository_up.clone(),
+            );
+            r.register(
+                "ceso_backup_daemon_errors",
+                "Errors the daemon survived, by source (repository, vsphere)",
+                m.errors.clone(),
+            );
+            r.register(
+                "ceso_backup_gc_runs",
+                "Scheduled gc runs by outcome",
+                m.gc_runs.clone(),
+            );
+            r.register(
+                "ceso_backup_gc_deleted_chunks",
+                "Chunks deleted by scheduled gc",
+                m.gc_deleted_chunks.clone(),
+            );
+            r.register(
+                "ceso_backup_gc_deleted_bytes",
+                "Bytes freed by scheduled gc",
+                m.gc_deleted_bytes.clone(),
+            );
+            r.register(
+                "ceso_backup_gc_last_chunks",
+                "Chunks the last gc found in the repository",
+                m.gc_last_chunks_total.clone(),
+            );
+            r.register(
+                "ceso_backup_gc_last_success_timestamp_seconds",
+                "Unix time of the last successful gc",
+                m.gc_last_success.clone(),
+            );
         }
         m
     }
@@ -125,8 +198,22 @@ impl Metrics {
         ))
     }
 
-    /// Serves `/metrics` and `/healthz` on `addr` (loopback only) until `stop`.
-    pub async fn serve(&self, addr: SocketAddr, stop: CancellationToken) -> std::io::Result<()> {
+    /// Counts an error the daemon survived.
+    pub fn error(&self, source: &str) {
+        self.errors
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .inc();
+    }
+
+    /// Serves `/metrics` and `/healthz` (from `health`) on `addr` (loopback only) until `stop`.
+    pub async fn serve(
+        &self,
+        addr: SocketAddr,
+        health: Arc<super::health::Health>,
+        stop: CancellationToken,
+    ) -> std::io::Result<()> {
         Self::check_address(addr)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let metrics = self.clone();
@@ -146,7 +233,21 @@ impl Metrics {
                     }
                 }),
             )
-            .route("/healthz", get(|| async { "ok\n" }));
+            .route(
+                "/healthz",
+                get(move || {
+                    let health = health.clone();
+                    async move {
+                        match health.check() {
+                            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                            Err(why) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("unhealthy: {why}\n"),
+                            ),
+                        }
+                    }
+                }),
+            );
         tracing::info!(%addr, "serving /metrics and /healthz");
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())

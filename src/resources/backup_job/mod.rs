@@ -65,6 +65,7 @@ pub struct JobModel {
     pub max_rate: Option<String>,
     pub enabled: Option<bool>,
     pub verify_after: Option<bool>,
+    pub on_failure_hook: Option<String>,
     pub on_failure_command: Option<String>,
     pub on_failure_webhook: Option<String>,
     pub next_run: Option<String>,
@@ -109,7 +110,8 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("max_rate").optional().validate(Arc::new(RateValidator)).description("Read at most this much per second per VM from the datastores, e.g. `50M` or `100MiB`, to spare the VMs' storage."))
             .attribute(Attribute::bool("enabled").default_value(Value::Bool(true)).description("Whether the job runs."))
             .attribute(Attribute::bool("verify_after").default_value(Value::Bool(false)).description("Re-read and re-hash the repository's chunks after each run."))
-            .attribute(Attribute::string("on_failure_command").optional().description("A shell command the daemon runs when a run fails or partly fails (`CESO_JOB`, `CESO_STATUS` and `CESO_ERROR` in its environment)."))
+            .attribute(Attribute::string("on_failure_hook").optional().validate(crate::framework::validator::matches(r"^[A-Za-z0-9_.-]{1,64}$", "1 to 64 letters, digits, '-', '_' or '.'")).description("The name of a failure hook to run when a run fails or partly fails. Daemons run only hooks their own configuration allows (`ceso-backup serve --allow-hook NAME=COMMAND`): the command is the daemon's, never the repository's, and runs without a shell with only `PATH`, `CESO_JOB`, `CESO_STATUS`, `CESO_ERROR` and `CESO_NODE` in its environment. A daemon that does not allow the name does not run it (and logs that)."))
+            .attribute(Attribute::string("on_failure_command").optional().deprecated("Daemons no longer run commands stored in the repository; use on_failure_hook with a hook the daemon allows.").validate(Arc::new(RemovedCommand)).description("Removed: a command stored in the repository would let anyone who can write the repository run code on every daemon."))
             .attribute(Attribute::string("on_failure_webhook").optional().sensitive().description("A URL the daemon POSTs a JSON summary to when a run fails (sensitive: such URLs often carry a token)."))
             .attribute(Attribute::string("next_run").computed().description("When the job runs next (RFC 3339), from its schedule and last run; null when disabled."))
             .attribute(Attribute::string("schedule_description").computed().description("The schedule in words."))
@@ -143,6 +145,24 @@ impl crate::framework::validator::Validator for CronValidator {
             if let Err(e) = parse_cron(s) {
                 diags.attr_error(path.clone(), "Invalid schedule", e.message);
             }
+        }
+    }
+}
+
+/// Refuses `on_failure_command`, saying what replaces it.
+struct RemovedCommand;
+
+impl crate::framework::validator::Validator for RemovedCommand {
+    fn description(&self) -> String {
+        "No longer accepted: use `on_failure_hook`.".into()
+    }
+    fn validate(&self, value: &Value, path: &AttrPath, diags: &mut Diagnostics) {
+        if matches!(value, Value::String(_)) {
+            diags.attr_error(
+                path.clone(),
+                "on_failure_command is no longer supported",
+                "Daemons no longer run commands stored in the backup repository (anyone who can write the repository could run code on every daemon host). Move the command into the daemons' own configuration with `ceso-backup serve --allow-hook NAME=COMMAND`, and set `on_failure_hook = \"NAME\"` here instead.",
+            );
         }
     }
 }
@@ -198,8 +218,9 @@ fn repo_error(action: &str, e: impl std::fmt::Display) -> Diagnostics {
     )
 }
 
-/// The repository's job store, after checking a repository is there (and opens with the
-/// configured passphrase).
+/// The repository's job store. To write (`check`), the repository must open with the
+/// configured passphrase, and an encrypted one needs it: its daemons accept only definitions
+/// authenticated with its key.
 async fn store(ctx: &Context, check: bool) -> Result<JobStore, Diagnostics> {
     let state = ctx.data::<ProviderState>()?;
     let settings: &BackupSettings = state.backup()?;
@@ -208,18 +229,22 @@ async fn store(ctx: &Context, check: bool) -> Result<JobStore, Diagnostics> {
     let backend: Arc<dyn Backend> = url
         .open()
         .map_err(|e| repo_error("open the backup repository", e))?;
-    if check {
-        let key = settings.password.as_ref().map(|p| {
-            crate::engine::backup::KeySource::Passphrase(crate::engine::backup::Passphrase::new(
-                p.expose().to_string(),
-            ))
-        });
-        match Repository::open(backend.clone(), key).await {
-            Ok(_) | Err(crate::engine::backup::Error::KeyRequired) => {}
-            Err(e) => return Err(repo_error("open the backup repository", e)),
-        }
+    if !check {
+        return Ok(JobStore::new(backend));
     }
-    Ok(JobStore::new(backend))
+    let key = settings.password.as_ref().map(|p| {
+        crate::engine::backup::KeySource::Passphrase(crate::engine::backup::Passphrase::new(
+            p.expose().to_string(),
+        ))
+    });
+    match Repository::open(backend, key).await {
+        Ok(repo) => Ok(JobStore::for_repository(&repo)),
+        Err(crate::engine::backup::Error::KeyRequired) => Err(Diagnostics::from_error(
+            "Unable to write the job",
+            "The backup repository is encrypted, and daemons accept only job definitions authenticated with its key. Set `backup_password` in the provider block (or CESO_BACKUP_PASSWORD).",
+        )),
+        Err(e) => Err(repo_error("open the backup repository", e)),
+    }
 }
 
 impl JobModel {
@@ -256,7 +281,8 @@ impl JobModel {
             max_rate: self.max_rate.as_deref().and_then(|r| parse_rate(r).ok()),
             enabled: self.enabled.unwrap_or(true),
             verify_after: self.verify_after.unwrap_or(false),
-            on_failure_command: self.on_failure_command.clone(),
+            on_failure_hook: self.on_failure_hook.clone(),
+            on_failure_command: None,
             on_failure_webhook: self.on_failure_webhook.clone(),
             updated_by: format!(
                 "terraform ({})",
@@ -310,6 +336,7 @@ impl JobModel {
             max_rate: rate,
             enabled: Some(spec.enabled),
             verify_after: Some(spec.verify_after),
+            on_failure_hook: spec.on_failure_hook.clone(),
             on_failure_command: spec.on_failure_command.clone(),
             on_failure_webhook: spec.on_failure_webhook.clone(),
             next_run: spec

@@ -12,14 +12,16 @@ use tokio_util::sync::CancellationToken;
 use super::error::{HotError, HotResult};
 use super::plan::{incremental_base, DiskMode, FullReason};
 use super::progress::{Progress, ProgressSink};
-use super::snapshot;
+use super::snapshot::{self, Quiesce};
 use super::source::{windows_touched, DatastoreSource, FetchOptions};
 use super::spec::VmSpec;
 use super::throttle::RateLimiter;
 use crate::engine::backup::chunk::chunk_count;
+use crate::engine::backup::error::{Error as RepoError, Holders};
 use crate::engine::backup::manifest::{BackupId, Consistency, DiskManifest, Manifest, VmRef};
 use crate::engine::backup::repository::Repository;
 use crate::engine::backup::session::{BackupRequest, BackupSession};
+use crate::engine::backup::vm_lease::VmLease;
 use crate::engine::backup::write::DiskInfo;
 use crate::vsphere::cbt::FrozenDisk;
 use crate::vsphere::types::ManagedObjectReference;
@@ -38,6 +40,15 @@ pub struct BackupOptions {
     pub read_ahead: usize,
     /// Time limit of each snapshot task (default 30 min).
     pub snapshot_timeout: Duration,
+    /// How consistent the snapshot must be (default: quiesced when VMware Tools run).
+    pub quiesce: Quiesce,
+    /// How long to wait for another backup of the VM to give its lease back (default 0).
+    pub lease_wait: Duration,
+    /// The scheduled job making the backup, recorded in its manifest.
+    pub job: Option<String>,
+    /// The vSphere endpoint, recorded in the manifest (a daemon's endpoint name, else the
+    /// server's host name).
+    pub endpoint: Option<String>,
 }
 
 impl BackupOptions {
@@ -49,6 +60,10 @@ impl BackupOptions {
             max_rate: None,
             read_ahead: 4,
             snapshot_timeout: Duration::from_secs(1800),
+            quiesce: Quiesce::IfToolsRun,
+            lease_wait: Duration::ZERO,
+            job: None,
+            endpoint: None,
         }
     }
 }
@@ -84,6 +99,8 @@ pub struct BackupReport {
     pub vm: VmRef,
     /// Quiesced or crash-consistent.
     pub consistency: Consistency,
+    /// Why it is less consistent than asked (quiescing fell back), if it is.
+    pub consistency_note: Option<String>,
     /// The backup it is incremental to (information only: every backup is a full).
     pub parent: Option<BackupId>,
     /// The snapshot the disks were read from.
@@ -119,7 +136,7 @@ struct Committed {
 }
 
 /// Backs up a running VM into `repo`; see the module doc. Cancelling `cancel` stops the
-/// transfer, removes the snapshot and commits nothing.
+/// transfer, removes the snapshot and commits nothing; so does losing the VM's lease.
 pub async fn backup_vm(
     client: &Arc<Client>,
     repo: &Repository,
@@ -133,9 +150,69 @@ pub async fn backup_vm(
         .vm_info(&vm)
         .await
         .map_err(|e| HotError::vsphere(format!("read VM {:?}", options.vm), e))?;
+    let lease = match repo
+        .lease_vm(&info.instance_uuid, &info.name, options.lease_wait, cancel)
+        .await
+    {
+        Ok(lease) => lease,
+        Err(RepoError::Locked { holders }) => {
+            return Err(HotError::Busy {
+                vm: info.name.clone(),
+                holder: Holders(&holders).to_string(),
+            })
+        }
+        Err(RepoError::Interrupted) => return Err(HotError::Cancelled),
+        Err(e) => return Err(e.into()),
+    };
+    // The work stops when the caller cancels or the VM's lease is lost.
+    let work = cancel.child_token();
+    let watch = {
+        let (lost, work) = (lease.lost(), work.clone());
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            work.cancel();
+        })
+    };
+    let result = backup_leased(
+        client, repo, options, progress, &work, &vm, &info, &lease, started,
+    )
+    .await;
+    watch.abort();
+    let lost = lease.lost().is_cancelled() && !cancel.is_cancelled();
+    let lease_key = lease.info().holder;
+    lease.release().await;
+    match result {
+        Err(HotError::Cancelled) if lost => Err(HotError::Repository(RepoError::LeaseLost {
+            key: format!("VM lease {lease_key}"),
+            reason: "it lapsed while the repository could not be reached".into(),
+        })),
+        other => other,
+    }
+}
+
+/// The backup under the VM's lease: leftovers, snapshot, disks, commit, snapshot removal.
+#[allow(clippy::too_many_arguments)]
+async fn backup_leased(
+    client: &Arc<Client>,
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: &ProgressSink,
+    cancel: &CancellationToken,
+    vm: &ManagedObjectReference,
+    info: &crate::vsphere::vm::VmInfo,
+    lease: &VmLease,
+    started: Instant,
+) -> HotResult<BackupReport> {
     let name = info.name.clone();
-    let leftovers_removed =
-        snapshot::remove_leftovers(client, &vm, &name, options.snapshot_timeout).await?;
+    let holder = lease.holder();
+    let leftovers_removed = snapshot::remove_leftovers(
+        client,
+        vm,
+        &name,
+        options.snapshot_timeout,
+        std::slice::from_ref(&holder),
+    )
+    .await?;
     for s in &leftovers_removed {
         progress(Progress::Note {
             message: format!("removed the leftover backup snapshot {s:?} of an interrupted run"),
@@ -144,32 +221,35 @@ pub async fn backup_vm(
     if cancel.is_cancelled() {
         return Err(HotError::Cancelled);
     }
-    let quiesce = snapshot::tools_running(client, &vm).await;
-    let (snap, snap_name, consistency, fallback) = snapshot::create(
+    let powered_on = info.power_state == "poweredOn";
+    let tools = powered_on && snapshot::tools_running(client, vm).await;
+    let quiesce = snapshot::plan_quiesce(options.quiesce, powered_on, tools).map_err(|reason| {
+        HotError::NotQuiesced {
+            vm: name.clone(),
+            reason,
+        }
+    })?;
+    let created = snapshot::create(
         client,
-        &vm,
+        vm,
         &name,
         quiesce,
+        options.quiesce,
+        &holder,
         options.snapshot_timeout,
         cancel,
     )
     .await?;
+    let snap = created.snapshot.clone();
+    let snap_name = created.name.clone();
+    let consistency = created.consistency;
     let snap_taken = Instant::now();
-    let mut warnings: Vec<String> = fallback.into_iter().collect();
+    let mut warnings: Vec<String> = created.note.iter().cloned().collect();
     for w in &warnings {
         progress(Progress::Note { message: w.clone() });
     }
 
-    let work = read_under_snapshot(
-        client,
-        repo,
-        options,
-        progress,
-        &vm,
-        &info,
-        &snap,
-        consistency,
-    );
+    let work = read_under_snapshot(client, repo, options, progress, vm, info, &created);
     let outcome = tokio::select! {
         r = work => r,
         () = cancel.cancelled() => Err(HotError::Cancelled),
@@ -196,6 +276,7 @@ pub async fn backup_vm(
         backup: manifest.id.clone(),
         vm: manifest.vm.clone(),
         consistency,
+        consistency_note: created.note.clone(),
         parent: manifest.parent.clone(),
         snapshot: snap_name,
         leftovers_removed,
@@ -227,7 +308,6 @@ fn disk_labels(disks: &[FrozenDisk]) -> Vec<String> {
     labels
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn read_under_snapshot(
     client: &Arc<Client>,
     repo: &Repository,
@@ -235,9 +315,9 @@ async fn read_under_snapshot(
     progress: &ProgressSink,
     vm: &ManagedObjectReference,
     info: &crate::vsphere::vm::VmInfo,
-    snap: &ManagedObjectReference,
-    consistency: Consistency,
+    created: &snapshot::Created,
 ) -> HotResult<Committed> {
+    let snap = &created.snapshot;
     let frozen = client.snapshot_disks(snap).await.map_err(|e| {
         HotError::vsphere(
             format!("read the disks of the snapshot of {}", info.name),
@@ -253,21 +333,38 @@ async fn read_under_snapshot(
     for (d, label) in spec.disks.iter_mut().zip(&labels) {
         d.label = label.clone();
     }
-    let previous = if options.full {
-        None
-    } else {
-        repo.latest(&info.instance_uuid).await?
-    };
     let request = BackupRequest {
         vm: VmRef {
             name: info.name.clone(),
             uuid: info.instance_uuid.clone(),
         },
-        consistency,
+        consistency: created.consistency,
         vm_config: spec.to_json(),
-        parent: previous.as_ref().map(|m| m.id.clone()),
+        parent: None,
+        consistency_note: created.note.clone(),
+        job: options.job.clone(),
+        endpoint: options.endpoint.clone(),
     };
     let mut session = repo.begin_backup(request).await?;
+    // Chosen under the session's lease: no prune can remove the parent before the commit.
+    let previous = if options.full {
+        None
+    } else {
+        match repo.latest(&info.instance_uuid).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = session.abort().await;
+                return Err(e.into());
+            }
+        }
+    };
+    if let Err(e) = session
+        .set_parent(previous.as_ref().map(|m| m.id.clone()))
+        .await
+    {
+        let _ = session.abort().await;
+        return Err(e.into());
+    }
     let limiter = options.max_rate.map(|r| Arc::new(RateLimiter::new(r)));
     let mut reports = Vec::with_capacity(frozen.len());
     for (disk, label) in frozen.iter().zip(&labels) {

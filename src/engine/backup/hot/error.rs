@@ -23,17 +23,21 @@ pub enum HotError {
     /// Stopped on request (Ctrl-C, a cancelled token).
     #[error("cancelled; the backup snapshot was removed and nothing was committed")]
     Cancelled,
-    /// Another live process is backing up this VM.
-    #[error(
-        "another backup of {vm} is running (snapshot {snapshot:?}, {holder}); try again later"
-    )]
+    /// Another backup of this VM holds its lease.
+    #[error("another backup of {vm} is running ({holder}); try again later")]
     Busy {
         /// The VM.
         vm: String,
-        /// Its backup snapshot.
-        snapshot: String,
-        /// Who holds it, e.g. `pid 4242 on backup-1`.
+        /// Who holds its lease, e.g. `backup of web-1 on backup-1, pid 4242, until ...`.
         holder: String,
+    },
+    /// A quiesced snapshot was required and could not be had.
+    #[error("{vm} could not be quiesced ({reason}); quiesce mode never falls back to a crash-consistent backup")]
+    NotQuiesced {
+        /// The VM.
+        vm: String,
+        /// Why.
+        reason: String,
     },
     /// A restore's target name is taken and replacing that VM was not asked for.
     #[error(

@@ -164,6 +164,9 @@ mod tests {
             consistency: Consistency::CrashConsistent,
             vm_config: serde_json::Value::Null,
             parent: None,
+            consistency_note: None,
+            job: None,
+            endpoint: None,
             disks: vec![DiskManifest {
                 label: "Hard disk 1".into(),
                 capacity,

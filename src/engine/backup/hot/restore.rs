@@ -671,6 +671,7 @@ pub async fn restore_disk_to_file(
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600) // a disk image: its owner's only
         .open(path)
         .await
         .map_err(io_err(format!("create {}", path.display())))?;
