@@ -37,11 +37,36 @@ struct Run {
     stdout: String,
 }
 
-/// Runs `cmd` to completion, measuring wall time, CPU time and peak RSS (wait4's rusage).
+/// Runs `cmd` to completion, measuring wall time, CPU time (wait4's rusage) and peak RSS.
+///
+/// The RSS comes from a small intermediary (`python3`) that starts the command and reports
+/// its child's `ru_maxrss`: Linux carries the peak RSS of the process that spawned a program
+/// into the program's own `ru_maxrss` at exec, so measured from here it would never be below
+/// this bench's own (which has held disk images).
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also reports its rusage
 fn measure(cmd: &mut Command) -> Run {
+    let report = tempfile::NamedTempFile::new().expect("temp file");
+    let mut probe = Command::new("python3");
+    probe
+        .args([
+            "-S",
+            "-c",
+            "import resource, subprocess, sys\n\
+             rc = subprocess.run(sys.argv[2:]).returncode\n\
+             open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n\
+             sys.exit(rc)",
+        ])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => probe.env(key, v),
+            None => probe.env_remove(key),
+        };
+    }
     let t = Instant::now();
-    let child = cmd
+    let child = probe
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -62,10 +87,14 @@ fn measure(cmd: &mut Command) -> Run {
         "{cmd:?} failed: {stdout}"
     );
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    let rss_kib: f64 = std::fs::read_to_string(report.path())
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("the probe reports the peak RSS");
     Run {
         wall: t.elapsed().as_secs_f64(),
         cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
-        rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        rss_mib: rss_kib / 1024.0,
         stdout,
     }
 }

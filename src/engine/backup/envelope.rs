@@ -9,7 +9,8 @@
 //! (chunk id or backup id), so an attacker with write access can neither flip the compression
 //! flag nor move an object to another name without failing authentication.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use super::crypto::{Keys, NONCE_LEN, TAG_LEN};
 use super::error::{Error, Result};
@@ -45,12 +46,43 @@ impl ObjectKind {
 pub struct Codec {
     keys: Option<Arc<Keys>>,
     level: i32,
+    contexts: Arc<ContextPool>,
+}
+
+/// Compression contexts kept for reuse (as many as chunks were ever compressed at once): a new
+/// one per chunk would mean a fresh zstd workspace, allocated outside Rust's allocator and
+/// cleared, for every 4 MiB.
+#[derive(Default)]
+struct ContextPool(Mutex<Vec<zstd::bulk::Compressor<'static>>>);
+
+impl fmt::Debug for ContextPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ContextPool")
+    }
+}
+
+impl ContextPool {
+    /// Compresses `plain` into the spare capacity of `out` at `level`; the size written.
+    fn compress(&self, level: i32, plain: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
+        let kept = self.0.lock().expect("not poisoned").pop();
+        let mut context = match kept {
+            Some(c) => c,
+            None => zstd::bulk::Compressor::new(level)?,
+        };
+        let written = context.compress_to_buffer(plain, out);
+        self.0.lock().expect("not poisoned").push(context);
+        written
+    }
 }
 
 impl Codec {
     /// A codec with these keys (`None`: unencrypted) and zstd level.
     pub fn new(keys: Option<Arc<Keys>>, level: i32) -> Self {
-        Self { keys, level }
+        Self {
+            keys,
+            level,
+            contexts: Arc::default(),
+        }
     }
 
     /// Whether objects are encrypted.
@@ -70,9 +102,9 @@ impl Codec {
         let nonce = if self.keys.is_some() { NONCE_LEN } else { 0 };
         let head = 2 + nonce;
         let mut out = Vec::with_capacity(head + plain.len() + TAG_LEN);
-        // Into the spare capacity of `out` (a `Vec` is a `WriteBuf`).
-        let compressed = zstd::bulk::Compressor::new(self.level)
-            .and_then(|mut z| z.compress_to_buffer(plain, &mut out))
+        let compressed = self
+            .contexts
+            .compress(self.level, plain, &mut out)
             .is_ok_and(|n| n < plain.len());
         if compressed {
             out.splice(0..0, std::iter::repeat_n(0u8, head));
