@@ -303,13 +303,15 @@ def schema_time(side: str, binary: Path, tf: Path, runs: int, work: Path, mode: 
 
 
 class Vcsim:
-    def __init__(self, binary: Path, work: Path, flags: list[str]):
+    def __init__(self, binary: Path, work: Path, flags: list[str], tmpdir: Path | None = None):
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         urlf = work / "vcsim.url"
         self.log = work / "vcsim.log"
         self._logf = open(self.log, "wb")
         self.p = subprocess.Popen([str(binary), "-l", "127.0.0.1:0", "-url-file", str(urlf), *flags],
+                                  # its datastores (temp dirs) go with the scratch directory
+                                  env={**os.environ, "TMPDIR": str(tmpdir or work)},
                                   cwd=work, stdin=subprocess.DEVNULL, stdout=self._logf,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + T_VCSIM_UP

@@ -196,15 +196,7 @@ class Sim(B.Vcsim):
     def __init__(self, binary: Path, work: Path, flags: list[str]):
         tmp = work / "tmp"
         tmp.mkdir(parents=True)
-        old = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = str(tmp)  # inherited by the launcher: where its datastore goes
-        try:
-            super().__init__(binary, work, flags)
-        finally:
-            if old is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = old
+        super().__init__(binary, work, flags, tmpdir=tmp)  # the launcher's datastore goes in tmp
         dirs = list(tmp.glob(f"govcsim-*-{DATASTORE}-*"))
         if len(dirs) != 1:
             self.close()

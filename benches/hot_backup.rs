@@ -158,6 +158,7 @@ impl Drop for Sim {
 fn start_vcsim(root: &Path, dir: &Path) -> Sim {
     let url_file = dir.join("url.txt");
     let child = Command::new(root.join(".testbed/bin/vcsim"))
+        .env("TMPDIR", dir) // its datastores go with `dir`
         .args(["-esx", "-l", "127.0.0.1:0", "-url-file"])
         .arg(&url_file)
         .stdout(Stdio::null())

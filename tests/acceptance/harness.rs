@@ -69,7 +69,10 @@ impl Vcsim {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let url_file = dir.path().join("url.txt");
+        // The simulator's datastores are temp directories: in `dir`, they go with it even
+        // though the simulator is killed.
         let child = Command::new(&bin)
+            .env("TMPDIR", dir.path())
             .args(["-l", "127.0.0.1:0", "-url-file"])
             .arg(&url_file)
             .args(args)
