@@ -582,15 +582,12 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> RpcResult<pb::validate_resource_type_config::Response> {
         answer(async {
             let req = req.into_inner();
-            let diags = (|| {
-                let r = self.resource(&req.type_name)?;
-                let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
-                let mut diags = Diagnostics::new();
-                validate_config(&r.schema.block, &config, &AttrPath::root(), &mut diags);
-                r.imp.validate(&config, &mut diags);
-                Ok::<_, Diagnostics>(diags)
-            })()
-            .unwrap_or_else(|d| d);
+            let diags = match self.resource(&req.type_name) {
+                Ok(r) => validate_with(&r.schema, &r.ty, req.config.as_ref(), |c, d| {
+                    r.imp.validate(c, d)
+                }),
+                Err(d) => d,
+            };
             pb::validate_resource_type_config::Response {
                 diagnostics: diags_to_proto(&diags),
             }
@@ -604,15 +601,12 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> RpcResult<pb::validate_data_source_config::Response> {
         answer(async {
             let req = req.into_inner();
-            let diags = (|| {
-                let d = self.data_source(&req.type_name)?;
-                let config = decode(req.config.as_ref(), &d.ty, "configuration")?;
-                let mut diags = Diagnostics::new();
-                validate_config(&d.schema.block, &config, &AttrPath::root(), &mut diags);
-                d.imp.validate(&config, &mut diags);
-                Ok::<_, Diagnostics>(diags)
-            })()
-            .unwrap_or_else(|d| d);
+            let diags = match self.data_source(&req.type_name) {
+                Ok(ds) => validate_with(&ds.schema, &ds.ty, req.config.as_ref(), |c, d| {
+                    ds.imp.validate(c, d)
+                }),
+                Err(d) => d,
+            };
             pb::validate_data_source_config::Response {
                 diagnostics: diags_to_proto(&diags),
             }
@@ -1102,6 +1096,24 @@ impl pb::provider_server::Provider for ProviderService {
     }
 }
 
+/// The diagnostics of a configuration: decoded as `ty`, checked against `schema`, then by the
+/// type's own `check`.
+fn validate_with(
+    schema: &Schema,
+    ty: &Type,
+    config: Option<&pb::DynamicValue>,
+    check: impl FnOnce(&Value, &mut Diagnostics),
+) -> Diagnostics {
+    match decode(config, ty, "configuration") {
+        Ok(config) => {
+            let mut diags = Diagnostics::new();
+            validate_config(&schema.block, &config, &AttrPath::root(), &mut diags);
+            check(&config, &mut diags);
+            diags
+        }
+        Err(d) => d,
+    }
+}
 #[cfg(test)]
 mod tests {
     //! The RPCs driven in-process against a small test provider: the plan pipeline, private

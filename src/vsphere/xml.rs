@@ -139,16 +139,6 @@ pub struct TreeBuilder {
 }
 
 impl TreeBuilder {
-    /// How deep the builder is inside open elements.
-    pub fn depth(&self) -> usize {
-        self.stack.len()
-    }
-
-    /// The names of the open elements, outermost first.
-    pub fn open_names(&self) -> impl Iterator<Item = &str> {
-        self.stack.iter().map(|n| n.name.as_str())
-    }
-
     /// Feeds one event; returns an element that this event completed at the outermost level
     /// (depth 0).
     pub fn feed(&mut self, event: Event<'_>) -> Result<Option<Node>> {
@@ -237,11 +227,6 @@ pub fn parse_fragment(xml: &str) -> Result<Vec<Node>> {
     }
     tree.finish()?;
     Ok(roots)
-}
-
-/// An error reading XML, for other readers of this module's trees.
-pub fn read_error(detail: impl std::fmt::Display) -> Error {
-    decode_error(detail)
 }
 
 #[cfg(test)]

@@ -95,6 +95,12 @@ pub fn local_flat(c: &SimClient, disk: &str) -> PathBuf {
     datastore_dir(c, ds).join(path.trim().replace(".vmdk", "-flat.vmdk"))
 }
 
+/// The local flat file of `vm`'s first disk.
+pub fn first_disk_flat(c: &SimClient, vm: &ceso::vsphere::vm::VmInfo) -> PathBuf {
+    let disk = vm.disks().next().expect("the VM has a disk");
+    local_flat(c, &disk.file_name)
+}
+
 /// Converts the raw image at `raw` into a streamOptimized VMDK at `vmdk` with `qemu-img`.
 pub fn stream_optimized(raw: &Path, vmdk: &Path) {
     let out = std::process::Command::new("qemu-img")

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::backup::{cli, init_repo, result_of, run_json};
 use crate::cbt_vm::make_vm;
-use crate::disks::{datastore_dir, digest_file, local_flat, regions, write_regions, GIB, MIB};
+use crate::disks::{datastore_dir, digest_file, first_disk_flat, regions, write_regions, GIB, MIB};
 use crate::harness::{folded, SimClient, Vcsim, Workspace};
 use crate::require_acc;
 
@@ -95,7 +95,7 @@ fn restore_of_a_4_gib_disk_outlives_the_api_timeout() {
         "JSON progress events while it ran: {progress}"
     );
     let restored = vm_named(&c, "big-1-restored").expect("the restored VM");
-    let flat = local_flat(&c, &restored.disks().next().unwrap().file_name);
+    let flat = first_disk_flat(&c, &restored);
     assert_eq!(digest_file(&flat), want, "the restored disk, byte for byte");
     eprintln!("restore of a 4 GiB disk at 150 MB/s: {took:?} with api_timeout {API_TIMEOUT}");
 }
@@ -177,7 +177,7 @@ fn cold_move_of_a_4_gib_disk_outlives_the_api_timeout() {
     ws.init();
     ws.apply().ok("create on a");
     let on_a = vm_named(&ca, "db-01").unwrap();
-    let flat_a = local_flat(&ca, &on_a.disks().next().unwrap().file_name);
+    let flat_a = first_disk_flat(&ca, &on_a);
     write_regions(&flat_a, DISK, &regions(DISK));
     let want = digest_file(&flat_a);
 
@@ -195,7 +195,7 @@ fn cold_move_of_a_4_gib_disk_outlives_the_api_timeout() {
     );
     assert!(vm_named(&ca, "db-01").is_none(), "the original is gone");
     let on_b = vm_named(&cb, "db-01").expect("the VM on b");
-    let flat_b = local_flat(&cb, &on_b.disks().next().unwrap().file_name);
+    let flat_b = first_disk_flat(&cb, &on_b);
     assert_eq!(digest_file(&flat_b), want, "the moved disk, byte for byte");
     eprintln!("cold move of a 4 GiB disk at 150 MB/s: {took:?} with api_timeout {API_TIMEOUT}");
 }
@@ -220,7 +220,7 @@ fn a_stalled_cold_move_keeps_the_original_and_leaves_nothing_on_the_target() {
     ws.init();
     ws.apply().ok("create on a");
     let on_a = vm_named(&ca, "db-01").unwrap();
-    let flat_a = local_flat(&ca, &on_a.disks().next().unwrap().file_name);
+    let flat_a = first_disk_flat(&ca, &on_a);
     write_regions(&flat_a, DISK, &regions(DISK));
     let want = digest_file(&flat_a);
 
@@ -292,7 +292,7 @@ fn ova_deploy_of_a_4_gib_disk_outlives_the_api_timeout_and_keeps_its_lease() {
         "the deploy took {took:?} for {stream} bytes: too short to prove it outlives the API timeout"
     );
     let vm = vm_named(&c, "ova-01").expect("deployed");
-    let flat = local_flat(&c, &vm.disks().next().unwrap().file_name);
+    let flat = first_disk_flat(&c, &vm);
     assert_eq!(digest_file(&flat), want, "the VM's disk, byte for byte");
     let nfc = &sim.counts()["nfc"];
     assert!(
@@ -368,6 +368,6 @@ fn esxi_clone_of_a_4_gib_disk_outlives_the_api_timeout() {
     ws.init();
     ws.apply().ok("clone");
     let copy = vm_named(&c, "copy-01").expect("the clone");
-    let flat = local_flat(&c, &copy.disks().next().unwrap().file_name);
+    let flat = first_disk_flat(&c, &copy);
     assert_eq!(digest_file(&flat), want, "the clone's disk, byte for byte");
 }

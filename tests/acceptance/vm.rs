@@ -801,7 +801,7 @@ fn deploys_an_ovf_package() {
         );
         assert_eq!(disks_gb(&vm), vec![2], "the package's disk");
         let c = crate::harness::SimClient::connect(&sim);
-        let flat = crate::disks::local_flat(&c, &vm.disks().next().unwrap().file_name);
+        let flat = crate::disks::first_disk_flat(&c, &vm);
         assert_eq!(
             crate::disks::digest_file(&flat),
             want,

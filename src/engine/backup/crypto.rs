@@ -222,7 +222,9 @@ impl Keys {
         Ok(Keys::from_master(&master))
     }
 
-    /// Encrypts `plaintext` and returns `nonce || ciphertext || tag`.
+    /// Encrypts `plaintext` and returns `nonce || ciphertext || tag` (objects are sealed in
+    /// place by [`Keys::seal_in_place`]; this copying form is for tests).
+    #[cfg(test)]
     pub fn seal(&self, aad: &[u8], plaintext: Vec<u8>) -> Vec<u8> {
         let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         buf.resize(NONCE_LEN, 0);

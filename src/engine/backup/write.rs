@@ -251,24 +251,7 @@ where
                 }
                 ChunkPlan::Read => {}
             }
-            if pos != offset {
-                reader
-                    .seek(SeekFrom::Start(offset))
-                    .await
-                    .map_err(|e| Error::io(format!("seeking the disk source to {offset}"), e))?;
-                pos = offset;
-            }
-            let mut data = vec![0u8; len as usize];
-            let got = read_full(&mut reader, &mut data)
-                .await
-                .map_err(|e| Error::io(format!("reading the disk source at {pos}"), e))?;
-            if got < data.len() {
-                return Err(Error::ShortRead {
-                    at: pos + got as u64,
-                    capacity,
-                });
-            }
-            pos += len;
+            let data = read_at(&mut reader, &mut pos, offset, len, capacity).await?;
             Ok(Some((Job::Read { index, data }, (reader, pos, index + 1))))
         },
     );
@@ -487,6 +470,7 @@ impl<R: AsyncRead + Unpin> AsyncSeek for ForwardOnly<R> {
 mod tests {
     use std::io::Cursor;
 
+    use super::super::manifest::Manifest;
     use super::super::session::BackupRequest;
     use super::super::test_support::{image, local_repo, request, write_image};
     use super::*;
@@ -547,28 +531,7 @@ mod tests {
             (8 * CS as u64 - 3, 6),
             (len as u64 - 1, 1),
         ];
-        let mut session = repo
-            .begin_backup(BackupRequest {
-                parent: Some(first.id.clone()),
-                ..request("inc")
-            })
-            .await
-            .unwrap();
-        let info = DiskInfo {
-            label: "disk0".into(),
-            capacity: len as u64,
-            change_id: Some("cbt-2".into()),
-        };
-        let disk = session
-            .write_disk(
-                info,
-                Cursor::new(next.clone()),
-                Some(first_disk),
-                Some(areas),
-            )
-            .await
-            .unwrap();
-        let second = session.commit().await.unwrap();
+        let (disk, second) = incremental(&repo, &first, &next, areas, "inc").await;
         assert_eq!(
             disk.bytes_read,
             3 * CS as u64 + 500,
@@ -632,28 +595,7 @@ mod tests {
         change(7 * CS - 5, 10);
         change(len - 1, 1);
         change(2 * CS, CS);
-        let mut session = repo
-            .begin_backup(BackupRequest {
-                parent: Some(first.id.clone()),
-                ..request("grain")
-            })
-            .await
-            .unwrap();
-        let info = DiskInfo {
-            label: "disk0".into(),
-            capacity: len as u64,
-            change_id: Some("cbt-2".into()),
-        };
-        let disk = session
-            .write_disk(
-                info,
-                Cursor::new(next.clone()),
-                Some(first_disk),
-                Some(areas),
-            )
-            .await
-            .unwrap();
-        let second = session.commit().await.unwrap();
+        let (disk, second) = incremental(&repo, &first, &next, areas, "grain").await;
         let grains = 1 + 2 + 1 + 2;
         assert_eq!(
             disk.bytes_read,
@@ -799,6 +741,39 @@ mod tests {
         let mut out = Vec::new();
         repo.read_disk(&manifest.disks[0], &mut out).await.unwrap();
         assert!(out.is_empty());
+    }
+
+    /// A backup of `next` as an incremental over `first` (one disk, "disk0") with the changed
+    /// `areas`: the disk written and the committed manifest.
+    async fn incremental(
+        repo: &Repository,
+        first: &Manifest,
+        next: &[u8],
+        areas: Vec<(u64, u64)>,
+        tag: &str,
+    ) -> (DiskManifest, Manifest) {
+        let mut session = repo
+            .begin_backup(BackupRequest {
+                parent: Some(first.id.clone()),
+                ..request(tag)
+            })
+            .await
+            .unwrap();
+        let info = DiskInfo {
+            label: "disk0".into(),
+            capacity: next.len() as u64,
+            change_id: Some("cbt-2".into()),
+        };
+        let disk = session
+            .write_disk(
+                info,
+                Cursor::new(next.to_vec()),
+                Some(&first.disks[0]),
+                Some(areas),
+            )
+            .await
+            .unwrap();
+        (disk, session.commit().await.unwrap())
     }
 
     async fn count_chunks(repo: &Repository) -> usize {
