@@ -201,11 +201,7 @@ impl Client {
         }
         match self.transport.call(method).await {
             Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
-                tracing::info!(url = %self.transport.url(), "session expired; logging in again");
-                self.login().await?;
-                // Views and collectors belong to the dead session.
-                self.views.lock().expect("lock").clear();
-                self.tasks.reset();
+                self.login_again().await?;
                 self.transport.call(method).await
             }
             other => other,
@@ -218,14 +214,21 @@ impl Client {
     pub async fn call_streamed<M: Method>(&self, method: &M) -> Result<reqwest::Response> {
         match self.transport.call_streamed(method).await {
             Err(e) if e.fault.as_deref() == Some("NotAuthenticated") => {
-                tracing::info!(url = %self.transport.url(), "session expired; logging in again");
-                self.login().await?;
-                self.views.lock().expect("lock").clear();
-                self.tasks.reset();
+                self.login_again().await?;
                 self.transport.call_streamed(method).await
             }
             other => other,
         }
+    }
+
+    /// Replaces an expired session: logs in again and forgets the views and collectors that
+    /// belonged to the dead one.
+    async fn login_again(&self) -> Result<()> {
+        tracing::info!(url = %self.transport.url(), "session expired; logging in again");
+        self.login().await?;
+        self.views.lock().expect("lock").clear();
+        self.tasks.reset();
+        Ok(())
     }
 
     /// The server's clock: the cheapest authenticated call, used as a session keep-alive.

@@ -493,14 +493,12 @@ impl Client {
         moved: &Moved,
         total: u64,
     ) {
-        let started = std::time::Instant::now();
         let mut tick = tokio::time::interval(LEASE_PROGRESS_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let done = moved.bytes();
-            let percent = (done.saturating_mul(100) / total.max(1)).min(99) as i32;
-            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1e6;
+            let (done, percent, rate) = moved.progress(total);
+            let percent = percent.min(99);
             tracing::info!(
                 "deploying OVF: {done} of {total} bytes uploaded ({percent}%), {rate:.0} MB/s"
             );

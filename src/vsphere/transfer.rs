@@ -51,6 +51,14 @@ impl Moved {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
     }
+
+    /// Progress towards `total` bytes: bytes moved, their percentage, and the mean rate
+    /// since the start in MB/s, for progress reports.
+    pub fn progress(&self, total: u64) -> (u64, u64, f64) {
+        let done = self.bytes();
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001) / 1e6;
+        (done, done.saturating_mul(100) / total.max(1), rate)
+    }
 }
 
 /// What a transfer moves, for its error messages.

@@ -114,15 +114,36 @@ impl Transport {
     /// Calls `method`, retrying idempotent calls on transport errors and when the server says
     /// it is busy (HTTP 503 or 429, honouring a short `Retry-After`); writes are never retried.
     pub async fn call<M: Method>(&self, method: &M) -> Result<M::Response> {
+        self.with_retries(method, |body, limit| {
+            self.post::<M>(body, method.method_name(), limit)
+        })
+        .await
+    }
+
+    /// Calls `method` (retried as [`Transport::call`] retries) and hands back the response of a
+    /// call that succeeded, its body unread, for the caller to stream; a SOAP fault or any
+    /// other answer is read and becomes its error.
+    pub async fn call_streamed<M: Method>(&self, method: &M) -> Result<reqwest::Response> {
+        self.with_retries(method, |body, limit| {
+            self.send_streamed::<M>(body, method.method_name(), limit)
+        })
+        .await
+    }
+
+    /// Runs `once` (one attempt with the request body and its time limit) until it succeeds,
+    /// fails for good, or an idempotent call has used its retries.
+    async fn with_retries<M, T, F, Fut>(&self, method: &M, mut once: F) -> Result<T>
+    where
+        M: Method,
+        F: FnMut(Vec<u8>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let body = request_body(method);
         log_request(method.method_name(), &body, method.has_secrets());
         let mut attempt = 0;
         loop {
             let limit = self.timeout.saturating_add(method.extra_time());
-            match self
-                .post::<M>(body.clone(), method.method_name(), limit)
-                .await
-            {
+            match once(body.clone(), limit).await {
                 Err(e)
                     if method.is_idempotent()
                         && e.kind == ErrorKind::Transport
@@ -140,49 +161,28 @@ impl Transport {
         }
     }
 
-    /// Calls `method` (retried as [`Transport::call`] retries) and hands back the response of a
-    /// call that succeeded, its body unread, for the caller to stream; a SOAP fault or any
-    /// other answer is read and becomes its error.
-    pub async fn call_streamed<M: Method>(&self, method: &M) -> Result<reqwest::Response> {
-        let body = request_body(method);
-        log_request(method.method_name(), &body, method.has_secrets());
-        let mut attempt = 0;
-        loop {
-            let limit = self.timeout.saturating_add(method.extra_time());
-            let sent = match self.send(body.clone(), limit).await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
-                    self.decode::<M>(method.method_name(), status, &text)
-                        .map(|_| ())
-                }
-                Err(e) => Err(e),
-            };
-            match sent {
-                Err(e)
-                    if method.is_idempotent()
-                        && e.kind == ErrorKind::Transport
-                        && attempt < READ_RETRIES =>
-                {
-                    attempt += 1;
-                    let wait = e
-                        .retry_after
-                        .unwrap_or(Duration::from_millis(200 * u64::from(attempt)));
-                    tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
-                }
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    return Err(Error::new(
-                        ErrorKind::Decode,
-                        format!(
-                            "{} answered a SOAP call with neither data nor a fault",
-                            self.url
-                        ),
-                    ))
-                }
-            }
+    /// One attempt of [`Transport::call_streamed`]: the response when it succeeded, else its
+    /// fault (or a decode error for an answer that is neither data nor a fault).
+    async fn send_streamed<M: Method>(
+        &self,
+        body: Vec<u8>,
+        name: &str,
+        limit: Duration,
+    ) -> Result<reqwest::Response> {
+        let resp = self.send(body, limit).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
         }
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| classify(&self.url, e))?;
+        self.decode::<M>(name, status, &text)?;
+        Err(Error::new(
+            ErrorKind::Decode,
+            format!(
+                "{} answered a SOAP call with neither data nor a fault",
+                self.url
+            ),
+        ))
     }
 
     async fn post<M: Method>(

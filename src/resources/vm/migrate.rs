@@ -317,11 +317,9 @@ async fn copy_file(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let done = moved.bytes();
-                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1e6;
+                let (done, percent, rate) = moved.progress(len);
                 tracing::info!(
-                    "moving disk {what}: {done} of {len} bytes ({}%), {rate:.0} MB/s",
-                    done.saturating_mul(100) / len.max(1)
+                    "moving disk {what}: {done} of {len} bytes ({percent}%), {rate:.0} MB/s"
                 );
             }
         }
