@@ -8,6 +8,7 @@ pub mod data_sources;
 pub mod docs;
 pub mod engine;
 pub mod framework;
+pub mod memory;
 pub mod pci_ids;
 pub mod protocol;
 pub mod provider;

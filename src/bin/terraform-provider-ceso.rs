@@ -20,6 +20,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    ceso::memory::opt_out_of_huge_pages();
     let args = Args::parse();
     ceso::protocol::hclog::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -207,8 +207,8 @@ struct BackupArgs {
     /// Read at most this many bytes per second from the datastore, e.g. 50M or 100MiB.
     #[arg(long, value_parser = parse_size, value_name = "RATE")]
     max_rate: Option<u64>,
-    /// Chunks fetched ahead per disk.
-    #[arg(long, default_value_t = 4)]
+    /// Chunks fetched ahead per disk (each is a ranged GET of the datastore file in flight).
+    #[arg(long, default_value_t = 2)]
     read_ahead: usize,
     #[command(flatten)]
     vsphere: VsphereArgs,
@@ -373,6 +373,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    ceso::memory::opt_out_of_huge_pages();
     let matches = Cli::command().get_matches();
     let out = Output::new(matches.get_flag("json"));
     let cli = match settle(&matches) {

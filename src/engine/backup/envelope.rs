@@ -23,6 +23,9 @@ const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_ENCRYPTED;
 /// The zstd level written: 3, zstd's default, which keeps compression faster than the network.
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// The most an encoded object is longer than its plain content: the header, a nonce and a tag.
+pub const ENCODE_OVERHEAD: usize = 2 + NONCE_LEN + TAG_LEN;
+
 /// What an object is; part of the authenticated data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -96,15 +99,24 @@ impl Codec {
     }
 
     /// Encodes `plain`: compressed when that makes it smaller, then sealed when encrypted.
-    /// CPU-bound: call it on a blocking thread for chunks. One buffer is allocated: the
-    /// compressed (or plain) payload is sealed where it lies.
+    /// CPU-bound: call it on a blocking thread for chunks.
     pub fn encode(&self, kind: ObjectKind, name: &str, plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(kind, name, plain, &mut out);
+        out
+    }
+
+    /// [`Codec::encode`] into `out` (cleared first), which is grown to `plain`'s length plus
+    /// [`ENCODE_OVERHEAD`] unless it has that room already. No other buffer is allocated:
+    /// the compressed (or plain) payload is sealed where it lies.
+    pub fn encode_into(&self, kind: ObjectKind, name: &str, plain: &[u8], out: &mut Vec<u8>) {
         let nonce = if self.keys.is_some() { NONCE_LEN } else { 0 };
         let head = 2 + nonce;
-        let mut out = Vec::with_capacity(head + plain.len() + TAG_LEN);
+        out.clear();
+        out.reserve(ENCODE_OVERHEAD + plain.len());
         let compressed = self
             .contexts
-            .compress(self.level, plain, &mut out)
+            .compress(self.level, plain, out)
             .is_ok_and(|n| n < plain.len());
         if compressed {
             out.splice(0..0, std::iter::repeat_n(0u8, head));
@@ -120,9 +132,8 @@ impl Codec {
         out[0] = VERSION;
         out[1] = flags;
         if let Some(keys) = &self.keys {
-            keys.seal_in_place(&aad(kind, flags, name), &mut out, 2);
+            keys.seal_in_place(&aad(kind, flags, name), out, 2);
         }
-        out
     }
 
     /// Decodes an object written by [`Codec::encode`] under the same kind and name;
@@ -134,6 +145,20 @@ impl Codec {
         stored: &[u8],
         max_len: usize,
     ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.decode_into(kind, name, stored, max_len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Codec::decode`] into `out` (cleared first, grown to `max_len` unless it has that room).
+    pub fn decode_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        stored: &[u8],
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let what = || format!("{} {name}", kind.label());
         let [version, flags, ..] = *stored else {
             return Err(Error::corrupt(what(), "shorter than its 2-byte header"));
@@ -145,26 +170,38 @@ impl Codec {
             ));
         }
         let body = &stored[2..];
+        let opened;
         let payload = match (&self.keys, flags & FLAG_ENCRYPTED != 0) {
-            (Some(keys), true) => keys
-                .open(&aad(kind, flags, name), body)
-                .ok_or_else(|| Error::Authentication { what: what() })?,
+            (Some(keys), true) => {
+                opened = keys
+                    .open(&aad(kind, flags, name), body)
+                    .ok_or_else(|| Error::Authentication { what: what() })?;
+                &opened[..]
+            }
             (Some(_), false) => {
                 // An unencrypted object in an encrypted repository was planted by someone
                 // without the key: refuse it rather than trust it.
                 return Err(Error::Authentication { what: what() });
             }
             (None, true) => return Err(Error::KeyRequired),
-            (None, false) => body.to_vec(),
+            (None, false) => body,
         };
+        out.clear();
         if flags & FLAG_ZSTD == 0 {
             if payload.len() > max_len {
                 return Err(Error::corrupt(what(), "larger than the chunk size"));
             }
-            return Ok(payload);
+            out.extend_from_slice(payload);
+            return Ok(());
         }
-        zstd::bulk::decompress(&payload, max_len)
-            .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))
+        out.reserve(max_len);
+        zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(payload, out))
+            .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+        if out.len() > max_len {
+            return Err(Error::corrupt(what(), "larger than the chunk size"));
+        }
+        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@
 //! that S3 cannot update without rewriting each object.
 
 pub mod backend;
+pub mod buffers;
 pub mod chunk;
 pub mod config;
 pub mod crypto;

@@ -16,13 +16,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{SubsecRound, Utc};
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Backend, PutOutcome};
+use super::buffers::BufferPool;
 use super::chunk::{validate_chunk_size, ChunkHasher, DEFAULT_CHUNK_SIZE};
 use super::config::{CompressionConfig, RepoConfig, CONFIG_KEY, REPOSITORY_FORMAT};
 use super::crypto::{KdfParams, KeySource, Keys};
-use super::envelope::{Codec, ObjectKind, ZSTD_LEVEL};
+use super::envelope::{Codec, ObjectKind, ENCODE_OVERHEAD, ZSTD_LEVEL};
 use super::error::{Error, Result};
 use super::lock::{Lease, LeaseKind, LockOptions, REPOSITORY_LOCK};
 use super::manifest::{BackupId, BackupSummary, Manifest, MANIFEST_PREFIX};
@@ -63,6 +65,10 @@ pub struct Repository {
     pub(crate) codec: Codec,
     pub(crate) hasher: ChunkHasher,
     pub(crate) parallelism: usize,
+    /// Chunk-sized buffers (room for an encoded chunk) reused by reads and encodes.
+    pub(crate) buffers: Arc<BufferPool>,
+    /// One permit per core for CPU-bound chunk work (see [`Repository::on_cpu`]).
+    cpu: Arc<Semaphore>,
     /// The unit an incremental reads a changed chunk in (see [`super::write`]).
     pub(crate) patch_grain: u64,
     pub(crate) lock_options: LockOptions,
@@ -70,9 +76,16 @@ pub struct Repository {
     pub(crate) cancel: CancellationToken,
 }
 
+/// Chunk buffers kept for reuse at most (more are in use at once only with a parallelism
+/// above 8).
+const KEPT_BUFFERS: usize = 16;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 fn default_parallelism() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 2).clamp(2, 16)
+    (cores() + 1).clamp(2, 16)
 }
 
 impl Repository {
@@ -150,8 +163,11 @@ impl Repository {
             Some(keys) => ChunkHasher::Keyed(keys.chunk_id_key()),
             None => ChunkHasher::Plain,
         };
+        let buffers = BufferPool::new(config.chunk_size as usize + ENCODE_OVERHEAD, KEPT_BUFFERS);
         Self {
             backend,
+            buffers,
+            cpu: Arc::new(Semaphore::new(cores())),
             codec: Codec::new(keys, config.compression.level),
             config: Arc::new(config),
             hasher,
@@ -162,12 +178,32 @@ impl Repository {
         }
     }
 
-    /// Sets how many chunks are processed at once (hashing, compression, transfers); memory
-    /// use of a backup or restore is about `2 x parallelism x chunk size`. Default: twice the
-    /// cores, 2 to 16.
+    /// Sets how many chunks are processed at once (hashing, compression, transfers). A chunk
+    /// in flight holds at most two chunk-sized buffers (its data and its encoded form) while
+    /// it is compressed, which happens on one chunk per core at a time, else one; so a backup
+    /// holds about `(read-ahead + parallelism + cores) x chunk size`. Default: one more than
+    /// the cores, 2 to 16.
     pub fn with_parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = parallelism.max(1);
         self
+    }
+
+    /// Runs CPU-bound chunk work (hashing, compression, encryption) on the blocking pool, at
+    /// most one piece per core at once: more would only share the cores, while each holding
+    /// its chunk's buffers (`what` names the work in the error should it panic).
+    pub(crate) async fn on_cpu<T, F>(&self, what: &str, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _permit = self
+            .cpu
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::io(what, std::io::Error::other(e)))
     }
 
     /// Sets the unit in which an incremental reads the changed parts of a chunk (tests use

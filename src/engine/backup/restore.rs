@@ -4,11 +4,10 @@
 //! written, so a restore either reproduces the backed-up disk bit for bit or stops with an
 //! error naming the bad chunk. Zero markers are written as zeros without a fetch.
 
-use std::io;
-
 use futures::{stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::buffers::PooledBuf;
 use super::chunk::{ChunkId, ZEROS};
 use super::envelope::ObjectKind;
 use super::error::{Error, Result};
@@ -27,13 +26,13 @@ pub struct RestoreStats {
 }
 
 enum Piece {
-    Data(Vec<u8>),
+    Data(PooledBuf),
     Zero(u64),
 }
 
 impl Repository {
     /// Fetches a chunk, decodes it and checks that its content hashes to `id`.
-    pub async fn fetch_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
+    pub async fn fetch_chunk(&self, id: ChunkId) -> Result<PooledBuf> {
         let stored = self.backend.get(&id.object_key()).await.map_err(|e| {
             if e.is_not_found() {
                 Error::NotFound {
@@ -46,9 +45,10 @@ impl Repository {
         let codec = self.codec.clone();
         let hasher = self.hasher.clone();
         let max = self.config.chunk_size as usize;
-        tokio::task::spawn_blocking(move || {
+        let mut data = self.buffers.take_for(max);
+        self.on_cpu("decoding a chunk", move || {
             let name = id.to_string();
-            let data = codec.decode(ObjectKind::Chunk, &name, &stored, max)?;
+            codec.decode_into(ObjectKind::Chunk, &name, &stored, max, &mut data)?;
             if hasher.id(&data) != id {
                 return Err(Error::corrupt(
                     format!("chunk {id}"),
@@ -57,8 +57,7 @@ impl Repository {
             }
             Ok(data)
         })
-        .await
-        .map_err(|e| Error::io("decoding a chunk", io::Error::other(e)))?
+        .await?
     }
 
     /// Writes the disk's bytes to `writer`, bit for bit, streaming with at most

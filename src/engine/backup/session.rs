@@ -10,14 +10,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio::io::{AsyncRead, AsyncSeek};
 
 use super::chunk::ChunkId;
 use super::error::{Error, Result};
 use super::lock::{KeepAlive, Lease, LeaseKind, REPOSITORY_LOCK};
 use super::manifest::{BackupId, Consistency, DiskManifest, Manifest, VmRef, MANIFEST_FORMAT};
 use super::repository::Repository;
-use super::write::{write_disk, DiskInfo};
+use super::write::{write_disk, DiskInfo, DiskSource};
 
 /// What a new backup is of.
 #[derive(Clone, Debug)]
@@ -149,7 +148,7 @@ impl BackupSession {
         changed_areas: Option<Vec<(u64, u64)>>,
     ) -> Result<DiskManifest>
     where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
+        R: DiskSource,
     {
         if self.disks.iter().any(|d| d.label == disk.label) {
             return Err(Error::InvalidArgument(format!(

@@ -2,9 +2,12 @@
 //!
 //! The source is read chunk by chunk on the calling task; each chunk read is then hashed (and
 //! checked for all zeros) on the blocking pool, looked up, and if new compressed, encrypted and
-//! uploaded. At most `parallelism` chunks are in flight, so memory stays near
-//! `2 x parallelism x chunk size` whatever the disk's size, and results are placed by chunk
-//! index so the manifest's order never depends on completion order.
+//! uploaded. At most `parallelism` chunks are in flight, and CPU work runs on one chunk per core
+//! at a time ([`Repository::on_cpu`]), so memory stays near `(parallelism + cores) x chunk
+//! size` whatever the disk's size; results are placed by chunk index so the manifest's order
+//! never depends on completion order. Chunk-sized buffers come from the repository's
+//! [`BufferPool`], and a source that holds a whole chunk as one buffer
+//! ([`DiskSource::take_exact`]) hands it over without a copy.
 //!
 //! Incrementals read only what changed, in grains of [`PATCH_GRAIN`]: a chunk that the changed
 //! areas touch only in part is the previous backup's chunk (fetched from the repository) with
@@ -14,7 +17,7 @@
 use std::collections::HashSet;
 use std::io::{self, SeekFrom};
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -22,6 +25,7 @@ use futures::{stream, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt, ReadBuf};
 
 use super::backend::PutOutcome;
+use super::buffers::{BufferPool, PooledBuf};
 use super::chunk::{chunk_count, chunk_len, is_zero, ChunkId};
 use super::envelope::ObjectKind;
 use super::error::{Error, Result};
@@ -38,6 +42,25 @@ pub struct DiskInfo {
     /// The CBT change id the disk is read at (stored for the next incremental).
     pub change_id: Option<String>,
 }
+
+/// A disk image to back up: read in order (seeking forwards past what is not needed).
+pub trait DiskSource: AsyncRead + AsyncSeek + Unpin + Send {
+    /// The `len` bytes at `at`, when the source holds exactly them as one buffer it can hand
+    /// over without copying (a fetched window), leaving the source positioned after them;
+    /// `None` otherwise, and they are read into a new buffer.
+    fn take_exact(
+        &mut self,
+        at: u64,
+        len: u64,
+    ) -> impl std::future::Future<Output = io::Result<Option<Bytes>>> + Send {
+        let _ = (at, len);
+        std::future::ready(Ok(None))
+    }
+}
+
+impl<T: AsRef<[u8]> + Unpin + Send> DiskSource for std::io::Cursor<T> {}
+
+impl<R: AsyncRead + Unpin + Send> DiskSource for ForwardOnly<R> {}
 
 /// The unit in which an incremental reads a chunk that changed in part: 1 MiB.
 pub const PATCH_GRAIN: u64 = 1 << 20;
@@ -63,15 +86,17 @@ enum Job {
         entry: Option<ChunkId>,
         len: u64,
     },
+    /// A chunk's content, of which `read` bytes came from the source (the rest are zeros).
     Read {
         index: usize,
-        data: Vec<u8>,
+        data: Bytes,
+        read: u64,
     },
     Patch {
         index: usize,
-        base: Option<ChunkId>,
+        base: ChunkId,
         len: u64,
-        pieces: Vec<(u64, Vec<u8>)>,
+        pieces: Vec<(u64, Bytes)>,
     },
 }
 
@@ -153,13 +178,28 @@ fn reuse_plan(
 }
 
 /// Reads `len` bytes at `at` (seeking there first if `pos` is elsewhere); `pos` follows.
-async fn read_at<R: AsyncRead + AsyncSeek + Unpin>(
+async fn read_at<R: DiskSource>(
     reader: &mut R,
     pos: &mut u64,
-    at: u64,
-    len: u64,
+    (at, len): (u64, u64),
     capacity: u64,
-) -> Result<Vec<u8>> {
+    buffers: &Arc<BufferPool>,
+) -> Result<Bytes> {
+    let read_error = |e| Error::io(format!("reading the disk source at {at}"), e);
+    if let Some(data) = reader.take_exact(at, len).await.map_err(read_error)? {
+        *pos = at + len;
+        return Ok(data);
+    }
+    seek_to(reader, pos, at).await?;
+    let mut data = buffers.take_for(len as usize);
+    data.resize(len as usize, 0);
+    fill(reader, &mut data, at, capacity).await?;
+    *pos += len;
+    Ok(data.freeze())
+}
+
+/// Seeks the source to `at` unless `pos` (where it is) is there already.
+async fn seek_to<R: AsyncSeek + Unpin>(reader: &mut R, pos: &mut u64, at: u64) -> Result<()> {
     if *pos != at {
         reader
             .seek(SeekFrom::Start(at))
@@ -167,18 +207,26 @@ async fn read_at<R: AsyncRead + AsyncSeek + Unpin>(
             .map_err(|e| Error::io(format!("seeking the disk source to {at}"), e))?;
         *pos = at;
     }
-    let mut data = vec![0u8; len as usize];
-    let got = read_full(reader, &mut data)
+    Ok(())
+}
+
+/// Fills `buf` from the source (at offset `at` of a disk of `capacity` bytes).
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    at: u64,
+    capacity: u64,
+) -> Result<()> {
+    let got = read_full(reader, buf)
         .await
         .map_err(|e| Error::io(format!("reading the disk source at {at}"), e))?;
-    if got < data.len() {
+    if got < buf.len() {
         return Err(Error::ShortRead {
             at: at + got as u64,
             capacity,
         });
     }
-    *pos += len;
-    Ok(data)
+    Ok(())
 }
 
 /// Reads until `buf` is full or the source ends; returns how much was read.
@@ -202,7 +250,7 @@ pub(crate) async fn write_disk<R>(
     changed_areas: Option<Vec<(u64, u64)>>,
 ) -> Result<DiskManifest>
 where
-    R: AsyncRead + AsyncSeek + Unpin + Send,
+    R: DiskSource,
 {
     let chunk_size = repo.config.chunk_size;
     let plan = reuse_plan(
@@ -214,6 +262,7 @@ where
     )?;
     let capacity = disk.capacity;
     let plan_ref = &plan;
+    let buffers = &repo.buffers;
 
     let jobs = stream::try_unfold(
         (reader, 0u64, 0usize),
@@ -232,13 +281,41 @@ where
                     };
                     return Ok(Some((job, (reader, pos, index + 1))));
                 }
-                ChunkPlan::Patch { base, ranges } => {
+                ChunkPlan::Patch { base: None, ranges } => {
+                    // Over zeros: the grains are read straight into the chunk's buffer.
+                    let mut data = buffers.take_for(len as usize);
+                    data.resize(len as usize, 0);
+                    let mut read = 0;
+                    for range in ranges {
+                        let at = offset + range.start;
+                        seek_to(&mut reader, &mut pos, at).await?;
+                        let into = &mut data[range.start as usize..range.end as usize];
+                        fill(&mut reader, into, at, capacity).await?;
+                        pos += range.end - range.start;
+                        read += range.end - range.start;
+                    }
+                    let job = Job::Read {
+                        index,
+                        data: data.freeze(),
+                        read,
+                    };
+                    return Ok(Some((job, (reader, pos, index + 1))));
+                }
+                ChunkPlan::Patch {
+                    base: Some(base),
+                    ranges,
+                } => {
                     let mut pieces = Vec::with_capacity(ranges.len());
                     for range in ranges {
                         let at = offset + range.start;
-                        let piece =
-                            read_at(&mut reader, &mut pos, at, range.end - range.start, capacity)
-                                .await?;
+                        let piece = read_at(
+                            &mut reader,
+                            &mut pos,
+                            (at, range.end - range.start),
+                            capacity,
+                            buffers,
+                        )
+                        .await?;
                         pieces.push((range.start, piece));
                     }
                     let job = Job::Patch {
@@ -251,8 +328,13 @@ where
                 }
                 ChunkPlan::Read => {}
             }
-            let data = read_at(&mut reader, &mut pos, offset, len, capacity).await?;
-            Ok(Some((Job::Read { index, data }, (reader, pos, index + 1))))
+            let data = read_at(&mut reader, &mut pos, (offset, len), capacity, buffers).await?;
+            let job = Job::Read {
+                index,
+                data,
+                read: len,
+            };
+            Ok(Some((job, (reader, pos, index + 1))))
         },
     );
 
@@ -286,7 +368,7 @@ where
 }
 
 async fn process(repo: &Repository, known: &Mutex<HashSet<ChunkId>>, job: Job) -> Result<Outcome> {
-    let (index, data) = match job {
+    let (index, data, read) = match job {
         Job::Reused { index, entry, len } => {
             return Ok(Outcome {
                 index,
@@ -295,7 +377,7 @@ async fn process(repo: &Repository, known: &Mutex<HashSet<ChunkId>>, job: Job) -
                 ..Outcome::default()
             })
         }
-        Job::Read { index, data } => (index, data),
+        Job::Read { index, data, read } => (index, data, read),
         Job::Patch {
             index,
             base,
@@ -304,32 +386,26 @@ async fn process(repo: &Repository, known: &Mutex<HashSet<ChunkId>>, job: Job) -
         } => {
             let read: u64 = pieces.iter().map(|(_, p)| p.len() as u64).sum();
             let data = patched(repo, index, base, len, pieces).await?;
-            let mut outcome = store(repo, known, index, data).await?;
-            outcome.read = read;
-            return Ok(outcome);
+            (index, data.freeze(), read)
         }
     };
-    store(repo, known, index, data).await
+    let mut outcome = store(repo, known, index, data).await?;
+    outcome.read = read;
+    Ok(outcome)
 }
 
-/// The previous backup's chunk `base` (zeros when `None`) with `pieces` laid over it.
+/// The previous backup's chunk `base` with `pieces` laid over it.
 async fn patched(
     repo: &Repository,
     index: usize,
-    base: Option<ChunkId>,
+    base: ChunkId,
     len: u64,
-    pieces: Vec<(u64, Vec<u8>)>,
-) -> Result<Vec<u8>> {
-    let mut data = match base {
-        Some(id) => repo.fetch_chunk(id).await?,
-        None => vec![0u8; len as usize],
-    };
+    pieces: Vec<(u64, Bytes)>,
+) -> Result<PooledBuf> {
+    let mut data = repo.fetch_chunk(base).await?;
     if data.len() as u64 != len {
         return Err(Error::corrupt(
-            format!(
-                "chunk {}",
-                base.map_or("(zero)".into(), |id| id.to_string())
-            ),
+            format!("chunk {base}"),
             format!(
                 "{} bytes where chunk {index} of the previous backup needs {len}",
                 data.len()
@@ -348,16 +424,16 @@ async fn store(
     repo: &Repository,
     known: &Mutex<HashSet<ChunkId>>,
     index: usize,
-    data: Vec<u8>,
+    data: Bytes,
 ) -> Result<Outcome> {
     let len = data.len() as u64;
     let hasher = repo.hasher.clone();
-    let (data, id) = tokio::task::spawn_blocking(move || {
-        let id = (!is_zero(&data)).then(|| hasher.id(&data));
-        (data, id)
-    })
-    .await
-    .map_err(|e| Error::io("hashing a chunk", io::Error::other(e)))?;
+    let (data, id) = repo
+        .on_cpu("hashing a chunk", move || {
+            let id = (!is_zero(&data)).then(|| hasher.id(&data));
+            (data, id)
+        })
+        .await?;
     let mut outcome = Outcome {
         index,
         entry: id,
@@ -374,18 +450,16 @@ async fn store(
     let key = id.object_key();
     if !repo.backend.exists(&key).await? {
         let codec = repo.codec.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            codec.encode(ObjectKind::Chunk, &id.to_string(), &data)
-        })
-        .await
-        .map_err(|e| Error::io("encoding a chunk", io::Error::other(e)))?;
+        let stored = repo.buffers.take();
+        let stored = repo
+            .on_cpu("encoding a chunk", move || {
+                let mut stored = stored;
+                codec.encode_into(ObjectKind::Chunk, &id.to_string(), &data, &mut stored);
+                stored
+            })
+            .await?;
         let size = stored.len() as u64;
-        if repo
-            .backend
-            .put_if_absent(&key, Bytes::from(stored))
-            .await?
-            == PutOutcome::Created
-        {
+        if repo.backend.put_if_absent(&key, stored.freeze()).await? == PutOutcome::Created {
             outcome.new = len;
             outcome.stored = size;
         }

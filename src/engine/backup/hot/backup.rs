@@ -16,6 +16,7 @@ use super::snapshot::{self, Quiesce};
 use super::source::{windows_touched, DatastoreSource, FetchOptions};
 use super::spec::VmSpec;
 use super::throttle::RateLimiter;
+use crate::engine::backup::buffers::BufferPool;
 use crate::engine::backup::chunk::chunk_count;
 use crate::engine::backup::error::{Error as RepoError, Holders};
 use crate::engine::backup::manifest::{BackupId, Consistency, DiskManifest, Manifest, VmRef};
@@ -36,7 +37,7 @@ pub struct BackupOptions {
     pub full: bool,
     /// Read at most this many bytes per second from the datastore.
     pub max_rate: Option<u64>,
-    /// Chunks fetched ahead per disk (default 4).
+    /// Chunks fetched ahead per disk (default 2).
     pub read_ahead: usize,
     /// Time limit of each snapshot task (default 30 min).
     pub snapshot_timeout: Duration,
@@ -58,7 +59,7 @@ impl BackupOptions {
             vm: vm.into(),
             full: false,
             max_rate: None,
-            read_ahead: 4,
+            read_ahead: 2,
             snapshot_timeout: Duration::from_secs(1800),
             quiesce: Quiesce::IfToolsRun,
             lease_wait: Duration::ZERO,
@@ -515,8 +516,9 @@ async fn back_up_disk(
         plan,
         FetchOptions {
             window,
-            // The same bytes ahead whatever the window.
-            depth: options.read_ahead * (cs / window) as usize,
+            span: cs,
+            ahead: options.read_ahead as u64 * cs,
+            buffers: BufferPool::new(cs as usize, options.read_ahead + repo.parallelism + 2),
             limiter,
             fetched: fetched.clone(),
             on_fetched: Some(Arc::new(move |n| {

@@ -1,8 +1,10 @@
-//! A disk's flat extent on a datastore as a seekable byte source: fixed windows (the
-//! repository's chunk size) fetched with HTTP Range requests, a bounded number ahead of the
-//! reader, each window held only until it has been read. Memory is `depth x window` whatever the
-//! disk's size; the windows to fetch ahead are given as ranges, so a sparse incremental plan of a
-//! huge disk costs no more than its changed areas.
+//! A disk's flat extent on a datastore as a seekable byte source. The areas to read are given
+//! as ranges of windows (the repository's chunk size, or its patch grain); each run of planned
+//! windows within one chunk is fetched as one HTTP Range request (a span), a bounded number of
+//! bytes ahead of the reader, and held only until it has been read. A span that is a whole
+//! chunk goes to the chunk writer without a copy, in a pooled buffer. Memory is the read-ahead
+//! budget plus one span whatever the disk's size, and a sparse plan of a huge disk costs no
+//! more than its areas.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,53 +13,65 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tokio::task::JoinHandle;
 
 use super::throttle::RateLimiter;
+use crate::engine::backup::buffers::BufferPool;
+use crate::engine::backup::write::DiskSource;
 use crate::vsphere::datastore_file::DatastoreFile;
 use crate::vsphere::Client;
 
-/// Called with the number of bytes of each window fetched.
+/// Called with the number of bytes of each span fetched.
 pub type OnFetched = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// How a [`DatastoreSource`] fetches.
 #[derive(Clone)]
 pub struct FetchOptions {
-    /// Window size in bytes (the repository's chunk size, so windows are chunks).
+    /// The unit areas are planned in, and read in when a read falls outside the plan.
     pub window: u64,
-    /// Windows fetched ahead of the reader at most.
-    pub depth: usize,
+    /// The most one request fetches (the repository's chunk size; spans never cross a
+    /// multiple of it). A multiple of `window`.
+    pub span: u64,
+    /// Bytes fetched ahead of the reader at most (at least one span is always in flight).
+    pub ahead: u64,
     /// Shared read-rate limit.
     pub limiter: Option<Arc<RateLimiter>>,
     /// Counts bytes fetched (shared by every disk of a backup).
     pub fetched: Arc<AtomicU64>,
     /// Progress callback.
     pub on_fetched: Option<OnFetched>,
+    /// Where span buffers come from (at least `span` bytes each), and go back to once read.
+    pub buffers: Arc<BufferPool>,
 }
 
-/// Reads `file` (of `capacity` bytes) window by window; see the module doc.
+/// A fetch in flight: the end of its span, and the task.
+type Inflight = (u64, JoinHandle<io::Result<Bytes>>);
+
+/// Reads `file` (of `capacity` bytes) span by span; see the module doc.
 pub struct DatastoreSource {
     client: Arc<Client>,
     file: DatastoreFile,
     capacity: u64,
     options: FetchOptions,
-    /// Window indexes expected to be read, ascending, not yet started.
-    plan: Vec<Range<u64>>,
-    plan_pos: usize,
-    inflight: BTreeMap<u64, JoinHandle<io::Result<Bytes>>>,
-    current: Option<(u64, Bytes)>,
+    /// The byte ranges the reader will visit, ascending, each within one `span` unit.
+    spans: Vec<Range<u64>>,
+    /// The first span not yet started.
+    next: usize,
+    /// Fetches by their span's start.
+    inflight: BTreeMap<u64, Inflight>,
+    current: Option<(Range<u64>, Bytes)>,
     pos: u64,
 }
 
 impl DatastoreSource {
     /// A source over `file`; `plan` lists the window indexes the reader will visit, ascending
-    /// (others are fetched when visited, without read-ahead).
+    /// (others are fetched a window at a time when visited, without read-ahead).
     pub fn new(
         client: Arc<Client>,
         file: DatastoreFile,
@@ -65,69 +79,114 @@ impl DatastoreSource {
         plan: Vec<Range<u64>>,
         options: FetchOptions,
     ) -> Self {
+        let window = options.window.max(1);
+        let span = options.span.max(window);
+        let spans = plan_spans(&plan, window, span, capacity);
         Self {
             client,
             file,
             capacity,
             options: FetchOptions {
-                window: options.window.max(1),
-                depth: options.depth.max(1),
+                window,
+                span,
                 ..options
             },
-            plan,
-            plan_pos: 0,
+            spans,
+            next: 0,
             inflight: BTreeMap::new(),
             current: None,
             pos: 0,
         }
     }
 
-    fn windows(&self) -> u64 {
-        self.capacity.div_ceil(self.options.window)
+    /// The planned span holding byte `at`, else the window holding it.
+    fn span_at(&self, at: u64) -> Range<u64> {
+        let i = self.spans.partition_point(|s| s.end <= at);
+        match self.spans.get(i) {
+            Some(span) if span.start <= at => span.clone(),
+            _ => {
+                let start = at - at % self.options.window;
+                start..(start + self.options.window).min(self.capacity)
+            }
+        }
     }
 
-    fn start(&mut self, index: u64) {
-        if self.inflight.contains_key(&index) || index >= self.windows() {
+    fn start(&mut self, span: Range<u64>) {
+        if self.inflight.contains_key(&span.start) || span.start >= self.capacity {
             return;
         }
-        let start = index * self.options.window;
-        let end = (start + self.options.window).min(self.capacity);
         let client = self.client.clone();
         let file = self.file.clone();
         let options = self.options.clone();
-        let task = tokio::spawn(async move { fetch(client, file, start..end, options).await });
-        self.inflight.insert(index, task);
+        let (start, end) = (span.start, span.end);
+        let task = tokio::spawn(async move { fetch(client, file, span, options).await });
+        self.inflight.insert(start, (end, task));
     }
 
-    /// Forgets windows before `index` and starts read-ahead up to the depth.
-    fn top_up(&mut self, index: u64) {
-        let stale: Vec<u64> = self.inflight.range(..index).map(|(k, _)| *k).collect();
+    /// Forgets fetches of spans before `from`, and starts planned spans from there on while
+    /// the bytes in flight stay within the read-ahead budget (always at least one).
+    fn top_up(&mut self, from: u64) {
+        let stale: Vec<u64> = self.inflight.range(..from).map(|(k, _)| *k).collect();
         for k in stale {
-            if let Some(task) = self.inflight.remove(&k) {
+            if let Some((_, task)) = self.inflight.remove(&k) {
                 task.abort();
             }
         }
-        while self.inflight.len() < self.options.depth {
-            let Some(range) = self.plan.get_mut(self.plan_pos) else {
+        while self.spans.get(self.next).is_some_and(|s| s.start < from) {
+            self.next += 1;
+        }
+        while let Some(span) = self.spans.get(self.next).cloned() {
+            let ahead: u64 = self
+                .inflight
+                .iter()
+                .map(|(start, (end, _))| end - start)
+                .sum();
+            if !self.inflight.is_empty() && ahead + (span.end - span.start) > self.options.ahead {
                 break;
-            };
-            if range.start < index {
-                range.start = index.min(range.end);
             }
-            if range.is_empty() {
-                self.plan_pos += 1;
-                continue;
-            }
-            let next = range.start;
-            range.start += 1;
-            self.start(next);
+            self.next += 1;
+            self.start(span);
         }
     }
+
+    /// `span`, whole: started (with read-ahead after it) unless already in flight.
+    fn poll_span(&mut self, cx: &mut Context<'_>, span: &Range<u64>) -> Poll<io::Result<Bytes>> {
+        self.start(span.clone());
+        self.top_up(span.start);
+        let Some((_, task)) = self.inflight.get_mut(&span.start) else {
+            return Poll::Ready(Err(io::Error::other("read-ahead lost a span")));
+        };
+        let done = match ready!(Pin::new(task).poll(cx)) {
+            Ok(fetched) => fetched,
+            Err(join) => Err(io::Error::other(join)),
+        };
+        self.inflight.remove(&span.start);
+        if done.is_ok() {
+            self.top_up(span.end);
+        }
+        Poll::Ready(done)
+    }
+}
+
+/// Spans of `plan` (ranges of `window` indexes, ascending): its byte ranges cut at every
+/// multiple of `unit`, and at `capacity`.
+fn plan_spans(plan: &[Range<u64>], window: u64, unit: u64, capacity: u64) -> Vec<Range<u64>> {
+    let mut spans = Vec::new();
+    for r in plan {
+        let end = r.end.saturating_mul(window).min(capacity);
+        let mut at = r.start.saturating_mul(window);
+        while at < end {
+            let stop = ((at / unit + 1) * unit).min(end);
+            spans.push(at..stop);
+            at = stop;
+        }
+    }
+    spans
 }
 
 impl Drop for DatastoreSource {
     fn drop(&mut self) {
-        for task in self.inflight.values() {
+        for (_, task) in self.inflight.values() {
             task.abort();
         }
     }
@@ -146,7 +205,7 @@ async fn fetch(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match fetch_once(&client, &file, range.clone()).await {
+        match fetch_once(&client, &file, range.clone(), &options.buffers).await {
             Ok(data) => {
                 options.fetched.fetch_add(len, Ordering::Relaxed);
                 if let Some(cb) = &options.on_fetched {
@@ -164,7 +223,12 @@ async fn fetch(
     }
 }
 
-async fn fetch_once(client: &Client, file: &DatastoreFile, range: Range<u64>) -> io::Result<Bytes> {
+async fn fetch_once(
+    client: &Client,
+    file: &DatastoreFile,
+    range: Range<u64>,
+    buffers: &Arc<BufferPool>,
+) -> io::Result<Bytes> {
     let len = (range.end - range.start) as usize;
     let at = range.start;
     let stream = client
@@ -172,7 +236,7 @@ async fn fetch_once(client: &Client, file: &DatastoreFile, range: Range<u64>) ->
         .await
         .map_err(|e| io::Error::other(format!("reading {} at {at}: {e}", file.display_path())))?;
     futures::pin_mut!(stream);
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = buffers.take_for(len);
     while let Some(piece) = stream
         .try_next()
         .await
@@ -202,6 +266,26 @@ async fn fetch_once(client: &Client, file: &DatastoreFile, range: Range<u64>) ->
     Ok(buf.freeze())
 }
 
+impl DiskSource for DatastoreSource {
+    /// Hands a whole span over as fetched, without copying.
+    async fn take_exact(&mut self, at: u64, len: u64) -> io::Result<Option<Bytes>> {
+        if at >= self.capacity {
+            return Ok(None);
+        }
+        let span = self.span_at(at);
+        if span.start != at || span.end - span.start != len {
+            return Ok(None);
+        }
+        self.pos = at;
+        let data = match self.current.take() {
+            Some((held, data)) if held == span => data,
+            _ => std::future::poll_fn(|cx| self.poll_span(cx, &span)).await?,
+        };
+        self.pos = at + len;
+        Ok(Some(data))
+    }
+}
+
 impl AsyncRead for DatastoreSource {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -212,34 +296,21 @@ impl AsyncRead for DatastoreSource {
         if this.pos >= this.capacity || buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let index = this.pos / this.options.window;
-        if this.current.as_ref().is_none_or(|(i, _)| *i != index) {
+        let pos = this.pos;
+        if !this
+            .current
+            .as_ref()
+            .is_some_and(|(span, _)| span.contains(&pos))
+        {
             this.current = None;
-            this.start(index);
-            this.top_up(index);
-            let Some(task) = this.inflight.get_mut(&index) else {
-                return Poll::Ready(Err(io::Error::other("read-ahead lost a window")));
-            };
-            let data = match Pin::new(task).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(Ok(data))) => data,
-                Poll::Ready(Ok(Err(e))) => {
-                    this.inflight.remove(&index);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Err(join)) => {
-                    this.inflight.remove(&index);
-                    return Poll::Ready(Err(io::Error::other(join)));
-                }
-            };
-            this.inflight.remove(&index);
-            this.current = Some((index, data));
-            this.top_up(index + 1);
+            let span = this.span_at(pos);
+            let data = ready!(this.poll_span(cx, &span))?;
+            this.current = Some((span, data));
         }
-        let Some((_, data)) = &this.current else {
-            return Poll::Ready(Err(io::Error::other("no current window")));
+        let Some((span, data)) = &this.current else {
+            return Poll::Ready(Err(io::Error::other("no current span")));
         };
-        let offset = (this.pos - index * this.options.window) as usize;
+        let offset = (pos - span.start) as usize;
         let n = (data.len() - offset).min(buf.remaining());
         buf.put_slice(&data[offset..offset + n]);
         this.pos += n as u64;
@@ -284,6 +355,22 @@ pub fn windows_touched(areas: &[(u64, u64)], window: u64) -> Vec<Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_planned_runs_cut_at_chunks_and_capacity() {
+        // Windows of 10 bytes, chunks of 40, a 95-byte disk.
+        assert_eq!(
+            plan_spans(&[0..2, 3..9, 9..10], 10, 40, 95),
+            vec![0..20, 30..40, 40..80, 80..90, 90..95]
+        );
+        let whole = plan_spans(&[0..1, 5..5], 40, 40, 10);
+        assert_eq!(
+            (whole.len(), whole[0].clone()),
+            (1, 0..10),
+            "capped at the capacity"
+        );
+        assert!(plan_spans(&[], 10, 40, 95).is_empty());
+    }
 
     #[test]
     fn touched_windows_merge() {
