@@ -3,6 +3,7 @@
 //! `HttpNfcLease`, the disk files are streamed to the lease's URLs, and the lease is completed
 //! (or aborted on any failure, which removes the half-made VM).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,36 @@ use super::xml::{parse_fragment, Node};
 /// Where a VM comes from: an `.ovf` (its files beside it) or an `.ova` archive, on this machine.
 #[derive(Debug)]
 pub struct OvfSource {
-    /// The descriptor's directory, where its referenced files are.
-    pub dir: PathBuf,
     /// The descriptor's text.
     pub descriptor: String,
-    /// The private temporary directory of an unpacked OVA or a download, removed on drop.
+    /// Where the files the descriptor refers to are.
+    files: PackageFiles,
+    /// The private temporary directory of a download, removed on drop.
     _scratch: Option<tempfile::TempDir>,
+}
+
+/// Where a package's files are.
+#[derive(Debug)]
+enum PackageFiles {
+    /// Beside the descriptor, in this directory.
+    Dir(PathBuf),
+    /// Inside this tar archive, never unpacked: each member's bytes, by its path in the
+    /// archive, are read where they lie.
+    Archive {
+        path: PathBuf,
+        members: HashMap<PathBuf, FileSpan>,
+    },
+}
+
+/// A package file's bytes: `len` bytes at `offset` of the file at `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSpan {
+    /// The file holding them (the `.ova` archive, or the file itself).
+    pub path: PathBuf,
+    /// Where they start.
+    pub offset: u64,
+    /// How many.
+    pub len: u64,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -77,8 +102,8 @@ pub fn package_path(href: &str) -> Result<PathBuf> {
 }
 
 impl OvfSource {
-    /// Opens `path`: an `.ovf` file, or an `.ova` (tar) archive, unpacked to a private
-    /// temporary directory that is removed when the source is dropped.
+    /// Opens `path`: an `.ovf` file (its files beside it), or an `.ova` (tar) archive, whose
+    /// members are read in place, never unpacked.
     pub fn open(path: &Path) -> Result<Self> {
         let is_ova = path
             .extension()
@@ -87,38 +112,117 @@ impl OvfSource {
             let descriptor =
                 std::fs::read_to_string(path).map_err(|e| io_error("read", path, e))?;
             return Ok(Self {
-                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
                 descriptor,
+                files: PackageFiles::Dir(path.parent().map(Path::to_path_buf).unwrap_or_default()),
                 _scratch: None,
             });
         }
-        let scratch = scratch_dir("ceso-ova-")?;
-        Self::unpack(path, scratch)
+        Self::index_archive(path, None)
     }
 
-    /// Unpacks the OVA at `path` into `scratch`.
-    fn unpack(path: &Path, scratch: tempfile::TempDir) -> Result<Self> {
-        let dir = scratch.path().to_path_buf();
+    /// Lists the OVA at `path` (member paths and where their bytes lie, seeking past them)
+    /// and reads its descriptor, the first `.ovf` member.
+    fn index_archive(path: &Path, mut scratch: Option<tempfile::TempDir>) -> Result<Self> {
+        let unreadable = |e| io_error("read the OVA archive", path, e);
         let file = std::fs::File::open(path).map_err(|e| io_error("open", path, e))?;
-        tar::Archive::new(file)
-            .unpack(&dir)
-            .map_err(|e| io_error("unpack", path, e))?;
-        let ovf = std::fs::read_dir(&dir)
-            .map_err(|e| io_error("list", &dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("ovf")))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("{} holds no .ovf descriptor", path.display()),
-                )
-            })?;
-        let descriptor = std::fs::read_to_string(&ovf).map_err(|e| io_error("read", &ovf, e))?;
+        let mut archive = tar::Archive::new(file);
+        let mut members = HashMap::new();
+        let mut descriptor = None;
+        for entry in archive.entries_with_seek().map_err(unreadable)? {
+            let mut entry = entry.map_err(unreadable)?;
+            let kind = entry.header().entry_type();
+            if !kind.is_file() && !kind.is_gnu_sparse() {
+                continue;
+            }
+            let name = entry.path().map_err(unreadable)?;
+            // Members that could not be referred to are never read.
+            let Some(inside) = name.to_str().and_then(|n| package_path(n).ok()) else {
+                continue;
+            };
+            let is_ovf = inside
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("ovf"));
+            if is_ovf && descriptor.is_none() {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).map_err(unreadable)?;
+                descriptor = Some(text);
+                continue;
+            }
+            let span = if kind.is_gnu_sparse() {
+                // A sparse member's bytes do not lie in one piece in the archive (GNU tar
+                // `--sparse`, the tar crate's default): that member alone is unpacked.
+                let dir = match &scratch {
+                    Some(dir) => dir,
+                    None => scratch.insert(scratch_dir("ceso-ova-")?),
+                };
+                let to = dir.path().join(format!("member-{}", members.len()));
+                entry.unpack(&to).map_err(unreadable)?;
+                let len = std::fs::metadata(&to)
+                    .map_err(|e| io_error("stat", &to, e))?
+                    .len();
+                FileSpan {
+                    path: to,
+                    offset: 0,
+                    len,
+                }
+            } else {
+                FileSpan {
+                    path: path.to_path_buf(),
+                    offset: entry.raw_file_position(),
+                    len: entry.size(),
+                }
+            };
+            members.insert(inside, span);
+        }
+        let descriptor = descriptor.ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{} holds no .ovf descriptor", path.display()),
+            )
+        })?;
         Ok(Self {
-            dir,
             descriptor,
-            _scratch: Some(scratch),
+            files: PackageFiles::Archive {
+                path: path.to_path_buf(),
+                members,
+            },
+            _scratch: scratch,
         })
+    }
+
+    /// Where the package file the descriptor calls `href` is (it must be a path inside the
+    /// package: see [`package_path`]).
+    pub async fn locate(&self, href: &str) -> Result<FileSpan> {
+        let inside = package_path(href)?;
+        match &self.files {
+            PackageFiles::Dir(dir) => {
+                let path = dir.join(&inside);
+                let len = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| io_error("stat", &path, e))?
+                    .len();
+                Ok(FileSpan {
+                    path,
+                    offset: 0,
+                    len,
+                })
+            }
+            PackageFiles::Archive { path, members } => {
+                members.get(&inside).cloned().ok_or_else(|| {
+                    let mut held: Vec<String> =
+                        members.keys().map(|p| p.display().to_string()).collect();
+                    held.sort();
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "{} holds no file {href:?} (it holds {})",
+                            path.display(),
+                            held.join(", ")
+                        ),
+                    )
+                })
+            }
+        }
     }
 
     /// Downloads a package from an `http(s)://` URL into a private temporary directory
@@ -154,7 +258,7 @@ impl OvfSource {
         let local = dir.join(&local_name);
         download_to(&http, &url, &local, stall).await?;
         if !name.to_ascii_lowercase().ends_with(".ovf") {
-            return Self::unpack(&local, scratch);
+            return Self::index_archive(&local, Some(scratch));
         }
         let descriptor =
             std::fs::read_to_string(&local).map_err(|e| io_error("read", &local, e))?;
@@ -173,8 +277,8 @@ impl OvfSource {
             download_to(&http, &file_url, &target, stall).await?;
         }
         Ok(Self {
-            dir,
             descriptor,
+            files: PackageFiles::Dir(dir),
             _scratch: Some(scratch),
         })
     }
@@ -427,14 +531,10 @@ impl Client {
             // The lease URL uses https; follow the endpoint's scheme and port (simulators, proxies).
             let _ = url.set_scheme(self.url().scheme());
             let _ = url.set_port(self.url().port());
-            let file_path = source.dir.join(package_path(path)?);
-            let len = tokio::fs::metadata(&file_path)
-                .await
-                .map_err(|e| io_error("stat", &file_path, e))?
-                .len();
-            uploads.push((url, path, file_path, len));
+            let span = source.locate(path).await?;
+            uploads.push((url, path, span));
         }
-        let total: u64 = uploads.iter().map(|u| u.3).sum();
+        let total: u64 = uploads.iter().map(|u| u.2.len).sum();
         let moved = Arc::new(Moved::default());
         let reporter = {
             let (me, lease, moved) = (Arc::clone(self), lease.clone(), moved.clone());
@@ -449,14 +549,20 @@ impl Client {
 
     async fn upload_lease_files(
         &self,
-        uploads: &[(url::Url, &String, PathBuf, u64)],
+        uploads: &[(url::Url, &String, FileSpan)],
         moved: &Arc<Moved>,
     ) -> Result<()> {
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
         let transport = self.transport();
-        for (url, path, file_path, len) in uploads {
-            let file = tokio::fs::File::open(file_path)
+        for (url, path, span) in uploads {
+            let mut file = tokio::fs::File::open(&span.path)
                 .await
-                .map_err(|e| io_error("open", file_path, e))?;
+                .map_err(|e| io_error("open", &span.path, e))?;
+            file.seek(std::io::SeekFrom::Start(span.offset))
+                .await
+                .map_err(|e| io_error("read", &span.path, e))?;
+            let len = &span.len;
+            let file = file.take(*len);
             let name = TransferName {
                 direction: "upload",
                 file: path.to_string(),
@@ -519,3 +625,122 @@ impl Client {
 /// How often an import lease hears of the upload's progress (hosts abort a lease that hears
 /// nothing for about five minutes; the issue asks for at least every 30 s).
 pub const LEASE_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An OVA (tar) at `path` with these members, in order.
+    fn write_ova(path: &Path, members: &[(&str, &[u8])]) {
+        let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, data) in members {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            // set_path refuses `..`; the raw name field takes anything, as a hostile archive would.
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.finish().unwrap();
+    }
+
+    fn bytes_of(span: &FileSpan) -> Vec<u8> {
+        use std::io::{Read, Seek};
+        let mut f = std::fs::File::open(&span.path).unwrap();
+        f.seek(std::io::SeekFrom::Start(span.offset)).unwrap();
+        let mut out = vec![0; span.len as usize];
+        f.read_exact(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_ova_is_read_in_place_and_only_its_package_files_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let ova = dir.path().join("app.ova");
+        let disk: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        write_ova(
+            &ova,
+            &[
+                ("app.ovf", b"<Envelope/>"),
+                ("./disk-1.vmdk", &disk),
+                ("../outside", b"never read"),
+                ("app.mf", b"SHA256(disk-1.vmdk)= 00"),
+            ],
+        );
+        let source = OvfSource::open(&ova).unwrap();
+        assert_eq!(source.descriptor, "<Envelope/>");
+        let span = source.locate("disk-1.vmdk").await.unwrap();
+        assert_eq!(span.path, ova, "read from the archive itself");
+        assert_eq!(bytes_of(&span), disk);
+        assert_eq!(
+            bytes_of(&source.locate("./app.mf").await.unwrap()),
+            b"SHA256(disk-1.vmdk)= 00"
+        );
+        let missing = source.locate("disk-2.vmdk").await.unwrap_err();
+        assert!(
+            missing.message.contains("holds no file \"disk-2.vmdk\""),
+            "{missing}"
+        );
+        let escape = source.locate("../outside").await.unwrap_err();
+        assert!(escape.message.contains("leaves the package"), "{escape}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing was unpacked"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ova_made_by_tar_builder_from_files_sparse_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ovf, disk) = (dir.path().join("a.ovf"), dir.path().join("d.vmdk"));
+        let descriptor = format!("<Envelope>{}</Envelope>", " ".repeat(2000));
+        std::fs::write(&ovf, &descriptor).unwrap();
+        std::fs::write(&disk, vec![7u8; 3 << 20]).unwrap();
+        // A file with holes, which the builder stores as a GNU sparse member.
+        let holes = dir.path().join("holes.vmdk");
+        let mut with_holes = vec![0u8; 8 << 20];
+        with_holes[(6 << 20)..(6 << 20) + 5].copy_from_slice(b"ceso!");
+        {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::File::create(&holes).unwrap();
+            f.set_len(8 << 20).unwrap();
+            f.seek(std::io::SeekFrom::Start(6 << 20)).unwrap();
+            f.write_all(b"ceso!").unwrap();
+        }
+        let ova = dir.path().join("a.ova");
+        let mut tar = tar::Builder::new(std::fs::File::create(&ova).unwrap());
+        tar.append_path_with_name(&ovf, "tiny.ovf").unwrap();
+        tar.append_path_with_name(&disk, "disk1.vmdk").unwrap();
+        tar.append_path_with_name(&holes, "disk2.vmdk").unwrap();
+        tar.finish().unwrap();
+        drop(tar);
+        let source = OvfSource::open(&ova).unwrap();
+        assert_eq!(source.descriptor, descriptor);
+        let span = source.locate("disk1.vmdk").await.unwrap();
+        assert_eq!((span.path.as_path(), span.len), (ova.as_path(), 3 << 20));
+        assert_eq!(bytes_of(&span), vec![7u8; 3 << 20]);
+        let sparse = source.locate("disk2.vmdk").await.unwrap();
+        assert_ne!(sparse.path, ova, "a sparse member is unpacked");
+        assert_eq!(bytes_of(&sparse), with_holes);
+    }
+
+    #[tokio::test]
+    async fn an_ova_without_a_descriptor_and_an_ovf_beside_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ova = dir.path().join("empty.ova");
+        write_ova(&ova, &[("disk.vmdk", b"data")]);
+        let err = OvfSource::open(&ova).unwrap_err();
+        assert!(err.message.contains("holds no .ovf descriptor"), "{err}");
+
+        let ovf = dir.path().join("plain.ovf");
+        std::fs::write(&ovf, "<Envelope/>").unwrap();
+        std::fs::write(dir.path().join("disk.vmdk"), b"12345").unwrap();
+        let source = OvfSource::open(&ovf).unwrap();
+        let span = source.locate("disk.vmdk").await.unwrap();
+        assert_eq!((span.offset, span.len), (0, 5));
+        assert_eq!(bytes_of(&span), b"12345");
+    }
+}

@@ -173,6 +173,9 @@ pub fn ovf_package(dir: &Path, capacity_gib: u64) -> (PathBuf, PathBuf, PathBuf)
     .unwrap();
     let ova = dir.join("tiny.ova");
     let mut tar = tar::Builder::new(File::create(&ova).unwrap());
+    // Plain members, as ovftool and `tar` without --sparse write them, so the provider reads
+    // the disk where it lies in the archive (sparse members are unpacked: unit-tested).
+    tar.sparse(false);
     tar.append_path_with_name(&ovf, "tiny.ovf").unwrap();
     tar.append_path_with_name(&vmdk, "disk1.vmdk").unwrap();
     tar.finish().unwrap();
