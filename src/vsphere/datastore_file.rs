@@ -183,13 +183,27 @@ impl Client {
 
     /// The bytes of `range` of a file, read whole; transport trouble is tried again twice.
     pub async fn download_range(&self, file: &DatastoreFile, range: Range<u64>) -> Result<Bytes> {
+        let mut buf = Vec::with_capacity((range.end - range.start) as usize);
+        self.download_range_into(file, range, &mut buf).await?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// [`Client::download_range`] into `buf` (cleared first), so the caller chooses the
+    /// buffer (a pooled one, say).
+    pub async fn download_range_into(
+        &self,
+        file: &DatastoreFile,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let len = (range.end - range.start) as usize;
         let mut attempt = 0;
         loop {
             attempt += 1;
+            buf.clear();
+            buf.reserve(len);
             let read = async {
                 let mut stream = Box::pin(self.download(file, Some(range.clone())).await?);
-                let mut buf = bytes::BytesMut::with_capacity(len);
                 while let Some(piece) = stream.next().await {
                     let piece = piece?;
                     if buf.len() + piece.len() > len {
@@ -215,7 +229,7 @@ impl Client {
                         ),
                     ));
                 }
-                Ok(buf.freeze())
+                Ok(())
             };
             match read.await {
                 Err(e) if e.kind == ErrorKind::Transport && attempt < 3 => {

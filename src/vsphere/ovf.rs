@@ -103,7 +103,7 @@ pub fn package_path(href: &str) -> Result<PathBuf> {
 
 impl OvfSource {
     /// Opens `path`: an `.ovf` file (its files beside it), or an `.ova` (tar) archive, whose
-    /// members are read in place, never unpacked.
+    /// members are read where they lie (only a GNU sparse member is unpacked).
     pub fn open(path: &Path) -> Result<Self> {
         let is_ova = path
             .extension()

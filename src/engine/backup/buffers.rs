@@ -44,11 +44,6 @@ impl BufferPool {
         })
     }
 
-    /// The capacity of the buffers handed out.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// An empty buffer of at least the pool's capacity, reused when one is free.
     pub fn take(self: &Arc<Self>) -> PooledBuf {
         let kept = self.free.lock().expect("not poisoned").pop();

@@ -190,16 +190,21 @@ async fn read_at<R: DiskSource>(
         *pos = at + len;
         return Ok(data);
     }
-    seek_to(reader, pos, at).await?;
     let mut data = buffers.take_for(len as usize);
     data.resize(len as usize, 0);
-    fill(reader, &mut data, at, capacity).await?;
-    *pos += len;
+    read_into(reader, pos, at, &mut data, capacity).await?;
     Ok(data.freeze())
 }
 
-/// Seeks the source to `at` unless `pos` (where it is) is there already.
-async fn seek_to<R: AsyncSeek + Unpin>(reader: &mut R, pos: &mut u64, at: u64) -> Result<()> {
+/// Fills `buf` from the source at `at` of a disk of `capacity` bytes (seeking there first if
+/// `pos` is elsewhere); `pos` follows.
+async fn read_into<R: AsyncRead + AsyncSeek + Unpin>(
+    reader: &mut R,
+    pos: &mut u64,
+    at: u64,
+    buf: &mut [u8],
+    capacity: u64,
+) -> Result<()> {
     if *pos != at {
         reader
             .seek(SeekFrom::Start(at))
@@ -207,16 +212,6 @@ async fn seek_to<R: AsyncSeek + Unpin>(reader: &mut R, pos: &mut u64, at: u64) -
             .map_err(|e| Error::io(format!("seeking the disk source to {at}"), e))?;
         *pos = at;
     }
-    Ok(())
-}
-
-/// Fills `buf` from the source (at offset `at` of a disk of `capacity` bytes).
-async fn fill<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut [u8],
-    at: u64,
-    capacity: u64,
-) -> Result<()> {
     let got = read_full(reader, buf)
         .await
         .map_err(|e| Error::io(format!("reading the disk source at {at}"), e))?;
@@ -226,6 +221,7 @@ async fn fill<R: AsyncRead + Unpin>(
             capacity,
         });
     }
+    *pos += got as u64;
     Ok(())
 }
 
@@ -287,11 +283,9 @@ where
                     data.resize(len as usize, 0);
                     let mut read = 0;
                     for range in ranges {
-                        let at = offset + range.start;
-                        seek_to(&mut reader, &mut pos, at).await?;
                         let into = &mut data[range.start as usize..range.end as usize];
-                        fill(&mut reader, into, at, capacity).await?;
-                        pos += range.end - range.start;
+                        read_into(&mut reader, &mut pos, offset + range.start, into, capacity)
+                            .await?;
                         read += range.end - range.start;
                     }
                     let job = Job::Read {

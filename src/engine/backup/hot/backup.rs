@@ -16,7 +16,6 @@ use super::snapshot::{self, Quiesce};
 use super::source::{windows_touched, DatastoreSource, FetchOptions};
 use super::spec::VmSpec;
 use super::throttle::RateLimiter;
-use crate::engine::backup::buffers::BufferPool;
 use crate::engine::backup::chunk::chunk_count;
 use crate::engine::backup::error::{Error as RepoError, Holders};
 use crate::engine::backup::manifest::{BackupId, Consistency, DiskManifest, Manifest, VmRef};
@@ -518,7 +517,7 @@ async fn back_up_disk(
             window,
             span: cs,
             ahead: options.read_ahead as u64 * cs,
-            buffers: BufferPool::new(cs as usize, options.read_ahead + repo.parallelism + 2),
+            buffers: repo.buffers.clone(),
             limiter,
             fetched: fetched.clone(),
             on_fetched: Some(Arc::new(move |n| {

@@ -14,10 +14,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tokio::task::JoinHandle;
 
@@ -126,25 +124,29 @@ impl DatastoreSource {
     /// Forgets fetches of spans before `from`, and starts planned spans from there on while
     /// the bytes in flight stay within the read-ahead budget (always at least one).
     fn top_up(&mut self, from: u64) {
-        let stale: Vec<u64> = self.inflight.range(..from).map(|(k, _)| *k).collect();
-        for k in stale {
-            if let Some((_, task)) = self.inflight.remove(&k) {
-                task.abort();
-            }
+        let kept = self.inflight.split_off(&from);
+        for (_, task) in std::mem::replace(&mut self.inflight, kept).into_values() {
+            task.abort();
         }
         while self.spans.get(self.next).is_some_and(|s| s.start < from) {
             self.next += 1;
         }
+        let mut ahead: u64 = self
+            .inflight
+            .iter()
+            .map(|(start, (end, _))| end - start)
+            .sum();
         while let Some(span) = self.spans.get(self.next).cloned() {
-            let ahead: u64 = self
-                .inflight
-                .iter()
-                .map(|(start, (end, _))| end - start)
-                .sum();
-            if !self.inflight.is_empty() && ahead + (span.end - span.start) > self.options.ahead {
+            let len = span.end - span.start;
+            if self.inflight.contains_key(&span.start) {
+                self.next += 1; // started by the reader itself, and counted already
+                continue;
+            }
+            if !self.inflight.is_empty() && ahead + len > self.options.ahead {
                 break;
             }
             self.next += 1;
+            ahead += len;
             self.start(span);
         }
     }
@@ -192,6 +194,8 @@ impl Drop for DatastoreSource {
     }
 }
 
+/// Fetches `range` whole into a pooled buffer (the client retries transport trouble), within
+/// the rate limit, and counts it.
 async fn fetch(
     client: Arc<Client>,
     file: DatastoreFile,
@@ -202,66 +206,14 @@ async fn fetch(
     if let Some(limiter) = &options.limiter {
         limiter.acquire(len).await;
     }
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match fetch_once(&client, &file, range.clone(), &options.buffers).await {
-            Ok(data) => {
-                options.fetched.fetch_add(len, Ordering::Relaxed);
-                if let Some(cb) = &options.on_fetched {
-                    cb(len);
-                }
-                return Ok(data);
-            }
-            // Reads are idempotent: retry transport trouble twice, with a pause.
-            Err(e) if attempt < 3 && e.kind() != io::ErrorKind::InvalidData => {
-                tracing::debug!(file = %file.display_path(), error = %e, attempt, "retrying a ranged read");
-                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn fetch_once(
-    client: &Client,
-    file: &DatastoreFile,
-    range: Range<u64>,
-    buffers: &Arc<BufferPool>,
-) -> io::Result<Bytes> {
-    let len = (range.end - range.start) as usize;
-    let at = range.start;
-    let stream = client
-        .download(file, Some(range))
+    let mut buf = options.buffers.take_for(len as usize);
+    client
+        .download_range_into(&file, range, &mut buf)
         .await
-        .map_err(|e| io::Error::other(format!("reading {} at {at}: {e}", file.display_path())))?;
-    futures::pin_mut!(stream);
-    let mut buf = buffers.take_for(len);
-    while let Some(piece) = stream
-        .try_next()
-        .await
-        .map_err(|e| io::Error::other(format!("reading {} at {at}: {e}", file.display_path())))?
-    {
-        if buf.len() + piece.len() > len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} sent more than the {len} bytes asked for at {at}: the server ignored the byte range",
-                    file.display_path()
-                ),
-            ));
-        }
-        buf.extend_from_slice(&piece);
-    }
-    if buf.len() < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "{} ended after {} of {len} bytes at {at}",
-                file.display_path(),
-                buf.len()
-            ),
-        ));
+        .map_err(io::Error::other)?;
+    options.fetched.fetch_add(len, Ordering::Relaxed);
+    if let Some(cb) = &options.on_fetched {
+        cb(len);
     }
     Ok(buf.freeze())
 }
