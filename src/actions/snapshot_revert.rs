@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::cty::Value;
 use crate::framework::typed::from_value;
 use crate::framework::{Action, AttrPath, Attribute, Block, Context, Diagnostics, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
+use crate::session::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshot_revert` action.
@@ -49,7 +49,7 @@ impl Action for SnapshotRevert {
         Schema::new(
             Block::new()
                 .description("Reverts a VM to one of its snapshots (the `ceso_snapshot`'s `id`), reporting progress.")
-                .attribute(crate::provider::endpoint_attribute(false))
+                .attribute(crate::session::endpoint_attribute(false))
                 .attribute(Attribute::string("vm_id").required().description("The VM: instance UUID or moid."))
                 .attribute(Attribute::string("snapshot_id").required().description("The snapshot's id, e.g. `snapshot-42`."))
                 .attribute(Attribute::bool("suppress_power_on").optional().description("Leave the VM off after the revert.")),

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cty::Value;
 use crate::framework::{typed, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::provider::{client, endpoint_of};
+use crate::session::{client, endpoint_of};
 
 /// The `ceso_endpoint` data source.
 pub struct Endpoint;
@@ -43,7 +43,7 @@ impl DataSource for Endpoint {
         Schema::new(
             Block::new()
                 .description("What the configured vSphere endpoint is: ESXi host or vCenter, product, version and build. Resources use the same facts to choose ESXi or vCenter code paths.")
-                .attribute(crate::provider::endpoint_attribute(false))
+                .attribute(crate::session::endpoint_attribute(false))
                 .attribute(computed("id", "The endpoint's instance UUID on vCenter; its SDK URL on ESXi."))
                 .attribute(computed("url", "The SDK URL the provider talks to."))
                 .attribute(computed("product_name", "Short product name, e.g. `VMware ESXi` or `VMware vCenter Server`."))

@@ -9,7 +9,7 @@ use crate::framework::typed::{from_value, to_value, unknown_to_null};
 use crate::framework::validator::{matches, regex_syntax};
 use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
 use crate::pci_ids::{class_name, gpu_vendor};
-use crate::provider::{client, endpoint_of, error_diagnostics, resolve_host};
+use crate::session::{client, endpoint_of, error_diagnostics, resolve_host};
 use crate::vsphere::pci::{HostPci, PciDevice};
 
 /// The `ceso_pci_devices` data source.
@@ -143,7 +143,7 @@ impl DataSource for PciDevices {
         Schema::new(
             Block::new()
                 .description("The PCI devices of one host: passthrough state (capable, enabled, active; enabled but not active means a host reboot is pending), the VM holding each, and for GPUs the vendor, frame buffer size and the vGPU profiles the host offers for them. Devices the host must pass through together share a `group`.")
-                .attribute(crate::provider::endpoint_attribute(false))
+                .attribute(crate::session::endpoint_attribute(false))
                 .attribute(Attribute::string("host").optional().computed().description("The host's name. May be left out when the endpoint has exactly one host (a standalone ESXi)."))
                 .attribute(Attribute::bool("gpus_only").optional().description("Only GPUs: compute GPUs as `is_gpu` defines them, not a BMC's or hypervisor's display adapter."))
                 .attribute(Attribute::bool("assignable_only").optional().description("Only devices a VM can take now: passthrough capable, enabled and active, and held by no VM."))

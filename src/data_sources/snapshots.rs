@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::cty::{Type, Value};
 use crate::framework::typed::{from_value, to_value};
 use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
+use crate::session::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshots` data source.
@@ -53,7 +53,7 @@ impl DataSource for Snapshots {
         Schema::new(
             Block::new()
                 .description("The snapshots of one VM, parents before children, with the current one marked.")
-                .attribute(crate::provider::endpoint_attribute(false))
+                .attribute(crate::session::endpoint_attribute(false))
                 .attribute(Attribute::string("vm_id").required().description("The VM: a `ceso_vm`'s `id` (instance UUID) or its `moid`."))
                 .attribute(Attribute::string("current_id").computed().description("The current snapshot's id; null without snapshots."))
                 .attribute(Attribute::new("snapshots", Type::List(Box::new(entry_type()))).computed().description("Every snapshot: `id`, `name`, `description`, `parent_id`, `create_time`, `quiesced`, `is_current`.")),

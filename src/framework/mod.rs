@@ -4,13 +4,17 @@
 //! Architecture invariant: nothing here sees prost or tfplugin5 types (that is `protocol`'s job),
 //! and nothing here knows about vSphere.
 
+pub mod decode;
 pub mod diag;
 pub mod path;
 pub mod plan;
 pub mod plan_modifier;
 pub mod resource;
 pub mod schema;
+pub mod timeouts;
+pub mod tri;
 pub mod typed;
+pub mod typed_resource;
 pub mod validate;
 pub mod validator;
 pub(crate) mod walk;
@@ -22,3 +26,4 @@ pub use resource::{
     Warnings,
 };
 pub use schema::{Attribute, Block, NestedBlock, Nesting, Schema};
+pub use tri::Tri;

@@ -1,37 +1,42 @@
 //! Typed access to configuration, plan and state values: a schema value converts to and from a
-//! plain Rust model struct through serde, and a few parsers for common attribute formats.
-
-use std::time::Duration;
+//! plain Rust model struct through serde.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cty::{self, Type, Value};
 
+use super::decode::{Unknowns, ValueDeserializer};
 use super::diag::Diagnostics;
+use super::tri::UNKNOWN_MARK;
 
-/// Reads a wholly known value of type `ty` into a model struct. Unknown values are an error:
-/// call this on configuration only where every value is known (apply time, data source reads).
-pub fn from_value<T: DeserializeOwned>(value: &Value, ty: &Type) -> Result<T, Diagnostics> {
-    let json = cty::to_json(value, ty).map_err(|e| {
-        Diagnostics::from_error(
-            "Value not known yet",
-            format!("A value needed now is not known yet or malformed: {e}"),
-        )
-    })?;
-    let mut de = serde_json::Deserializer::from_slice(&json);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        Diagnostics::from_error(
-            "Internal error: model does not fit schema",
-            format!("at {}: {}", e.path(), e.inner()),
-        )
-    })
+/// Reads a wholly known value into a model struct. Unknown values are an error outside `Tri`
+/// fields: call this on configuration only where every value is known (apply time, data
+/// source reads).
+pub fn from_value<T: DeserializeOwned>(value: &Value, _ty: &Type) -> Result<T, Diagnostics> {
+    decode(value, Unknowns::Refuse)
 }
 
-/// Reads a planned value into a model struct: values still unknown (computed ones the apply
-/// will set) read as `None`.
-pub fn from_planned<T: DeserializeOwned>(value: &Value, ty: &Type) -> Result<T, Diagnostics> {
-    from_value(&unknown_to_null(value), ty)
+/// Reads a planned value (or plan-time configuration) into a model struct: values still
+/// unknown read as `None`, or as `Tri::Unknown` in `Tri` fields.
+pub fn from_planned<T: DeserializeOwned>(value: &Value, _ty: &Type) -> Result<T, Diagnostics> {
+    decode(value, Unknowns::AsNull)
+}
+
+fn decode<T: DeserializeOwned>(value: &Value, unknowns: Unknowns) -> Result<T, Diagnostics> {
+    serde_path_to_error::deserialize(ValueDeserializer::new(value, unknowns)).map_err(|e| {
+        if e.inner().to_string().contains("not known yet") {
+            Diagnostics::from_error(
+                "Value not known yet",
+                format!("A value needed now is not known yet (at {}).", e.path()),
+            )
+        } else {
+            Diagnostics::from_error(
+                "Internal error: model does not fit schema",
+                format!("at {}: {}", e.path(), e.inner()),
+            )
+        }
+    })
 }
 
 /// `value` with every unknown replaced by null.
@@ -61,14 +66,86 @@ pub fn unknown_to_null(value: &Value) -> Value {
     }
 }
 
-/// Writes a model struct as a value of type `ty`.
+/// Writes a model struct as a value of type `ty`; `Tri::Unknown` fields become unknowns.
 pub fn to_value<T: Serialize>(model: &T, ty: &Type) -> Result<Value, Diagnostics> {
-    let json = serde_json::to_vec(model).map_err(|e| {
+    let mut json = serde_json::to_value(model).map_err(|e| {
         Diagnostics::from_error("Internal error: cannot encode model", e.to_string())
     })?;
-    cty::from_json(&json, ty).map_err(|e| {
+    let mut unknown = Vec::new();
+    take_unknown_marks(&mut json, &mut Vec::new(), &mut unknown);
+    let bytes = serde_json::to_vec(&json).map_err(|e| {
+        Diagnostics::from_error("Internal error: cannot encode model", e.to_string())
+    })?;
+    let mut value = cty::from_json(&bytes, ty).map_err(|e| {
         Diagnostics::from_error("Internal error: model does not fit schema", e.to_string())
-    })
+    })?;
+    for path in unknown {
+        mark_unknown(&mut value, &path);
+    }
+    Ok(value)
+}
+
+/// One step into a JSON value: an object's key or an array's index.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Replaces each unknown mark in `json` by null, noting where it was.
+fn take_unknown_marks(
+    json: &mut serde_json::Value,
+    here: &mut Vec<Step>,
+    out: &mut Vec<Vec<Step>>,
+) {
+    match json {
+        serde_json::Value::String(s) if s == UNKNOWN_MARK => {
+            *json = serde_json::Value::Null;
+            out.push(here.iter().map(Step::clone_step).collect());
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                here.push(Step::Index(i));
+                take_unknown_marks(item, here, out);
+                here.pop();
+            }
+        }
+        serde_json::Value::Object(items) => {
+            for (k, item) in items.iter_mut() {
+                here.push(Step::Key(k.clone()));
+                take_unknown_marks(item, here, out);
+                here.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Step {
+    fn clone_step(&self) -> Step {
+        match self {
+            Step::Key(k) => Step::Key(k.clone()),
+            Step::Index(i) => Step::Index(*i),
+        }
+    }
+}
+
+/// Sets the value at `path` to unknown.
+fn mark_unknown(value: &mut Value, path: &[Step]) {
+    let Some((first, rest)) = path.split_first() else {
+        *value = Value::Unknown;
+        return;
+    };
+    let next = match (value, first) {
+        (Value::Object(items) | Value::Map(items), Step::Key(k)) => items.get_mut(k),
+        (Value::List(items) | Value::Set(items) | Value::Tuple(items), Step::Index(i)) => {
+            items.get_mut(*i)
+        }
+        (Value::Dynamic { value, .. }, _) => return mark_unknown(value, path),
+        _ => None,
+    };
+    if let Some(next) = next {
+        mark_unknown(next, rest);
+    }
 }
 
 /// The attribute `name` of an object value, or null.
@@ -76,85 +153,9 @@ pub fn get_attr<'a>(value: &'a Value, name: &str) -> &'a Value {
     super::walk::attr(value, name)
 }
 
-/// The longest duration an attribute takes: 8760h (365 days). Longer ones are refused rather
-/// than risking overflow where they are added to a clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Parses a Go-style duration: a sequence of numbers with units `ms`, `s`, `m`, `h`
-/// (e.g. `"1h30m"`, `"90s"`, `"1.5s"`), at most [`MAX_DURATION`]. Never panics: a value too
-/// large for any arithmetic is an error like any other malformed one.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".to_string());
-    }
-    let too_long = || {
-        format!(
-            "longer than the maximum of {}h (365 days)",
-            MAX_DURATION.as_secs() / 3600
-        )
-    };
-    let mut total = 0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit after {rest:?}"))?;
-        if digits == 0 {
-            return Err(format!("expected a number at {rest:?}"));
-        }
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("unknown unit {other:?}")),
-        };
-        total += number * seconds;
-        // Checked on every term: a long number parses to a huge (or infinite) float.
-        if !total.is_finite() || total > MAX_DURATION.as_secs_f64() {
-            return Err(too_long());
-        }
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| too_long())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn refuses_huge_durations_without_panicking() {
-        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
-        for huge in [
-            "8760h1s",
-            "99999999999999999999h",
-            "1000000000000000000000000000000000000000000s",
-            &format!("{}s", "9".repeat(400)),
-            "18446744073709551616s",
-        ] {
-            let e = parse_duration(huge).unwrap_err();
-            assert!(e.contains("maximum of 8760h"), "{huge}: {e}");
-        }
-    }
 
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
     struct Model {
@@ -172,5 +173,41 @@ mod tests {
         let v = to_value(&m, &ty).unwrap();
         assert_eq!(get_attr(&v, "count"), &Value::Null);
         assert_eq!(from_value::<Model>(&v, &ty).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_tri_fields_round_trip() {
+        use super::super::tri::Tri;
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Planned {
+            name: Tri<String>,
+            ips: Tri<Vec<String>>,
+            disks: Vec<Disk>,
+        }
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Disk {
+            size: Tri<i64>,
+        }
+        let ty = Type::object([
+            ("name", Type::String),
+            ("ips", Type::List(Box::new(Type::String))),
+            (
+                "disks",
+                Type::List(Box::new(Type::object([("size", Type::Number)]))),
+            ),
+        ]);
+        let m = Planned {
+            name: Tri::Known("web".into()),
+            ips: Tri::Unknown,
+            disks: vec![
+                Disk { size: Tri::Unknown },
+                Disk {
+                    size: Tri::Known(4),
+                },
+            ],
+        };
+        let v = to_value(&m, &ty).unwrap();
+        assert_eq!(get_attr(&v, "ips"), &Value::Unknown);
+        assert_eq!(from_planned::<Planned>(&v, &ty).unwrap(), m);
     }
 }

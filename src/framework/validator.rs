@@ -140,7 +140,7 @@ impl Validator for IntBetween {
 }
 
 /// The string must be a duration such as `"90s"`, `"10m"` or `"1h30m"`, at most
-/// [`super::typed::MAX_DURATION`].
+/// [`crate::units::MAX_DURATION`].
 pub fn duration() -> Arc<dyn Validator> {
     Arc::new(Duration)
 }
@@ -151,17 +151,17 @@ impl Validator for Duration {
     fn description(&self) -> String {
         format!(
             "Must be a duration such as `\"90s\"`, `\"10m\"` or `\"1h30m\"`, at most `\"{}h\"`.",
-            super::typed::MAX_DURATION.as_secs() / 3600
+            crate::units::MAX_DURATION.as_secs() / 3600
         )
     }
 
     fn validate(&self, value: &Value, path: &AttrPath, diags: &mut Diagnostics) {
         if let Value::String(s) = value {
-            if let Err(why) = super::typed::parse_duration(s) {
+            if let Err(why) = crate::units::parse_duration(s) {
                 diags.attr_error(
                     path.clone(),
                     "Invalid duration",
-                    format!("{path} is {s:?}: {why}. Use a number with a unit (ms, s, m, h), e.g. \"90s\" or \"1h30m\"."),
+                    format!("{path}: {why}. Use numbers with units (ms, s, m, h, d), e.g. \"90s\" or \"1h30m\"."),
                 );
             }
         }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::framework::typed::parse_duration;
 use crate::framework::{AttrPath, Diagnostics};
+use crate::units::parse_duration;
 use crate::vsphere::client::parse_endpoint_url;
 use crate::vsphere::tls::parse_thumbprint;
 use crate::vsphere::{ConnectConfig, Secret, TlsPolicy};
@@ -84,12 +84,12 @@ impl ProviderModel {
     }
 
     /// The backup repository settings (`backup_repository` / `CESO_BACKUP_REPO`), if any.
-    pub fn backup_settings(&self) -> Option<super::connection::BackupSettings> {
+    pub fn backup_settings(&self) -> Option<crate::session::connection::BackupSettings> {
         let repository = self
             .backup_repository
             .clone()
             .or_else(|| env("CESO_BACKUP_REPO"))?;
-        Some(super::connection::BackupSettings {
+        Some(crate::session::connection::BackupSettings {
             repository,
             password: self
                 .backup_password
@@ -125,7 +125,7 @@ impl ProviderModel {
         let blocks = self.endpoint.clone().unwrap_or_default();
         if blocks.is_empty() {
             return Ok(vec![(
-                super::connection::DEFAULT_ENDPOINT.to_string(),
+                crate::session::connection::DEFAULT_ENDPOINT.to_string(),
                 self.connect_config()?,
             )]);
         }

@@ -2,8 +2,6 @@
 //! fallbacks, a lazily opened shared session), and the registry of resources and data sources.
 
 pub mod config;
-pub mod connection;
-pub mod lookup;
 
 use std::sync::Arc;
 
@@ -15,49 +13,9 @@ use crate::framework::{
     typed, Attribute, Block, Context, DataSource, Diagnostics, Provider, ProviderData, Resource,
     Schema,
 };
+use crate::session::{Connection, Endpoints, ProviderState};
 
 pub use config::ProviderModel;
-pub use connection::{
-    client, connect, error_diagnostics, BackupSettings, Connection, Endpoints, ProviderState,
-};
-pub use lookup::resolve_host;
-
-/// The `endpoint` attribute every resource, data source and action has.
-pub fn endpoint_attribute(resource: bool) -> Attribute {
-    let a = Attribute::string("endpoint").optional().description(
-        "The provider `endpoint` block (by name) to use; needed only when the provider has several.",
-    );
-    if resource {
-        a.requires_replace()
-    } else {
-        a
-    }
-}
-
-/// The `endpoint` a config, plan or state value names, if any.
-pub fn endpoint_of(v: &Value) -> Option<&str> {
-    match typed::get_attr(v, "endpoint") {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// An import id `@ENDPOINT/ID` as the endpoint and the resource's own id; a plain id has no
-/// endpoint (the provider's only one).
-pub fn split_import_id(id: &str) -> (Option<&str>, &str) {
-    match id.strip_prefix('@').and_then(|rest| rest.split_once('/')) {
-        Some((endpoint, rest)) if !endpoint.is_empty() => (Some(endpoint), rest),
-        _ => (None, id),
-    }
-}
-
-/// `state` with its `endpoint` set (imports record where the object lives).
-pub fn with_endpoint(mut state: Value, endpoint: Option<&str>) -> Value {
-    if let Some(e) = endpoint {
-        crate::framework::walk::set_attr(&mut state, "endpoint", Value::String(e.to_string()));
-    }
-    state
-}
 
 /// The provider's type name: resources are called `ceso_*`.
 pub const TYPE_NAME: &str = "ceso";
@@ -192,9 +150,9 @@ impl Provider for Ceso {
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
         vec![
-            Arc::new(crate::resources::backup_job::BackupJob),
-            Arc::new(crate::resources::pci_passthrough::PciPassthrough),
-            Arc::new(crate::resources::snapshot::Snapshot),
+            crate::framework::typed_resource::Adapter::new(crate::resources::backup_job::BackupJob),
+            crate::framework::typed_resource::Adapter::new(crate::resources::pci_passthrough::PciPassthrough),
+            crate::framework::typed_resource::Adapter::new(crate::resources::snapshot::Snapshot),
             Arc::new(crate::resources::vlan::Vlan),
             Arc::new(crate::resources::vm::Vm),
         ]

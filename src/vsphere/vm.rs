@@ -469,6 +469,24 @@ impl Client {
             .to_string())
     }
 
+    /// The guest's VMware Tools status (`guestToolsRunning`, `guestToolsNotRunning`, …); empty
+    /// when vSphere does not say.
+    pub async fn tools_status(&self, vm: &ManagedObjectReference) -> Result<String> {
+        Ok(self
+            .properties(vm, &["guest.toolsRunningStatus"])
+            .await?
+            .text("guest.toolsRunningStatus")
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Whether VMware Tools run in the guest (what quiescing needs); `false` when unknown.
+    pub async fn tools_running(&self, vm: &ManagedObjectReference) -> bool {
+        self.tools_status(vm)
+            .await
+            .is_ok_and(|s| s == "guestToolsRunning")
+    }
+
     /// Powers a VM on, off or suspends it. When the answer is lost, the VM's power state says
     /// whether it happened; if not, it is tried once more.
     pub async fn power_vm(

@@ -258,54 +258,7 @@ impl VsphereArgs {
     }
 }
 
-/// Parses a byte size: `1048576`, `512K`/`512KB` (×1000), `4KiB` (×1024), `M`, `MiB`, `G`,
-/// `GiB`, `T`, `TiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 50M or 1GiB"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024.0f64.powi(4),
-        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-    };
-    let bytes = value * factor;
-    if !(1.0..1.8e19).contains(&bytes) {
-        return Err(format!("{text:?} is out of range"));
-    }
-    Ok(bytes as u64)
-}
-
-/// Parses a duration: `90`, `90s`, `10m`, `2h`, `500ms`, `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s or 10m"))?;
-    let secs = |m: u64| Duration::from_secs(n.saturating_mul(m));
-    Ok(match unit {
-        "" | "s" => secs(1),
-        "ms" => Duration::from_millis(n),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
-    })
-}
+pub use ceso::units::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {
@@ -340,20 +293,5 @@ mod tests {
         set(&key, 0o400);
         assert!(args(Some(&pass), None).key().unwrap().is_some());
         assert!(args(None, Some(&key)).key().unwrap().is_some());
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("50M"), Ok(50_000_000));
-        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
-        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("5 parsecs").is_err());
-        assert!(parse_size("0").is_err());
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("soon").is_err());
     }
 }

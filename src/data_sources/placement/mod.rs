@@ -14,7 +14,7 @@ use crate::engine::placement::{self, DatastorePreference, GpuRequest, NetworkReq
 use crate::framework::typed::{from_value, to_value, unknown_to_null};
 use crate::framework::validator::{int_between, one_of};
 use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::provider::{connect, error_diagnostics};
+use crate::session::{connect, error_diagnostics};
 
 /// The `ceso_placement` data source.
 pub struct Placement;
@@ -386,9 +386,9 @@ impl DataSource for Placement {
     async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
         let ty = self.schema().value_type();
         let mut m: Model = from_value(&unknown_to_null(config), &ty)?;
-        let state = ctx.data::<crate::provider::ProviderState>()?;
+        let state = ctx.data::<crate::session::ProviderState>()?;
         let endpoints = &state.endpoints;
-        let chosen: Vec<&crate::provider::Connection> = match m.endpoint.as_deref() {
+        let chosen: Vec<&crate::session::Connection> = match m.endpoint.as_deref() {
             Some(name) => vec![endpoints.get(Some(name))?],
             None => endpoints.all().iter().collect(),
         };

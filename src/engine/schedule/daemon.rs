@@ -87,12 +87,7 @@ pub fn runs_here(spec: &JobSpec, endpoint: Option<&str>) -> bool {
 
 /// `host:pid`, a name that differs between daemons.
 pub fn default_node() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", crate::machine::host_name(), std::process::id())
 }
 
 /// What a daemon works with.

@@ -306,32 +306,11 @@ impl JobSpec {
     }
 }
 
-/// A rate such as `50M` or `100MiB` (per second) in bytes: K/M/G are powers of 1000, KiB/MiB/
-/// GiB of 1024; a plain number is bytes.
+/// A rate such as `50M` or `100MiB` (per second) in bytes (the grammar of `units::parse_size`).
 pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let unit = t[digits.len()..].trim().trim_end_matches("/s");
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a rate such as 50M or 100MiB"))?;
-    let mult: u64 = match unit {
-        "" | "B" => 1,
-        "K" | "KB" => 1_000,
-        "M" | "MB" => 1_000_000,
-        "G" | "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?}; use K, M, G, KiB, MiB or GiB"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{text:?} must be a positive rate"))
+    crate::units::parse_size(text).map_err(|_| {
+        format!("{text:?} is not a rate such as 50M or 100MiB (bytes per second, at least 1)")
+    })
 }
 
 /// How a run ended.

@@ -14,18 +14,18 @@ use crate::cty::{Type, Value};
 use crate::engine::backup::{Backend, Repository, RepositoryUrl};
 use crate::engine::schedule::job::{next_run, parse_cron, parse_rate, parse_timezone};
 use crate::engine::schedule::{JobSpec, JobStatus, JobStore, Mode, Retention};
-use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource};
-use crate::framework::typed::{from_planned, get_attr, to_value};
+use crate::framework::typed_resource::{
+    Call, Config, Connect, Import, Model, Outcome, TypedResource,
+};
 use crate::framework::validator::{int_between, one_of, regex_syntax};
 use crate::framework::{
-    AttrPath, Attribute, Block, Context, Diagnostics, NestedBlock, Nesting, Resource, Schema,
+    AttrPath, Attribute, Block, Context, Diagnostics, NestedBlock, Nesting, Schema, Tri,
 };
-use crate::provider::{BackupSettings, ProviderState};
+use crate::session::{BackupSettings, ProviderState};
 
 /// The `ceso_backup_job` resource.
 pub struct BackupJob;
 
-const TYPE: &str = "ceso_backup_job";
 
 /// The retention block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -72,6 +72,27 @@ pub struct JobModel {
     pub schedule_description: Option<String>,
     pub last_run: Option<LastRunModel>,
     pub retention: Option<Vec<RetentionModel>>,
+}
+
+/// A job lives in the provider's backup repository, whichever endpoint its VMs are on: it has
+/// no connection scope (`endpoint` is what the job backs up).
+impl Model for JobModel {
+    fn scope(&self) -> Option<&str> {
+        None
+    }
+    fn set_scope(&mut self, _scope: Option<&str>) {}
+}
+
+/// How jobs reach the backup repository: the provider's backup settings.
+pub struct JobRepository;
+
+#[async_trait]
+impl Connect for JobRepository {
+    type Conn = Arc<ProviderState>;
+
+    async fn connect(ctx: &Context, _scope: Option<&str>) -> Result<Self::Conn, Diagnostics> {
+        ctx.data::<ProviderState>()
+    }
 }
 
 fn last_run_type() -> Type {
@@ -197,20 +218,6 @@ impl crate::framework::validator::Validator for RateValidator {
     }
 }
 
-/// The state's value type (computed once).
-fn value_type() -> &'static crate::cty::Type {
-    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
-    crate::framework::schema::memo_type(&TYPE, schema)
-}
-
-fn model(v: &Value) -> Result<JobModel, Diagnostics> {
-    from_planned(v, value_type())
-}
-
-fn value(m: &JobModel) -> Result<Value, Diagnostics> {
-    to_value(m, value_type())
-}
-
 fn repo_error(action: &str, e: impl std::fmt::Display) -> Diagnostics {
     Diagnostics::from_error(
         format!("Unable to {action}"),
@@ -221,8 +228,7 @@ fn repo_error(action: &str, e: impl std::fmt::Display) -> Diagnostics {
 /// The repository's job store. To write (`check`), the repository must open with the
 /// configured passphrase, and an encrypted one needs it: its daemons accept only definitions
 /// authenticated with its key.
-async fn store(ctx: &Context, check: bool) -> Result<JobStore, Diagnostics> {
-    let state = ctx.data::<ProviderState>()?;
+async fn store(state: &ProviderState, check: bool) -> Result<JobStore, Diagnostics> {
     let settings: &BackupSettings = state.backup()?;
     let url = RepositoryUrl::parse(&settings.repository)
         .map_err(|e| repo_error("use the backup repository", e))?;
@@ -365,73 +371,85 @@ impl JobModel {
     }
 }
 
-impl BackupJob {
-    async fn write(&self, ctx: &Context, planned: &Value, prior: &Value) -> ApplyResult {
-        let keep = |d: Diagnostics| ApplyResult::failed(prior.clone(), d);
-        let m = match model(planned) {
-            Ok(m) => m,
-            Err(d) => return keep(d),
-        };
-        let spec = match m.spec() {
-            Ok(s) => s,
-            Err(d) => return keep(d),
-        };
-        let store = match store(ctx, true).await {
-            Ok(s) => s,
-            Err(d) => return keep(d),
-        };
-        if let Err(e) = store.put_job(&spec).await {
-            return keep(repo_error("write the job", e));
-        }
-        let status = store.status(&spec.name).await.unwrap_or_default();
-        match value(&JobModel::from_spec(&spec, &status, &m)) {
-            Ok(v) => ApplyResult::ok(v),
-            Err(d) => keep(d),
-        }
+/// Writes the planned definition; the job as stored then, or nothing new on failure.
+async fn write(state: &ProviderState, m: &JobModel) -> Outcome<JobModel> {
+    let spec = match m.spec() {
+        Ok(s) => s,
+        Err(d) => return Outcome::failed(d),
+    };
+    let store = match store(state, true).await {
+        Ok(s) => s,
+        Err(d) => return Outcome::failed(d),
+    };
+    if let Err(e) = store.put_job(&spec).await {
+        return Outcome::failed(repo_error("write the job", e));
+    }
+    let status = store.status(&spec.name).await.unwrap_or_default();
+    Outcome::ok(JobModel::from_spec(&spec, &status, m))
+}
+
+/// What validation reads of a configuration.
+#[derive(Deserialize)]
+struct ValidateView {
+    vm_ids: Tri<Vec<serde::de::IgnoredAny>>,
+    vm_name_regex: Tri<String>,
+    tags: Tri<Vec<serde::de::IgnoredAny>>,
+    retention: Tri<Vec<RetentionView>>,
+}
+
+#[derive(Deserialize)]
+struct RetentionView {
+    keep_last: Tri<i64>,
+    keep_daily: Tri<i64>,
+    keep_weekly: Tri<i64>,
+    keep_monthly: Tri<i64>,
+    keep_yearly: Tri<i64>,
+}
+
+impl RetentionView {
+    /// Whether every keep_* is known, and 0 or unset.
+    fn keeps_nothing(&self) -> bool {
+        [
+            &self.keep_last,
+            &self.keep_daily,
+            &self.keep_weekly,
+            &self.keep_monthly,
+            &self.keep_yearly,
+        ]
+        .iter()
+        .all(|k| matches!(k, Tri::Null | Tri::Known(0)))
     }
 }
 
 #[async_trait]
-impl Resource for BackupJob {
-    fn type_name(&self) -> &'static str {
-        TYPE
-    }
+impl TypedResource for BackupJob {
+    type Model = JobModel;
+    type Connect = JobRepository;
+    const TYPE_NAME: &'static str = "ceso_backup_job";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         schema()
     }
 
-    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
-        if let Some(Value::List(blocks)) = Some(get_attr(config, "retention")) {
-            if let Some(r) = blocks.first() {
-                let fields = [
-                    "keep_last",
-                    "keep_daily",
-                    "keep_weekly",
-                    "keep_monthly",
-                    "keep_yearly",
-                ];
-                let values: Vec<&Value> = fields.iter().map(|f| get_attr(r, f)).collect();
-                let all_known = values.iter().all(|v| **v != Value::Unknown);
-                let all_zero = values.iter().all(|v| match v {
-                    Value::Number(n) => n.to_i64() == Some(0),
-                    Value::Null => true,
-                    _ => false,
-                });
-                if all_known && all_zero {
-                    diags.attr_error(
-                        AttrPath::attr("retention").join_index(0),
-                        "Retention keeps nothing",
-                        "Every keep_* is 0 or unset, which would delete every backup after each run; keep at least one (e.g. keep_last = 7).",
-                    );
-                }
+    fn validate(config: &Config<'_>, diags: &mut Diagnostics) {
+        let Ok(c) = config.decode::<ValidateView>() else {
+            return;
+        };
+        if let Some(r) = c.retention.known().and_then(|r| r.first()) {
+            if r.keeps_nothing() {
+                diags.attr_error(
+                    AttrPath::attr("retention").join_index(0),
+                    "Retention keeps nothing",
+                    "Every keep_* is 0 or unset, which would delete every backup after each run; keep at least one (e.g. keep_last = 7).",
+                );
             }
         }
-        let ids = get_attr(config, "vm_ids");
-        let regex = get_attr(config, "vm_name_regex");
-        let empty =
-            |v: &Value| matches!(v, Value::Null) || matches!(v, Value::List(l) if l.is_empty());
-        if empty(ids) && *regex == Value::Null && empty(get_attr(config, "tags")) {
+        let empty = |v: &Tri<Vec<serde::de::IgnoredAny>>| match v {
+            Tri::Null => true,
+            Tri::Known(l) => l.is_empty(),
+            Tri::Unknown => false,
+        };
+        if empty(&c.vm_ids) && c.vm_name_regex.is_null() && empty(&c.tags) {
             diags.attr_error(
                 AttrPath::attr("vm_ids"),
                 "No VMs to back up",
@@ -440,27 +458,25 @@ impl Resource for BackupJob {
         }
     }
 
-    async fn create(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        if let Ok(m) = model(req.planned) {
-            if let Ok(store) = store(ctx, false).await {
-                if let Ok(Some(_)) = store.job(&m.name).await {
-                    return ApplyResult::failed(
-                        Value::Null,
-                        Diagnostics::from_attr_error(
-                            AttrPath::attr("name"),
-                            "Job already exists",
-                            format!("The repository already has a job named {:?}; import it (terraform import {TYPE}.NAME {}) or choose another name.", m.name, m.name),
-                        ),
-                    );
-                }
+    async fn create(&self, call: &Call<'_, Arc<ProviderState>>, m: JobModel) -> Outcome<JobModel> {
+        if let Ok(store) = store(&call.conn, false).await {
+            if let Ok(Some(_)) = store.job(&m.name).await {
+                return Outcome::failed(Diagnostics::from_attr_error(
+                    AttrPath::attr("name"),
+                    "Job already exists",
+                    format!("The repository already has a job named {:?}; import it (terraform import {}.NAME {}) or choose another name.", m.name, Self::TYPE_NAME, m.name),
+                ));
             }
         }
-        self.write(ctx, req.planned, &Value::Null).await
+        write(&call.conn, &m).await
     }
 
-    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
-        let prior = model(state)?;
-        let store = store(ctx, false).await?;
+    async fn read(
+        &self,
+        call: &Call<'_, Arc<ProviderState>>,
+        prior: JobModel,
+    ) -> Result<Option<JobModel>, Diagnostics> {
+        let store = store(&call.conn, false).await?;
         let Some(spec) = store
             .job(&prior.name)
             .await
@@ -472,19 +488,20 @@ impl Resource for BackupJob {
             .status(&prior.name)
             .await
             .map_err(|e| repo_error("read the job's status", e))?;
-        value(&JobModel::from_spec(&spec, &status, &prior)).map(Some)
+        Ok(Some(JobModel::from_spec(&spec, &status, &prior)))
     }
 
-    async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        self.write(ctx, req.planned, req.prior).await
+    async fn update(
+        &self,
+        call: &Call<'_, Arc<ProviderState>>,
+        _prior: JobModel,
+        m: JobModel,
+    ) -> Outcome<JobModel> {
+        write(&call.conn, &m).await
     }
 
-    async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics {
-        let m = match model(req.prior) {
-            Ok(m) => m,
-            Err(d) => return d,
-        };
-        let store = match store(ctx, false).await {
+    async fn delete(&self, call: &Call<'_, Arc<ProviderState>>, m: JobModel) -> Diagnostics {
+        let store = match store(&call.conn, false).await {
             Ok(s) => s,
             Err(d) => return d,
         };
@@ -494,12 +511,23 @@ impl Resource for BackupJob {
         }
     }
 
-    fn supports_import(&self) -> bool {
-        true
+    fn importer(&self) -> Option<&dyn Import<Self>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Import<BackupJob> for BackupJob {
+    fn id_format(&self) -> &'static str {
+        "the job's name (`ceso-backup jobs` lists them)"
     }
 
-    async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let store = store(ctx, false).await?;
+    async fn import(
+        &self,
+        call: &Call<'_, Arc<ProviderState>>,
+        id: &str,
+    ) -> Result<Vec<JobModel>, Diagnostics> {
+        let store = store(&call.conn, false).await?;
         let spec = store
             .job(id)
             .await
@@ -513,11 +541,6 @@ impl Resource for BackupJob {
                 )
             })?;
         let status = store.status(id).await.unwrap_or_default();
-        let m = JobModel::from_spec(&spec, &status, &JobModel::default());
-        Ok(vec![ImportedResource {
-            type_name: TYPE.to_string(),
-            state: value(&m)?,
-            private: Vec::new(),
-        }])
+        Ok(vec![JobModel::from_spec(&spec, &status, &JobModel::default())])
     }
 }

@@ -6,25 +6,25 @@
 //! live with the VM, like its disks and adapters, so a VM is created with its GPU before its first
 //! power-on. This resource is host state with its own lifecycle (the reboot).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::cty::Value;
-use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
-use crate::framework::typed::{from_planned, get_attr, parse_duration, to_value};
+use crate::framework::timeouts::{self, Operation, Timeouts};
+use crate::framework::typed_resource::{Connect, Import, Outcome, Plan, TypedResource};
 use crate::framework::validator::{duration, matches};
-use crate::framework::{AttrPath, Attribute, Block, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics, resolve_host};
+use crate::framework::{AttrPath, Attribute, Block, Context, Diagnostics, Schema, Tri};
+use crate::session::{error_diagnostics, resolve_host, Call, Vsphere};
+use crate::units::parse_duration;
+use crate::vsphere::inventory::HostInfo;
 use crate::vsphere::pci::{normalize_address, HostPci};
 use crate::vsphere::Client;
 
 /// The `ceso_pci_passthrough` resource.
 pub struct PciPassthrough;
 
-const TYPE: &str = "ceso_pci_passthrough";
 /// Address format, as the validator and docs say it.
 pub const ADDRESS_PATTERN: &str = r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$";
 /// How the address format is described in diagnostics.
@@ -46,7 +46,10 @@ pub struct PassthroughModel {
     pub device_name: Option<String>,
     pub group: Option<Vec<String>>,
     pub enabled_before: Option<bool>,
+    pub timeouts: Option<Timeouts>,
 }
+
+crate::endpoint_scoped_model!(PassthroughModel);
 
 /// The resource's schema.
 pub fn schema() -> Schema {
@@ -54,41 +57,32 @@ pub fn schema() -> Schema {
         Block::new()
             .description("Passthrough (DirectPath I/O) of one PCI device of a host: enables or disables it with the host's PCI passthrough system. A change takes effect after the host reboots: `reboot_required` says so, and `reboot_if_required = true` lets ceso put the host into maintenance mode, reboot it and wait. Destroy puts the setting back as it was before this resource managed it. To give the device to a VM, use `ceso_vm`'s `pci_device` block.")
             .attribute(Attribute::string("id").computed().use_state_for_unknown().description("`HOST/ADDRESS`."))
-            .attribute(crate::provider::endpoint_attribute(true))
+            .attribute(crate::session::endpoint_attribute(true))
             .attribute(Attribute::string("host").required().requires_replace().description("The host's name."))
             .attribute(Attribute::string("device").required().requires_replace().validate(matches(ADDRESS_PATTERN, ADDRESS_WHAT)).description("The device's PCI address, `DDDD:BB:SS.F` (see `ceso_pci_devices`)."))
             .attribute(Attribute::string("address").computed().description("The device's address as the host writes it, known once passthrough is set: give it to `ceso_vm`'s `pci_device` so the VM waits for this resource (and for the reboot)."))
             .attribute(Attribute::bool("enabled").default_value(Value::Bool(true)).description("Whether passthrough is enabled for the device."))
             .attribute(Attribute::bool("reboot_if_required").default_value(Value::Bool(false)).description("When the change needs a host reboot to take effect, put the host into maintenance mode, reboot it, wait until it is back and take it out of maintenance mode. Off by default: a reboot stops the host's running VMs' service."))
-            .attribute(Attribute::string("reboot_timeout").default_value(Value::String("30m".into())).validate(duration()).description("How long to wait for a reboot (maintenance mode, reboot, reconnect), e.g. `30m`."))
+            .attribute(Attribute::string("reboot_timeout").default_value(Value::String("30m".into())).validate(duration()).description("How long to wait for a reboot (maintenance mode, reboot, reconnect), e.g. `30m`, when `timeouts` does not say."))
             .attribute(Attribute::bool("active").computed().description("Whether passthrough is in effect (enabled and the host rebooted since)."))
             .attribute(Attribute::bool("reboot_required").computed().description("Whether the setting waits for a host reboot to take effect."))
             .attribute(Attribute::string("device_name").computed().use_state_for_unknown().description("The device's name as the host reports it."))
             .attribute(Attribute::new("group", crate::cty::Type::List(Box::new(crate::cty::Type::String))).computed().use_state_for_unknown().description("Other devices the host passes through only together with this one (they share its dependent device, e.g. functions of one card); give them to a VM together."))
-            .attribute(Attribute::bool("enabled_before").computed().use_state_for_unknown().description("The setting found before this resource managed it; destroy restores it.")),
+            .attribute(Attribute::bool("enabled_before").computed().use_state_for_unknown().description("The setting found before this resource managed it; destroy restores it."))
+            .block(timeouts::block(&[Operation::Create, Operation::Update, Operation::Delete])),
     )
 }
 
-/// The state's value type (computed once).
-fn value_type() -> &'static crate::cty::Type {
-    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
-    crate::framework::schema::memo_type(&TYPE, schema)
-}
-
-fn model(v: &Value) -> Result<PassthroughModel, Diagnostics> {
-    from_planned(v, value_type())
-}
-
-fn value(m: &PassthroughModel) -> Result<Value, Diagnostics> {
-    to_value(m, value_type())
-}
-
 impl PassthroughModel {
-    fn reboot_limit(&self) -> Duration {
-        self.reboot_timeout
+    /// How long the reboot of `op` may take: the `timeouts` block's limit, else
+    /// `reboot_timeout`.
+    fn reboot_limit(&self, op: Operation) -> Duration {
+        let fallback = self
+            .reboot_timeout
             .as_deref()
             .and_then(|t| parse_duration(t).ok())
-            .unwrap_or(Duration::from_secs(30 * 60))
+            .unwrap_or(Duration::from_secs(30 * 60));
+        timeouts::limit(self.timeouts.as_ref(), op, fallback)
     }
 
     /// Fills the computed attributes from what the host reports.
@@ -110,7 +104,7 @@ async fn host_state(
     client: &Client,
     host: &str,
     device: &str,
-) -> Result<(crate::vsphere::inventory::HostInfo, HostPci), Diagnostics> {
+) -> Result<(HostInfo, HostPci), Diagnostics> {
     let info = resolve_host(client, Some(host), "host").await?;
     let pci = client
         .host_pci(&info.obj)
@@ -162,12 +156,13 @@ fn held_by(pci: &HostPci, device: &str) -> Option<String> {
 /// Sets passthrough to `enabled` when it differs, then reboots when asked and still needed.
 /// Returns warnings (reboot pending).
 async fn converge(
-    client: &Arc<Client>,
-    ctx: &Context,
+    call: &Call<'_>,
+    op: Operation,
     m: &PassthroughModel,
-    info: &crate::vsphere::inventory::HostInfo,
+    info: &HostInfo,
     pci: &HostPci,
 ) -> Result<Diagnostics, Diagnostics> {
+    let client = &call.conn;
     let address = normalize_address(&m.device);
     let want = m.enabled.unwrap_or(true);
     let mut current = pci.clone();
@@ -204,101 +199,100 @@ async fn converge(
         );
         return Ok(diags);
     }
-    reboot(client, ctx, m, info, current.in_maintenance).await?;
+    reboot(call, m.reboot_limit(op), &m.host, info, current.in_maintenance).await?;
     Ok(diags)
 }
 
 /// Maintenance mode (unless already in it), reboot, wait, leave maintenance mode (if entered).
 async fn reboot(
-    client: &Arc<Client>,
-    ctx: &Context,
-    m: &PassthroughModel,
-    info: &crate::vsphere::inventory::HostInfo,
+    call: &Call<'_>,
+    limit: Duration,
+    host: &str,
+    info: &HostInfo,
     already_in_maintenance: bool,
 ) -> Result<(), Diagnostics> {
-    let limit = m.reboot_limit();
-    let fail = |what: &str, e: &crate::vsphere::Error| {
-        error_diagnostics(&format!("{what} host {}", m.host), e)
-    };
+    let (client, cancel) = (&call.conn, &call.ctx.cancel);
+    let fail =
+        |what: &str, e: &crate::vsphere::Error| error_diagnostics(&format!("{what} host {host}"), e);
     if !already_in_maintenance {
         client
-            .set_maintenance(&info.obj, true, Some(limit), &ctx.cancel)
+            .set_maintenance(&info.obj, true, Some(limit), cancel)
             .await
             .map_err(|e| fail("enter maintenance mode on", &e))?;
     }
     client
-        .reboot_host(&info.obj, limit, &ctx.cancel)
+        .reboot_host(&info.obj, limit, cancel)
         .await
         .map_err(|e| fail("reboot", &e))?;
     if !already_in_maintenance {
         client
-            .set_maintenance(&info.obj, false, Some(limit), &ctx.cancel)
+            .set_maintenance(&info.obj, false, Some(limit), cancel)
             .await
             .map_err(|e| fail("exit maintenance mode on", &e))?;
     }
     Ok(())
 }
 
-impl PciPassthrough {
-    /// Reads the host back into the apply result, keeping `diags`.
-    async fn finish(
-        &self,
-        client: &Client,
-        info: &crate::vsphere::inventory::HostInfo,
-        mut m: PassthroughModel,
-        mut diags: Diagnostics,
-    ) -> ApplyResult {
-        match client.host_pci(&info.obj).await {
-            Ok(pci) => m.observe(&pci),
-            Err(e) => diags.extend(error_diagnostics("read the host back", &e)),
-        }
-        match value(&m) {
-            Ok(v) => ApplyResult {
-                state: crate::framework::typed::unknown_to_null(&v),
-                private: None,
-                diags,
-            },
-            Err(d) => {
-                diags.extend(d);
-                ApplyResult::failed(Value::Null, diags)
-            }
-        }
+/// The host read back after an apply, keeping `diags`; the model as it was when the host
+/// cannot be read (what was done is still tracked).
+async fn read_back(
+    client: &Client,
+    info: &HostInfo,
+    mut m: PassthroughModel,
+    mut diags: Diagnostics,
+) -> Outcome<PassthroughModel> {
+    match client.host_pci(&info.obj).await {
+        Ok(pci) => m.observe(&pci),
+        Err(e) => diags.extend(error_diagnostics("read the host back", &e)),
     }
+    Outcome::with(Some(m), diags)
+}
+
+/// What the plan hook reads.
+#[derive(Deserialize)]
+struct PlanView {
+    endpoint: Option<String>,
+    host: Tri<String>,
+    device: Tri<String>,
+    enabled: Tri<bool>,
+    reboot_if_required: Tri<bool>,
+    reboot_required: Tri<bool>,
 }
 
 #[async_trait]
-impl Resource for PciPassthrough {
-    fn type_name(&self) -> &'static str {
-        TYPE
-    }
+impl TypedResource for PciPassthrough {
+    type Model = PassthroughModel;
+    type Connect = Vsphere;
+    const TYPE_NAME: &'static str = "ceso_pci_passthrough";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         schema()
     }
 
-    async fn modify_plan(&self, ctx: &Context, req: &mut PlanRequest<'_>) {
-        if *req.config == Value::Null || ctx.provider_data.is_none() {
-            return;
-        }
-        let (Value::String(host), Value::String(device)) =
-            (get_attr(req.config, "host"), get_attr(req.config, "device"))
-        else {
+    async fn plan(&self, ctx: &Context, plan: &mut Plan<'_, '_>) {
+        let (Ok(config), Ok(planned), Ok(prior)) = (
+            plan.config::<PlanView>(),
+            plan.planned::<PlanView>(),
+            plan.prior::<PlanView>(),
+        ) else {
             return;
         };
-        let Ok(client) = client(ctx, endpoint_of(req.config)).await else {
+        let (Tri::Known(host), Tri::Known(device)) = (&config.host, &config.device) else {
+            return;
+        };
+        let Ok(client) = Vsphere::connect(ctx, config.endpoint.as_deref()).await else {
             return;
         };
         let pci = match host_state(&client, host, device).await {
             Ok((_, pci)) => pci,
             Err(d) => {
-                req.diags.extend(d);
+                plan.diags().extend(d);
                 return;
             }
         };
-        let enabled = get_attr(&req.planned, "enabled") != &Value::Bool(false);
-        if !enabled {
+        if planned.enabled == Tri::Known(false) {
             if let Some(vms) = held_by(&pci, device) {
-                req.diags.attr_error(
+                plan.diags().attr_error(
                     AttrPath::attr("enabled"),
                     "Device in use",
                     format!("PCI device {device} on {host} is given to VM {vms}; disabling passthrough would stop it from powering on. Remove the device from the VM first."),
@@ -308,42 +302,36 @@ impl Resource for PciPassthrough {
         // Whether a reboot will be pending depends on the host after apply: unknown when the
         // setting changes, or a pending reboot is now allowed. (Changing only how ceso would
         // reboot, e.g. after an import, changes nothing on the host.)
-        let setting_changes = *req.prior == Value::Null
-            || get_attr(&req.planned, "enabled") != get_attr(req.prior, "enabled");
-        let reboots_now = get_attr(&req.planned, "reboot_if_required") == &Value::Bool(true)
-            && get_attr(req.prior, "reboot_required") == &Value::Bool(true);
+        let setting_changes = prior.as_ref().is_none_or(|p| p.enabled != planned.enabled);
+        let reboots_now = planned.reboot_if_required == Tri::Known(true)
+            && prior.is_some_and(|p| p.reboot_required == Tri::Known(true));
         if setting_changes || reboots_now {
             for a in ["active", "reboot_required", "address"] {
-                crate::framework::walk::set_attr(&mut req.planned, a, Value::Unknown);
+                plan.set_unknown(a);
             }
         }
     }
 
-    async fn create(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        let mut m = match model(req.planned) {
-            Ok(m) => m,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
-        };
+    async fn create(&self, call: &Call<'_>, mut m: PassthroughModel) -> Outcome<PassthroughModel> {
         m.device = normalize_address(&m.device);
-        let client = match client(ctx, endpoint_of(req.planned)).await {
-            Ok(c) => c,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
-        };
-        let (info, pci) = match host_state(&client, &m.host, &m.device).await {
+        let (info, pci) = match host_state(&call.conn, &m.host, &m.device).await {
             Ok(x) => x,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
+            Err(d) => return Outcome::failed(d),
         };
         m.enabled_before = Some(pci.state(&m.device).enabled);
         // From here on the host may have changed: state is always returned.
-        let diags = match converge(&client, ctx, &m, &info, &pci).await {
+        let diags = match converge(call, Operation::Create, &m, &info, &pci).await {
             Ok(d) | Err(d) => d,
         };
-        self.finish(&client, &info, m, diags).await
+        read_back(&call.conn, &info, m, diags).await
     }
 
-    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
-        let mut m = model(state)?;
-        let client = client(ctx, endpoint_of(state)).await?;
+    async fn read(
+        &self,
+        call: &Call<'_>,
+        mut m: PassthroughModel,
+    ) -> Result<Option<PassthroughModel>, Diagnostics> {
+        let client = &call.conn;
         let inv = client
             .inventory_cached()
             .await
@@ -359,41 +347,31 @@ impl Resource for PciPassthrough {
             return Ok(None);
         }
         m.observe(&pci);
-        value(&m).map(Some)
+        Ok(Some(m))
     }
 
-    async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        let (m, prior) = match (model(req.planned), model(req.prior)) {
-            (Ok(m), Ok(p)) => (m, p),
-            (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
-        };
-        let client = match client(ctx, endpoint_of(req.prior)).await {
-            Ok(c) => c,
-            Err(d) => return ApplyResult::failed(req.prior.clone(), d),
-        };
-        let (info, pci) = match host_state(&client, &m.host, &m.device).await {
+    async fn update(
+        &self,
+        call: &Call<'_>,
+        prior: PassthroughModel,
+        m: PassthroughModel,
+    ) -> Outcome<PassthroughModel> {
+        let (info, pci) = match host_state(&call.conn, &m.host, &m.device).await {
             Ok(x) => x,
-            Err(d) => return ApplyResult::failed(req.prior.clone(), d),
+            Err(d) => return Outcome::failed(d),
         };
         let m = PassthroughModel {
             enabled_before: prior.enabled_before,
             ..m
         };
-        let diags = match converge(&client, ctx, &m, &info, &pci).await {
+        let diags = match converge(call, Operation::Update, &m, &info, &pci).await {
             Ok(d) | Err(d) => d,
         };
-        self.finish(&client, &info, m, diags).await
+        read_back(&call.conn, &info, m, diags).await
     }
 
-    async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics {
-        let m = match model(req.prior) {
-            Ok(m) => m,
-            Err(d) => return d,
-        };
-        let client = match client(ctx, endpoint_of(req.prior)).await {
-            Ok(c) => c,
-            Err(d) => return d,
-        };
+    async fn delete(&self, call: &Call<'_>, m: PassthroughModel) -> Diagnostics {
+        let client = &call.conn;
         let inv = match client.inventory_cached().await {
             Ok(i) => i,
             Err(e) => return error_diagnostics("read the inventory", &e),
@@ -424,21 +402,27 @@ impl Resource for PciPassthrough {
             enabled: Some(before),
             ..m.clone()
         };
-        match converge(&client, ctx, &restore, &info, &pci).await {
+        match converge(call, Operation::Delete, &restore, &info, &pci).await {
             Ok(d) | Err(d) => d,
         }
     }
 
-    fn supports_import(&self) -> bool {
-        true
+    fn importer(&self) -> Option<&dyn Import<Self>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Import<PciPassthrough> for PciPassthrough {
+    fn id_format(&self) -> &'static str {
+        "HOST/ADDRESS, e.g. esx-01.example.com/0000:3b:00.0"
     }
 
-    async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let (endpoint, id) = crate::provider::split_import_id(id);
+    async fn import(&self, call: &Call<'_>, id: &str) -> Result<Vec<PassthroughModel>, Diagnostics> {
         let bad = |why: String| {
             Diagnostics::from_error(
                 "Unable to import ceso_pci_passthrough",
-                format!("{why}. Use HOST/ADDRESS, e.g. esx-01.example.com/0000:3b:00.0."),
+                format!("{why}. Use {}.", self.id_format()),
             )
         };
         let (host, device) = id
@@ -447,8 +431,7 @@ impl Resource for PciPassthrough {
         if !crate::vsphere::pci::is_address(&normalize_address(device)) {
             return Err(bad(format!("{device:?} is not {ADDRESS_WHAT}")));
         }
-        let client = client(ctx, endpoint).await?;
-        let (_, pci) = host_state(&client, host, device).await?;
+        let (_, pci) = host_state(&call.conn, host, device).await?;
         let mut m = PassthroughModel {
             host: host.to_string(),
             device: normalize_address(device),
@@ -459,14 +442,9 @@ impl Resource for PciPassthrough {
         m.observe(&pci);
         // Imported as found: destroy leaves it as it is now.
         m.enabled_before = m.enabled;
-        Ok(vec![ImportedResource {
-            type_name: TYPE.to_string(),
-            state: crate::provider::with_endpoint(value(&m)?, endpoint),
-            private: Vec::new(),
-        }])
+        Ok(vec![m])
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,29 +1,30 @@
 //! `ceso_snapshot`: a VM snapshot that can be renamed in place, imported, survives drift
 //! (removed out of band: planned for re-creation, never an error), and reverts the VM on
 //! purpose when `revert_trigger` changes.
+//!
+//! The smallest resource, and the example of the shape every resource follows: a schema, a
+//! model, and CRUD on models (`framework::typed_resource`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::cty::Value;
-use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource};
-use crate::framework::typed::{from_planned, to_value};
+use crate::framework::timeouts::{self, Operation, Timeouts};
+use crate::framework::typed_resource::{Import, Outcome, TypedResource};
 use crate::framework::validator::matches;
-use crate::framework::{Attribute, Block, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
-use crate::vsphere::snapshot::{SnapshotInfo, SnapshotTree};
+use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Schema};
+use crate::session::{error_diagnostics, Call, Vsphere};
+use crate::vsphere::snapshot::{NewSnapshot, SnapshotInfo, SnapshotTree};
 use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::{Client, Error};
 
 /// The `ceso_snapshot` resource.
 pub struct Snapshot;
 
-const TYPE: &str = "ceso_snapshot";
-/// Time limit of snapshot tasks.
-const TASK_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// Time limit of snapshot tasks when `timeouts` does not say.
+const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// The resource's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,22 @@ pub struct SnapshotModel {
     pub quiesced: Option<bool>,
     pub is_current: Option<bool>,
     pub size_bytes: Option<i64>,
+    pub timeouts: Option<Timeouts>,
+}
+
+crate::endpoint_scoped_model!(SnapshotModel);
+
+impl SnapshotModel {
+    fn limit(&self, op: Operation) -> Duration {
+        timeouts::limit(self.timeouts.as_ref(), op, DEFAULT_LIMIT)
+    }
+
+    fn snapshot(&self) -> ManagedObjectReference {
+        ManagedObjectReference::new(
+            "VirtualMachineSnapshot",
+            self.id.as_deref().unwrap_or_default(),
+        )
+    }
 }
 
 /// The resource's schema.
@@ -50,7 +67,7 @@ pub fn schema() -> Schema {
         Block::new()
             .description("A snapshot of a VM. Renaming is done in place; changing `revert_trigger` reverts the VM to this snapshot on purpose.")
             .attribute(Attribute::string("id").computed().use_state_for_unknown().description("The snapshot's id, e.g. `snapshot-42`."))
-            .attribute(crate::provider::endpoint_attribute(true))
+            .attribute(crate::session::endpoint_attribute(true))
             .attribute(Attribute::string("vm_id").required().requires_replace().description("The VM: a `ceso_vm`'s `id` (instance UUID) or its `moid`."))
             .attribute(Attribute::string("name").required().validate(matches(r"^.{1,80}$", "1 to 80 characters")).description("Snapshot name (renamed in place)."))
             .attribute(Attribute::string("description").default_value(Value::String(String::new())).description("Description (changed in place)."))
@@ -62,22 +79,9 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("parent_id").computed().description("The parent snapshot's id; null for a root snapshot."))
             .attribute(Attribute::bool("quiesced").computed().use_state_for_unknown().description("Whether the guest was quiesced."))
             .attribute(Attribute::bool("is_current").computed().description("Whether this is the VM's current snapshot."))
-            .attribute(Attribute::number("size_bytes").computed().description("Bytes of the snapshot's own files (state and memory) as the VM's file layout reports them; null when vSphere does not report it.")),
+            .attribute(Attribute::number("size_bytes").computed().description("Bytes of the snapshot's own files (state and memory) as the VM's file layout reports them; null when vSphere does not report it."))
+            .block(timeouts::block(&[Operation::Create, Operation::Update, Operation::Delete])),
     )
-}
-
-/// The state's value type (computed once).
-fn value_type() -> &'static crate::cty::Type {
-    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
-    crate::framework::schema::memo_type(&TYPE, schema)
-}
-
-fn model(v: &Value) -> Result<SnapshotModel, Diagnostics> {
-    from_planned(v, value_type())
-}
-
-fn value(m: &SnapshotModel) -> Result<Value, Diagnostics> {
-    to_value(m, value_type())
 }
 
 /// The VM of `vm_id` (instance UUID or moid); `None` when it no longer exists.
@@ -105,164 +109,128 @@ fn state_from(prior: &SnapshotModel, tree: &SnapshotTree, s: &SnapshotInfo) -> S
     }
 }
 
-impl Snapshot {
-    async fn read_model(
-        &self,
-        client: &Client,
-        prior: &SnapshotModel,
-    ) -> Result<Option<SnapshotModel>, Error> {
-        let Some(vm) = find_vm(client, &prior.vm_id).await? else {
-            return Ok(None);
-        };
-        let tree = match client.snapshot_tree(&vm).await {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Some(id) = prior.id.as_deref() else {
-            return Ok(None);
-        };
-        Ok(tree.by_id(id).map(|s| state_from(prior, &tree, s)))
-    }
+/// The snapshot `prior` names, as it is now; `None` when it (or its VM) is gone.
+async fn read_model(
+    client: &Client,
+    prior: &SnapshotModel,
+) -> Result<Option<SnapshotModel>, Error> {
+    let Some(vm) = find_vm(client, &prior.vm_id).await? else {
+        return Ok(None);
+    };
+    let tree = match client.snapshot_tree(&vm).await {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(id) = prior.id.as_deref() else {
+        return Ok(None);
+    };
+    Ok(tree.by_id(id).map(|s| state_from(prior, &tree, s)))
+}
 
-    async fn finish(
-        &self,
-        client: &Arc<Client>,
-        handle: SnapshotModel,
-        mut diags: Diagnostics,
-    ) -> ApplyResult {
-        match self.read_model(client, &handle).await {
-            Ok(Some(m)) => match value(&m) {
-                Ok(v) => ApplyResult {
-                    state: v,
-                    private: None,
-                    diags,
-                },
-                Err(d) => ApplyResult::failed(Value::Null, d),
-            },
-            Ok(None) => {
-                diags.error(
-                    "Snapshot disappeared",
-                    "The snapshot no longer exists after the operation.",
-                );
-                ApplyResult::failed(Value::Null, diags)
-            }
-            Err(e) => {
-                diags.extend(error_diagnostics("read the snapshot back", &e));
-                ApplyResult::failed(Value::Null, diags)
-            }
+/// The outcome of an apply that acted on `handle`'s snapshot: it as read back.
+async fn read_back(
+    client: &Client,
+    handle: SnapshotModel,
+    mut diags: Diagnostics,
+) -> Outcome<SnapshotModel> {
+    match read_model(client, &handle).await {
+        Ok(Some(m)) => Outcome::with(Some(m), diags),
+        Ok(None) => {
+            diags.error(
+                "Snapshot disappeared",
+                "The snapshot no longer exists after the operation.",
+            );
+            Outcome::failed(diags)
+        }
+        Err(e) => {
+            diags.extend(error_diagnostics("read the snapshot back", &e));
+            // What the apply did is known: the snapshot exists with the handle's id.
+            Outcome::with(Some(handle), diags)
         }
     }
 }
 
 #[async_trait]
-impl Resource for Snapshot {
-    fn type_name(&self) -> &'static str {
-        TYPE
-    }
+impl TypedResource for Snapshot {
+    type Model = SnapshotModel;
+    type Connect = Vsphere;
+    const TYPE_NAME: &'static str = "ceso_snapshot";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         schema()
     }
 
-    async fn create(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        let plan = match model(req.planned) {
-            Ok(m) => m,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
-        };
-        let client = match client(ctx, endpoint_of(req.planned)).await {
-            Ok(c) => c,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
-        };
-        let vm = match find_vm(&client, &plan.vm_id).await {
+    async fn create(&self, call: &Call<'_>, plan: SnapshotModel) -> Outcome<SnapshotModel> {
+        let client = &call.conn;
+        let vm = match find_vm(client, &plan.vm_id).await {
             Ok(Some(vm)) => vm,
             Ok(None) => {
-                return ApplyResult::failed(
-                    Value::Null,
-                    Diagnostics::from_attr_error(
-                        crate::framework::AttrPath::attr("vm_id"),
-                        "Unknown VM",
-                        format!("No VM with id {:?}.", plan.vm_id),
-                    ),
-                )
+                return Outcome::failed(Diagnostics::from_attr_error(
+                    AttrPath::attr("vm_id"),
+                    "Unknown VM",
+                    format!("No VM with id {:?}.", plan.vm_id),
+                ))
             }
-            Err(e) => {
-                return ApplyResult::failed(Value::Null, error_diagnostics("find the VM", &e))
-            }
+            Err(e) => return Outcome::failed(error_diagnostics("find the VM", &e)),
         };
         if plan.quiesce.unwrap_or(false) {
-            let tools = client
-                .properties(&vm, &["guest.toolsRunningStatus"])
-                .await
-                .ok()
-                .and_then(|o| o.text("guest.toolsRunningStatus").map(str::to_string))
-                .unwrap_or_default();
+            let tools = client.tools_status(&vm).await.unwrap_or_default();
             if tools != "guestToolsRunning" {
-                return ApplyResult::failed(
-                    Value::Null,
-                    Diagnostics::from_attr_error(
-                        crate::framework::AttrPath::attr("quiesce"),
-                        "Unable to quiesce the guest",
-                        format!(
-                            "quiesce = true needs VMware Tools running in the guest, and they are not (tools status: {}). Start the guest with VMware Tools, or set quiesce = false for a crash-consistent snapshot.",
-                            if tools.is_empty() { "unknown" } else { tools.as_str() }
-                        ),
+                return Outcome::failed(Diagnostics::from_attr_error(
+                    AttrPath::attr("quiesce"),
+                    "Unable to quiesce the guest",
+                    format!(
+                        "quiesce = true needs VMware Tools running in the guest, and they are not (tools status: {}). Start the guest with VMware Tools, or set quiesce = false for a crash-consistent snapshot.",
+                        if tools.is_empty() { "unknown" } else { tools.as_str() }
                     ),
-                );
+                ));
             }
         }
+        let new = NewSnapshot {
+            name: &plan.name,
+            description: plan.description.as_deref().unwrap_or(""),
+            memory: plan.memory.unwrap_or(false),
+            quiesce: plan.quiesce.unwrap_or(false),
+        };
+        let limit = plan.limit(Operation::Create);
         let snap = match client
-            .create_snapshot(
-                &vm,
-                &crate::vsphere::snapshot::NewSnapshot {
-                    name: &plan.name,
-                    description: plan.description.as_deref().unwrap_or(""),
-                    memory: plan.memory.unwrap_or(false),
-                    quiesce: plan.quiesce.unwrap_or(false),
-                },
-                Some(TASK_LIMIT),
-                &ctx.cancel,
-            )
+            .create_snapshot(&vm, &new, Some(limit), &call.ctx.cancel)
             .await
         {
             Ok(s) => s,
             Err(e) => {
-                return ApplyResult::failed(
-                    Value::Null,
-                    error_diagnostics(&format!("create snapshot {:?}", plan.name), &e),
-                )
+                return Outcome::failed(error_diagnostics(
+                    &format!("create snapshot {:?}", plan.name),
+                    &e,
+                ))
             }
         };
         let handle = SnapshotModel {
             id: Some(snap.value),
             ..plan
         };
-        self.finish(&client, handle, Diagnostics::new()).await
+        read_back(client, handle, Diagnostics::new()).await
     }
 
-    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
-        let prior = model(state)?;
-        let client = client(ctx, endpoint_of(state)).await?;
-        match self.read_model(&client, &prior).await {
-            Ok(Some(m)) => value(&m).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(error_diagnostics("read the snapshot", &e)),
-        }
+    async fn read(
+        &self,
+        call: &Call<'_>,
+        state: SnapshotModel,
+    ) -> Result<Option<SnapshotModel>, Diagnostics> {
+        read_model(&call.conn, &state)
+            .await
+            .map_err(|e| error_diagnostics("read the snapshot", &e))
     }
 
-    async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        let (plan, prior) = match (model(req.planned), model(req.prior)) {
-            (Ok(p), Ok(q)) => (p, q),
-            (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
-        };
-        let client = match client(ctx, endpoint_of(req.prior)).await {
-            Ok(c) => c,
-            Err(d) => return ApplyResult::failed(req.prior.clone(), d),
-        };
-        let snap = ManagedObjectReference::new(
-            "VirtualMachineSnapshot",
-            prior.id.as_deref().unwrap_or_default(),
-        );
+    async fn update(
+        &self,
+        call: &Call<'_>,
+        prior: SnapshotModel,
+        plan: SnapshotModel,
+    ) -> Outcome<SnapshotModel> {
+        let client = &call.conn;
+        let snap = prior.snapshot();
         let mut diags = Diagnostics::new();
         let rename = (plan.name != prior.name).then_some(plan.name.as_str());
         let redescribe = (plan.description != prior.description)
@@ -276,13 +244,10 @@ impl Resource for Snapshot {
             }
         }
         if !diags.has_errors() && plan.revert_trigger != prior.revert_trigger {
+            let suppress = plan.suppress_power_on.unwrap_or(false);
+            let limit = plan.limit(Operation::Update);
             if let Err(e) = client
-                .revert_to_snapshot(
-                    &snap,
-                    plan.suppress_power_on.unwrap_or(false),
-                    Some(TASK_LIMIT),
-                    &ctx.cancel,
-                )
+                .revert_to_snapshot(&snap, suppress, Some(limit), &call.ctx.cancel)
                 .await
             {
                 diags.extend(error_diagnostics(
@@ -291,28 +256,25 @@ impl Resource for Snapshot {
                 ));
             }
         }
+        if diags.has_errors() {
+            // Read what is there now rather than claim the plan.
+            return read_back(client, prior, diags).await;
+        }
         let handle = SnapshotModel {
             id: prior.id.clone(),
             ..plan
         };
-        self.finish(&client, handle, diags).await
+        read_back(client, handle, diags).await
     }
 
-    async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics {
-        let prior = match model(req.prior) {
-            Ok(m) => m,
-            Err(d) => return d,
-        };
-        let client = match client(ctx, endpoint_of(req.prior)).await {
-            Ok(c) => c,
-            Err(d) => return d,
-        };
-        let Some(id) = prior.id.as_deref() else {
+    async fn delete(&self, call: &Call<'_>, prior: SnapshotModel) -> Diagnostics {
+        let client = &call.conn;
+        if prior.id.is_none() {
             return Diagnostics::new();
-        };
-        let snap = ManagedObjectReference::new("VirtualMachineSnapshot", id);
+        }
+        let limit = prior.limit(Operation::Delete);
         match client
-            .remove_snapshot(&snap, Some(TASK_LIMIT), &ctx.cancel)
+            .remove_snapshot(&prior.snapshot(), Some(limit), &call.ctx.cancel)
             .await
         {
             Ok(()) => {}
@@ -320,8 +282,8 @@ impl Resource for Snapshot {
             Err(e) => return error_diagnostics(&format!("remove snapshot {:?}", prior.name), &e),
         }
         let mut diags = Diagnostics::new();
-        if let Ok(Some(vm)) = find_vm(&client, &prior.vm_id).await {
-            match client.consolidate_if_needed(&vm, Some(TASK_LIMIT), &ctx.cancel).await {
+        if let Ok(Some(vm)) = find_vm(client, &prior.vm_id).await {
+            match client.consolidate_if_needed(&vm, Some(limit), &call.ctx.cancel).await {
                 Ok(true) => diags.warning(
                     "Disks consolidated",
                     format!("Removing snapshot {:?} left the VM needing disk consolidation; ceso ran ConsolidateVMDisks_Task.", prior.name),
@@ -333,23 +295,29 @@ impl Resource for Snapshot {
         diags
     }
 
-    fn supports_import(&self) -> bool {
-        true
+    fn importer(&self) -> Option<&dyn Import<Self>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Import<Snapshot> for Snapshot {
+    fn id_format(&self) -> &'static str {
+        "VM_ID/SNAPSHOT_NAME or VM_ID/SNAPSHOT_ID (VM_ID: instance UUID or moid)"
     }
 
-    async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let (endpoint, id) = crate::provider::split_import_id(id);
+    async fn import(&self, call: &Call<'_>, id: &str) -> Result<Vec<SnapshotModel>, Diagnostics> {
         let bad = |why: String| {
             Diagnostics::from_error(
                 "Unable to import ceso_snapshot",
-                format!("{why}. Use VM_ID/SNAPSHOT_NAME or VM_ID/SNAPSHOT_ID (VM_ID: instance UUID or moid)."),
+                format!("{why}. Use {}.", self.id_format()),
             )
         };
         let (vm_id, which) = id
             .split_once('/')
             .ok_or_else(|| bad(format!("{id:?} has no '/'")))?;
-        let client = client(ctx, endpoint).await?;
-        let vm = find_vm(&client, vm_id)
+        let client = &call.conn;
+        let vm = find_vm(client, vm_id)
             .await
             .map_err(|e| error_diagnostics("find the VM", &e))?
             .ok_or_else(|| bad(format!("no VM with id {vm_id:?}")))?;
@@ -372,7 +340,7 @@ impl Resource for Snapshot {
                 )))
             }
         };
-        let m = SnapshotModel {
+        Ok(vec![SnapshotModel {
             id: Some(s.obj.value.clone()),
             vm_id: vm_id.to_string(),
             name: s.name.clone(),
@@ -380,11 +348,6 @@ impl Resource for Snapshot {
             memory: Some(false),
             quiesce: Some(s.quiesced),
             ..SnapshotModel::default()
-        };
-        Ok(vec![ImportedResource {
-            type_name: TYPE.to_string(),
-            state: crate::provider::with_endpoint(value(&m)?, endpoint),
-            private: Vec::new(),
         }])
     }
 }

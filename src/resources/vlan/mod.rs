@@ -17,7 +17,7 @@ use crate::cty::Value;
 use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
 use crate::framework::typed::{from_planned, get_attr, to_value};
 use crate::framework::{AttrPath, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
+use crate::session::{client, endpoint_of, error_diagnostics};
 use crate::vsphere::network::{DvPortGroupSpec, HostNetwork};
 use crate::vsphere::property::ObjectContent;
 use crate::vsphere::types::ManagedObjectReference;
@@ -764,7 +764,7 @@ impl Resource for Vlan {
     }
 
     async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let (endpoint, id) = crate::provider::split_import_id(id);
+        let (endpoint, id) = crate::session::split_import_id(id);
         let client = client(ctx, endpoint).await?;
         let hosts = client
             .host_networks()
@@ -846,7 +846,7 @@ impl Resource for Vlan {
         let state = self.value(&model)?;
         Ok(vec![ImportedResource {
             type_name: TYPE.to_string(),
-            state: crate::provider::with_endpoint(state, endpoint),
+            state: crate::session::with_endpoint(state, endpoint),
             private: Vec::new(),
         }])
     }

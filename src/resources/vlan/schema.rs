@@ -13,7 +13,7 @@ pub fn schema() -> Schema {
             .attribute(Attribute::string("id").computed().use_state_for_unknown().description(
                 "The port group's name for standard switches; the distributed port group's id (e.g. `dvportgroup-42`) for distributed switches.",
             ))
-            .attribute(crate::provider::endpoint_attribute(true))
+            .attribute(crate::session::endpoint_attribute(true))
             .attribute(
                 Attribute::string("name")
                     .required()

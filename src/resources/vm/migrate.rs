@@ -16,7 +16,7 @@ use crate::framework::resource::PlanRequest;
 use crate::framework::typed::get_attr;
 use crate::framework::walk::set_attr;
 use crate::framework::{AttrPath, Diagnostics};
-use crate::provider::error_diagnostics;
+use crate::session::error_diagnostics;
 use crate::vsphere::datastore_file::DatastoreFile;
 use crate::vsphere::device::{DeviceChange, Disk, Operation};
 use crate::vsphere::envelope::RequestWriter;
@@ -145,8 +145,7 @@ pub async fn warn_snapshots(ctx: &crate::framework::Context, req: &mut PlanReque
     let Some(moid) = string(get_attr(req.prior, "moid")) else {
         return;
     };
-    let Ok(src) = crate::provider::client(ctx, crate::provider::endpoint_of(req.prior)).await
-    else {
+    let Ok(src) = crate::session::client(ctx, crate::session::endpoint_of(req.prior)).await else {
         return;
     };
     let vm = ManagedObjectReference::new("VirtualMachine", moid);

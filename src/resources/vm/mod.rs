@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cty::Value;
 use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
-use crate::framework::typed::{from_planned, parse_duration, to_value};
+use crate::framework::typed::{from_planned, to_value};
 use crate::framework::{AttrPath, Context, Diagnostics, Resource, Schema};
-use crate::provider::{client, endpoint_of, error_diagnostics};
+use crate::session::{client, endpoint_of, error_diagnostics};
+use crate::units::parse_duration;
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::types::ManagedObjectReference;
@@ -1354,7 +1355,7 @@ impl Resource for Vm {
     }
 
     async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let (endpoint, id) = crate::provider::split_import_id(id);
+        let (endpoint, id) = crate::session::split_import_id(id);
         let client = client(ctx, endpoint).await?;
         let vm = find_any(&client, id).await.map_err(|e| {
             Diagnostics::from_error(
@@ -1395,7 +1396,7 @@ impl Resource for Vm {
         let m = VmModel::from_info(&info, &inv, &seed);
         Ok(vec![ImportedResource {
             type_name: TYPE.to_string(),
-            state: crate::provider::with_endpoint(value(&m)?, endpoint),
+            state: crate::session::with_endpoint(value(&m)?, endpoint),
             private: Vec::new(),
         }])
     }

@@ -146,7 +146,7 @@ pub async fn check_against_host(client: &Client, inv: &Inventory, req: &mut Plan
     let pci = match client.host_pci(&host.obj).await {
         Ok(p) => p,
         Err(e) => {
-            req.diags.extend(crate::provider::error_diagnostics(
+            req.diags.extend(crate::session::error_diagnostics(
                 &format!("read the PCI devices of {host_name}"),
                 &e,
             ));

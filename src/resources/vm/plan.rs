@@ -10,7 +10,7 @@ use crate::framework::resource::PlanRequest;
 use crate::framework::typed::get_attr;
 use crate::framework::walk::set_attr;
 use crate::framework::{AttrPath, Context, Diagnostics};
-use crate::provider::{client, endpoint_of};
+use crate::session::{client, endpoint_of};
 
 use super::values::{elements, int, string};
 use super::SCSI_RESERVED_UNIT;

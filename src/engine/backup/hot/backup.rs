@@ -222,7 +222,7 @@ async fn backup_leased(
         return Err(HotError::Cancelled);
     }
     let powered_on = info.power_state == "poweredOn";
-    let tools = powered_on && snapshot::tools_running(client, vm).await;
+    let tools = powered_on && client.tools_running(vm).await;
     let quiesce = snapshot::plan_quiesce(options.quiesce, powered_on, tools).map_err(|reason| {
         HotError::NotQuiesced {
             vm: name.clone(),

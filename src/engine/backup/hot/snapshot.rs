@@ -45,7 +45,7 @@ pub async fn find_vm(client: &Client, vm: &str) -> HotResult<ManagedObjectRefere
 pub fn description(lease_holder: &str) -> String {
     format!(
         "ceso-backup lease {lease_holder} ({} pid {})",
-        crate::engine::backup::lock::host_name(),
+        crate::machine::host_name(),
         std::process::id()
     )
 }
@@ -231,16 +231,6 @@ pub async fn remove(
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(HotError::vsphere(format!("remove snapshot {snapshot}"), e)),
     }
-}
-
-/// Whether VMware Tools run in the guest (then the snapshot is quiesced).
-pub async fn tools_running(client: &Client, vm: &ManagedObjectReference) -> bool {
-    client
-        .properties(vm, &["guest.toolsRunningStatus"])
-        .await
-        .ok()
-        .and_then(|o| o.text("guest.toolsRunningStatus").map(str::to_string))
-        .is_some_and(|s| s == "guestToolsRunning")
 }
 
 #[cfg(test)]

@@ -191,15 +191,6 @@ pub async fn live_leases(
         .collect())
 }
 
-pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn encode(info: &LeaseInfo) -> Bytes {
     Bytes::from(serde_json::to_vec(info).expect("serialisable"))
 }
@@ -304,7 +295,7 @@ impl Lease {
                 holder: hex::encode(holder),
                 kind,
                 purpose: purpose.to_string(),
-                host: host_name(),
+                host: crate::machine::host_name(),
                 pid: std::process::id(),
                 started: now,
                 expires: now + delta(ttl),
