@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::cty::Value;
+use crate::framework::timeouts::{self, Operation, Timeouts};
 use crate::framework::typed::from_value;
 use crate::framework::{Action, AttrPath, Attribute, Block, Context, Diagnostics, Schema};
-use crate::session::{client, endpoint_of, error_diagnostics};
+use crate::session::{client, error_diagnostics};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshot_revert` action.
@@ -17,10 +18,15 @@ pub struct SnapshotRevert;
 
 #[derive(Deserialize)]
 struct Config {
+    endpoint: Option<String>,
     vm_id: String,
     snapshot_id: String,
     suppress_power_on: Option<bool>,
+    timeouts: Option<Timeouts>,
 }
+
+/// Time limit of the revert when `timeouts` does not say.
+const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 impl SnapshotRevert {
     fn config(&self, v: &Value) -> Result<Config, Diagnostics> {
@@ -52,7 +58,8 @@ impl Action for SnapshotRevert {
                 .attribute(crate::session::endpoint_attribute(false))
                 .attribute(Attribute::string("vm_id").required().description("The VM: instance UUID or moid."))
                 .attribute(Attribute::string("snapshot_id").required().description("The snapshot's id, e.g. `snapshot-42`."))
-                .attribute(Attribute::bool("suppress_power_on").optional().description("Leave the VM off after the revert.")),
+                .attribute(Attribute::bool("suppress_power_on").optional().description("Leave the VM off after the revert."))
+                .block(timeouts::block(&[Operation::Invoke])),
         )
     }
 
@@ -61,7 +68,7 @@ impl Action for SnapshotRevert {
         let Ok(c) = self.config(config) else {
             return Diagnostics::new();
         };
-        let client = match client(ctx, endpoint_of(config)).await {
+        let client = match client(ctx, c.endpoint.as_deref()).await {
             Ok(c) => c,
             Err(d) => return d,
         };
@@ -90,7 +97,7 @@ impl Action for SnapshotRevert {
             Ok(c) => c,
             Err(d) => return d,
         };
-        let client = match client(ctx, endpoint_of(config)).await {
+        let client = match client(ctx, c.endpoint.as_deref()).await {
             Ok(c) => c,
             Err(d) => return d,
         };
@@ -106,7 +113,7 @@ impl Action for SnapshotRevert {
             .revert_to_snapshot(
                 &snap,
                 c.suppress_power_on.unwrap_or(false),
-                Some(Duration::from_secs(30 * 60)),
+                Some(timeouts::limit(c.timeouts.as_ref(), Operation::Invoke, DEFAULT_LIMIT)),
                 &ctx.cancel,
             )
             .await

@@ -153,7 +153,7 @@ impl Provider for Ceso {
             crate::framework::typed_resource::Adapter::new(crate::resources::backup_job::BackupJob),
             crate::framework::typed_resource::Adapter::new(crate::resources::pci_passthrough::PciPassthrough),
             crate::framework::typed_resource::Adapter::new(crate::resources::snapshot::Snapshot),
-            Arc::new(crate::resources::vlan::Vlan),
+            crate::framework::typed_resource::Adapter::new(crate::resources::vlan::Vlan),
             Arc::new(crate::resources::vm::Vm),
         ]
     }

@@ -525,3 +525,109 @@ impl Client {
         }
     }
 }
+
+/// A distributed port group by name, with its switch's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DvPortGroupRef {
+    pub name: String,
+    pub switch: String,
+    pub obj: ManagedObjectReference,
+}
+
+impl Client {
+    /// The names of the VMs connected to any of `networks` (from each VM's `network` list:
+    /// one round trip whatever the inventory size), sorted.
+    pub async fn vms_on_networks(&self, networks: &[ManagedObjectReference]) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .retrieve_all("VirtualMachine", &["name", "network"])
+            .await?
+            .into_iter()
+            .filter(|vm| vm.morefs("network").iter().any(|n| networks.contains(n)))
+            .map(|vm| vm.text("name").unwrap_or(&vm.obj.value).to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The standard `Network` objects (not distributed port groups) named `name`.
+    pub async fn standard_networks_named(&self, name: &str) -> Result<Vec<ManagedObjectReference>> {
+        Ok(self
+            .retrieve_all("Network", &["name"])
+            .await?
+            .into_iter()
+            .filter(|o| o.obj.kind == "Network" && o.text("name") == Some(name))
+            .map(|o| o.obj)
+            .collect())
+    }
+
+    /// The distributed switch named `name`.
+    pub async fn find_distributed_switch(&self, name: &str) -> Result<ManagedObjectReference> {
+        self.find_by_name("DistributedVirtualSwitch", name).await
+    }
+
+    /// The hosts of the cluster named `name`.
+    pub async fn cluster_hosts(&self, name: &str) -> Result<Vec<ManagedObjectReference>> {
+        let cluster = self.find_by_name("ClusterComputeResource", name).await?;
+        Ok(self.properties(&cluster, &["host"]).await?.morefs("host"))
+    }
+
+    /// A distributed port group's settings; `None` when it no longer exists.
+    pub async fn dv_port_group(&self, id: &str) -> Result<Option<DvPortGroupSpec>> {
+        let pg = ManagedObjectReference::new("DistributedVirtualPortgroup", id);
+        match self.properties(&pg, &["config"]).await {
+            Ok(o) => Ok(o.get("config").map(DvPortGroupSpec::from_config)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A distributed port group's config version (what a reconfigure must name).
+    pub async fn dv_port_group_version(&self, pg: &ManagedObjectReference) -> Option<String> {
+        self.properties(pg, &["config.configVersion"])
+            .await
+            .ok()
+            .and_then(|o| o.text("config.configVersion").map(str::to_string))
+    }
+
+    /// Every distributed port group, with its switch's name.
+    pub async fn all_dv_port_groups(&self) -> Result<Vec<DvPortGroupRef>> {
+        let switches = self
+            .retrieve_all("DistributedVirtualSwitch", &["name"])
+            .await?;
+        let pgs = self
+            .retrieve_all(
+                "DistributedVirtualPortgroup",
+                &["name", "config.distributedVirtualSwitch"],
+            )
+            .await?;
+        Ok(pgs
+            .into_iter()
+            .filter_map(|pg| {
+                let dvs = pg.moref("config.distributedVirtualSwitch")?;
+                let switch = switches.iter().find(|s| s.obj == dvs)?.text("name")?;
+                Some(DvPortGroupRef {
+                    name: pg.text("name")?.to_string(),
+                    switch: switch.to_string(),
+                    obj: pg.obj,
+                })
+            })
+            .collect())
+    }
+
+    /// The port group named `name` on the distributed switch `dvs`.
+    pub async fn dv_port_group_named(
+        &self,
+        dvs: &ManagedObjectReference,
+        name: &str,
+    ) -> Result<Option<ManagedObjectReference>> {
+        let o = self.properties(dvs, &["portgroup"]).await?;
+        for pg in o.morefs("portgroup") {
+            if let Ok(p) = self.read_batched(&pg, &["name"]).await {
+                if p.text("name") == Some(name) {
+                    return Ok(Some(pg));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

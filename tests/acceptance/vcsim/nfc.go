@@ -55,7 +55,8 @@ package main
 //     lba sectors that are skipped) and the end-of-stream marker (type 0), after which the
 //     rest of the body is read and ignored; a stream whose header points at a grain directory
 //     in its header area (gdOffset not GD_AT_END, as qemu-img writes streamOptimized disks)
-//     may also simply end after its last grain, as hosts accept. The stream replaces the disk's content: the extent
+//     may also simply end after its last grain, as hosts accept (the last grain the grain
+//     tables in its header area list: a stream that ends before it was cut short). The stream replaces the disk's content: the extent
 //     is emptied (made one hole) when a valid header has arrived, grains absent from the stream
 //     (zero grains) stay holes, and so do grains that inflate to zeros: zeros are never
 //     written. The body is decoded as it arrives, in one pass, with at most one compressed and
@@ -900,6 +901,9 @@ type streamVmdk struct {
 	// streamOptimized disks so); such a stream may end after its last grain without a
 	// metadata footer or end-of-stream marker, and hosts import it.
 	gdEmbedded bool
+	// lastGrain: the stream sector of the last grain the grain tables in the header area list
+	// (0: none, or tables not read); a gdEmbedded stream that ends before it was cut short.
+	lastGrain int64
 }
 
 func (s *streamVmdk) read(b []byte) error {
@@ -959,10 +963,57 @@ func newStreamVmdk(body io.Reader) (*streamVmdk, error) {
 	grainBytes := int(s.grain * 512)
 	s.dbuf = make([]byte, grainBytes)
 	s.cbuf = make([]byte, grainBytes+grainBytes/8+1024) // deflate's worst case with room to spare
+	if s.gdEmbedded {
+		if err := s.readTables(int64(le.Uint64(h[56:])), int64(le.Uint32(h[44:])), overhead); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.skip(overhead*512 - s.pos); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// readTables reads the grain directory and the grain tables in the header area (qemu-img
+// writes them there, each entry the stream sector of a grain's marker) and notes the last
+// grain they list. Tables not readable in this one pass (or implausibly large) are skipped:
+// no check then.
+func (s *streamVmdk) readTables(gdOffset, perGT, overhead int64) error {
+	if perGT < 1 || perGT > 1<<16 {
+		return nil
+	}
+	le := binary.LittleEndian
+	gts := ((s.sectors+s.grain-1)/s.grain + perGT - 1) / perGT
+	gtSectors := (perGT*4 + 511) / 512
+	if gts > 1<<20 || gdOffset*512 < s.pos || gdOffset+(gts*4+511)/512 > overhead {
+		return nil
+	}
+	if err := s.skip(gdOffset*512 - s.pos); err != nil {
+		return err
+	}
+	gd := make([]byte, gts*4)
+	if err := s.read(gd); err != nil {
+		return err
+	}
+	gt := make([]byte, perGT*4)
+	for i := 0; i < len(gd); i += 4 {
+		sec := int64(le.Uint32(gd[i:]))
+		if sec == 0 || sec*512 < s.pos || sec+gtSectors > overhead {
+			continue
+		}
+		if err := s.skip(sec*512 - s.pos); err != nil {
+			return err
+		}
+		if err := s.read(gt); err != nil {
+			return err
+		}
+		for j := 0; j < len(gt); j += 4 {
+			if g := int64(le.Uint32(gt[j:])); g > s.lastGrain {
+				s.lastGrain = g
+			}
+		}
+	}
+	return nil
 }
 
 // next returns the next grain's byte offset and inflated data (valid until the next call), or
@@ -977,8 +1028,12 @@ func (s *streamVmdk) next() (int64, []byte, error) {
 		}
 		var m [12]byte
 		if s.gdEmbedded {
-			// A clean end at a sector boundary ends such a stream.
+			// A clean end at a sector boundary after the last grain the tables list ends such
+			// a stream.
 			if _, err := s.r.Peek(1); err == io.EOF {
+				if s.pos <= s.lastGrain*512 {
+					return 0, nil, fmt.Errorf("the stream ended before its end-of-stream marker, before the grain at sector %d its grain tables list", s.lastGrain)
+				}
 				return 0, nil, io.EOF
 			}
 		}
