@@ -77,8 +77,7 @@ if [ $stale -eq 0 ]; then
   step vcsim "ok ($vcsim up to date)"
 else
   step vcsim "building $vcsim"
-  (cd "$src" && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$tb/gocache" \
-    go build -o "$vcsim.tmp" .) || die "go build of $src"
+  (cd "$src" && "$root/scripts/go-env.sh" go build -o "$vcsim.tmp" .) || die "go build of $src"
   mv -f "$vcsim.tmp" "$vcsim"
 fi
 

@@ -113,7 +113,11 @@ impl Action for SnapshotRevert {
             .revert_to_snapshot(
                 &snap,
                 c.suppress_power_on.unwrap_or(false),
-                Some(timeouts::limit(c.timeouts.as_ref(), Operation::Invoke, DEFAULT_LIMIT)),
+                Some(timeouts::limit(
+                    c.timeouts.as_ref(),
+                    Operation::Invoke,
+                    DEFAULT_LIMIT,
+                )),
                 &ctx.cancel,
             )
             .await

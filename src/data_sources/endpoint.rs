@@ -2,44 +2,47 @@
 //! ESXi or vCenter), read from its service content.
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::cty::Value;
-use crate::framework::{typed, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::session::{client, endpoint_of};
+use crate::framework::typed_data_source::TypedDataSource;
+use crate::framework::{Attribute, Block, Diagnostics, Schema};
+use crate::session::{Call, Vsphere};
 
 /// The `ceso_endpoint` data source.
 pub struct Endpoint;
 
 /// The data source's state.
-#[derive(Serialize)]
-struct EndpointModel {
+#[derive(Serialize, Deserialize)]
+/// The data source's configuration and state.
+pub struct EndpointModel {
     endpoint: Option<String>,
-    id: String,
-    url: String,
-    product_name: String,
-    full_name: String,
-    vendor: String,
-    version: String,
-    build: String,
-    api_type: String,
-    api_version: String,
-    product_line: String,
-    is_vcenter: bool,
+    id: Option<String>,
+    url: Option<String>,
+    product_name: Option<String>,
+    full_name: Option<String>,
+    vendor: Option<String>,
+    version: Option<String>,
+    build: Option<String>,
+    api_type: Option<String>,
+    api_version: Option<String>,
+    product_line: Option<String>,
+    is_vcenter: Option<bool>,
     instance_uuid: Option<String>,
 }
+
+crate::endpoint_scoped!(EndpointModel);
 
 fn computed(name: &str, description: &str) -> Attribute {
     Attribute::string(name).computed().description(description)
 }
 
 #[async_trait]
-impl DataSource for Endpoint {
-    fn type_name(&self) -> &'static str {
-        "ceso_endpoint"
-    }
+impl TypedDataSource for Endpoint {
+    type Model = EndpointModel;
+    type Connect = Vsphere;
+    const TYPE_NAME: &'static str = "ceso_endpoint";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         Schema::new(
             Block::new()
                 .description("What the configured vSphere endpoint is: ESXi host or vCenter, product, version and build. Resources use the same facts to choose ESXi or vCenter code paths.")
@@ -59,27 +62,33 @@ impl DataSource for Endpoint {
         )
     }
 
-    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
-        let client = client(ctx, endpoint_of(config)).await?;
+    async fn read(
+        &self,
+        call: &Call<'_>,
+        config: EndpointModel,
+    ) -> Result<EndpointModel, Diagnostics> {
+        let client = &call.conn;
         let about = client.about();
         let instance_uuid = about.instance_uuid.clone().filter(|u| !u.is_empty());
         let model = EndpointModel {
-            endpoint: endpoint_of(config).map(str::to_string),
-            id: instance_uuid
-                .clone()
-                .unwrap_or_else(|| client.url().to_string()),
-            url: client.url().to_string(),
-            product_name: about.name.clone(),
-            full_name: about.full_name.clone(),
-            vendor: about.vendor.clone(),
-            version: about.version.clone(),
-            build: about.build.clone(),
-            api_type: about.api_type.clone(),
-            api_version: about.api_version.clone(),
-            product_line: about.product_line_id.clone(),
-            is_vcenter: about.is_vcenter(),
+            endpoint: config.endpoint,
+            id: Some(
+                instance_uuid
+                    .clone()
+                    .unwrap_or_else(|| client.url().to_string()),
+            ),
+            url: Some(client.url().to_string()),
+            product_name: Some(about.name.clone()),
+            full_name: Some(about.full_name.clone()),
+            vendor: Some(about.vendor.clone()),
+            version: Some(about.version.clone()),
+            build: Some(about.build.clone()),
+            api_type: Some(about.api_type.clone()),
+            api_version: Some(about.api_version.clone()),
+            product_line: Some(about.product_line_id.clone()),
+            is_vcenter: Some(about.is_vcenter()),
             instance_uuid,
         };
-        typed::to_value(&model, &self.schema().value_type())
+        Ok(model)
     }
 }

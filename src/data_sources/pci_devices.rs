@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::cty::{Type, Value};
-use crate::framework::typed::{from_value, to_value, unknown_to_null};
+use crate::cty::Type;
+use crate::framework::typed_data_source::TypedDataSource;
 use crate::framework::validator::{matches, regex_syntax};
-use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
+use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Schema};
 use crate::pci_ids::{class_name, gpu_vendor};
-use crate::session::{client, endpoint_of, error_diagnostics, resolve_host};
+use crate::session::{error_diagnostics, resolve_host, Call, Vsphere};
 use crate::vsphere::pci::{HostPci, PciDevice};
 
 /// The `ceso_pci_devices` data source.
@@ -41,7 +41,8 @@ struct Entry {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Model {
+/// The data source's configuration and state.
+pub struct PciDevicesModel {
     endpoint: Option<String>,
     host: Option<String>,
     gpus_only: Option<bool>,
@@ -52,6 +53,8 @@ struct Model {
     vgpu_profiles: Option<Vec<String>>,
     devices: Option<Vec<Entry>>,
 }
+
+crate::endpoint_scoped!(PciDevicesModel);
 
 fn entry_type() -> Type {
     let s = || Type::String;
@@ -133,12 +136,12 @@ fn entry(host: &HostPci, d: &PciDevice) -> Entry {
 }
 
 #[async_trait]
-impl DataSource for PciDevices {
-    fn type_name(&self) -> &'static str {
-        "ceso_pci_devices"
-    }
+impl TypedDataSource for PciDevices {
+    type Model = PciDevicesModel;
+    type Connect = Vsphere;
+    const TYPE_NAME: &'static str = "ceso_pci_devices";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         let hex_id = "a hex PCI id such as 0x10de";
         Schema::new(
             Block::new()
@@ -155,11 +158,13 @@ impl DataSource for PciDevices {
         )
     }
 
-    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
-        let ty = self.schema().value_type();
-        let mut m: Model = from_value(&unknown_to_null(config), &ty)?;
-        let client = client(ctx, endpoint_of(config)).await?;
-        let host = resolve_host(&client, m.host.as_deref(), "host").await?;
+    async fn read(
+        &self,
+        call: &Call<'_>,
+        mut m: PciDevicesModel,
+    ) -> Result<PciDevicesModel, Diagnostics> {
+        let client = &call.conn;
+        let host = resolve_host(client, m.host.as_deref(), "host").await?;
         let pci = client.host_pci(&host.obj).await.map_err(|e| {
             error_diagnostics(&format!("read the PCI devices of {}", host.name), &e)
         })?;
@@ -204,7 +209,7 @@ impl DataSource for PciDevices {
         m.host = Some(host.name.clone());
         m.vgpu_profiles = Some(pci.vgpu_profiles.clone());
         m.devices = Some(devices);
-        to_value(&m, &ty)
+        Ok(m)
     }
 }
 

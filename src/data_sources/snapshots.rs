@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::cty::{Type, Value};
-use crate::framework::typed::{from_value, to_value};
-use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::session::{client, endpoint_of, error_diagnostics};
+use crate::cty::Type;
+use crate::framework::typed_data_source::TypedDataSource;
+use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Schema};
+use crate::session::{error_diagnostics, Call, Vsphere};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshots` data source.
@@ -24,12 +24,15 @@ struct Entry {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Model {
+/// The data source's configuration and state.
+pub struct SnapshotsModel {
     endpoint: Option<String>,
     vm_id: String,
     current_id: Option<String>,
     snapshots: Option<Vec<Entry>>,
 }
+
+crate::endpoint_scoped!(SnapshotsModel);
 
 fn entry_type() -> Type {
     Type::object([
@@ -44,12 +47,12 @@ fn entry_type() -> Type {
 }
 
 #[async_trait]
-impl DataSource for Snapshots {
-    fn type_name(&self) -> &'static str {
-        "ceso_snapshots"
-    }
+impl TypedDataSource for Snapshots {
+    type Model = SnapshotsModel;
+    type Connect = Vsphere;
+    const TYPE_NAME: &'static str = "ceso_snapshots";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         Schema::new(
             Block::new()
                 .description("The snapshots of one VM, parents before children, with the current one marked.")
@@ -60,10 +63,12 @@ impl DataSource for Snapshots {
         )
     }
 
-    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
-        let ty = self.schema().value_type();
-        let mut m: Model = from_value(&crate::framework::typed::unknown_to_null(config), &ty)?;
-        let client = client(ctx, endpoint_of(config)).await?;
+    async fn read(
+        &self,
+        call: &Call<'_>,
+        mut m: SnapshotsModel,
+    ) -> Result<SnapshotsModel, Diagnostics> {
+        let client = &call.conn;
         let vm = if m.vm_id.starts_with("vm-") {
             ManagedObjectReference::new("VirtualMachine", &m.vm_id)
         } else {
@@ -90,6 +95,6 @@ impl DataSource for Snapshots {
                 })
                 .collect(),
         );
-        to_value(&m, &ty)
+        Ok(m)
     }
 }

@@ -14,6 +14,7 @@ pub mod schema;
 pub mod timeouts;
 pub mod tri;
 pub mod typed;
+pub mod typed_data_source;
 pub mod typed_resource;
 pub mod validate;
 pub mod validator;

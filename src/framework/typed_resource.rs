@@ -21,10 +21,14 @@ use super::schema::Schema;
 use super::typed::{from_planned, from_value, to_value};
 use super::walk::set_attr;
 
-/// A resource's model: its state as a struct, one field per attribute and block.
-pub trait Model: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    /// The connection scope the object lives in (ceso: its `endpoint`); `None` is the default.
+/// A value that names the connection scope it lives in (ceso: its `endpoint`).
+pub trait Scoped {
+    /// The scope; `None` is the default one.
     fn scope(&self) -> Option<&str>;
+}
+
+/// A resource's model: its state as a struct, one field per attribute and block.
+pub trait Model: Scoped + Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// Records the scope an import named.
     fn set_scope(&mut self, scope: Option<&str>);
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::cty::Value;
+use crate::framework::typed_data_source::DataSourceAdapter;
+use crate::framework::typed_resource::Adapter;
 use crate::framework::validator::duration;
 use crate::framework::{
     typed, Attribute, Block, Context, DataSource, Diagnostics, Provider, ProviderData, Resource,
@@ -150,20 +152,20 @@ impl Provider for Ceso {
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
         vec![
-            crate::framework::typed_resource::Adapter::new(crate::resources::backup_job::BackupJob),
-            crate::framework::typed_resource::Adapter::new(crate::resources::pci_passthrough::PciPassthrough),
-            crate::framework::typed_resource::Adapter::new(crate::resources::snapshot::Snapshot),
-            crate::framework::typed_resource::Adapter::new(crate::resources::vlan::Vlan),
+            Adapter::new(crate::resources::backup_job::BackupJob),
+            Adapter::new(crate::resources::pci_passthrough::PciPassthrough),
+            Adapter::new(crate::resources::snapshot::Snapshot),
+            Adapter::new(crate::resources::vlan::Vlan),
             Arc::new(crate::resources::vm::Vm),
         ]
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
         vec![
-            Arc::new(crate::data_sources::endpoint::Endpoint),
-            Arc::new(crate::data_sources::pci_devices::PciDevices),
+            DataSourceAdapter::new(crate::data_sources::endpoint::Endpoint),
+            DataSourceAdapter::new(crate::data_sources::pci_devices::PciDevices),
             Arc::new(crate::data_sources::placement::Placement),
-            Arc::new(crate::data_sources::snapshots::Snapshots),
+            DataSourceAdapter::new(crate::data_sources::snapshots::Snapshots),
         ]
     }
 }

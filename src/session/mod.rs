@@ -69,15 +69,26 @@ impl crate::framework::typed_resource::Connect for Vsphere {
     }
 }
 
-/// Implements `framework::typed_resource::Model` for a model struct whose scope is its
-/// `endpoint` field.
+/// Implements `framework::typed_resource::Scoped` for a struct whose scope is its `endpoint`
+/// field (a data source's model).
 #[macro_export]
-macro_rules! endpoint_scoped_model {
+macro_rules! endpoint_scoped {
     ($model:ty) => {
-        impl $crate::framework::typed_resource::Model for $model {
+        impl $crate::framework::typed_resource::Scoped for $model {
             fn scope(&self) -> Option<&str> {
                 self.endpoint.as_deref()
             }
+        }
+    };
+}
+
+/// Implements `framework::typed_resource::Model` (and `Scoped`) for a resource's model whose
+/// scope is its `endpoint` field.
+#[macro_export]
+macro_rules! endpoint_scoped_model {
+    ($model:ty) => {
+        $crate::endpoint_scoped!($model);
+        impl $crate::framework::typed_resource::Model for $model {
             fn set_scope(&mut self, scope: Option<&str>) {
                 self.endpoint = scope.map(str::to_string);
             }

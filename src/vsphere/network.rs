@@ -537,7 +537,10 @@ pub struct DvPortGroupRef {
 impl Client {
     /// The names of the VMs connected to any of `networks` (from each VM's `network` list:
     /// one round trip whatever the inventory size), sorted.
-    pub async fn vms_on_networks(&self, networks: &[ManagedObjectReference]) -> Result<Vec<String>> {
+    pub async fn vms_on_networks(
+        &self,
+        networks: &[ManagedObjectReference],
+    ) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .retrieve_all("VirtualMachine", &["name", "network"])
             .await?

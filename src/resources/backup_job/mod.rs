@@ -15,7 +15,7 @@ use crate::engine::backup::{Backend, Repository, RepositoryUrl};
 use crate::engine::schedule::job::{next_run, parse_cron, parse_rate, parse_timezone};
 use crate::engine::schedule::{JobSpec, JobStatus, JobStore, Mode, Retention};
 use crate::framework::typed_resource::{
-    Call, Config, Connect, Import, Model, Outcome, TypedResource,
+    Call, Config, Connect, Import, Model, Outcome, Scoped, TypedResource,
 };
 use crate::framework::validator::{int_between, one_of, regex_syntax};
 use crate::framework::{
@@ -25,7 +25,6 @@ use crate::session::{BackupSettings, ProviderState};
 
 /// The `ceso_backup_job` resource.
 pub struct BackupJob;
-
 
 /// The retention block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,10 +75,13 @@ pub struct JobModel {
 
 /// A job lives in the provider's backup repository, whichever endpoint its VMs are on: it has
 /// no connection scope (`endpoint` is what the job backs up).
-impl Model for JobModel {
+impl Scoped for JobModel {
     fn scope(&self) -> Option<&str> {
         None
     }
+}
+
+impl Model for JobModel {
     fn set_scope(&mut self, _scope: Option<&str>) {}
 }
 
@@ -541,6 +543,10 @@ impl Import<BackupJob> for BackupJob {
                 )
             })?;
         let status = store.status(id).await.unwrap_or_default();
-        Ok(vec![JobModel::from_spec(&spec, &status, &JobModel::default())])
+        Ok(vec![JobModel::from_spec(
+            &spec,
+            &status,
+            &JobModel::default(),
+        )])
     }
 }

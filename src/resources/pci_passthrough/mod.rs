@@ -199,7 +199,14 @@ async fn converge(
         );
         return Ok(diags);
     }
-    reboot(call, m.reboot_limit(op), &m.host, info, current.in_maintenance).await?;
+    reboot(
+        call,
+        m.reboot_limit(op),
+        &m.host,
+        info,
+        current.in_maintenance,
+    )
+    .await?;
     Ok(diags)
 }
 
@@ -212,8 +219,9 @@ async fn reboot(
     already_in_maintenance: bool,
 ) -> Result<(), Diagnostics> {
     let (client, cancel) = (&call.conn, &call.ctx.cancel);
-    let fail =
-        |what: &str, e: &crate::vsphere::Error| error_diagnostics(&format!("{what} host {host}"), e);
+    let fail = |what: &str, e: &crate::vsphere::Error| {
+        error_diagnostics(&format!("{what} host {host}"), e)
+    };
     if !already_in_maintenance {
         client
             .set_maintenance(&info.obj, true, Some(limit), cancel)
@@ -418,7 +426,11 @@ impl Import<PciPassthrough> for PciPassthrough {
         "HOST/ADDRESS, e.g. esx-01.example.com/0000:3b:00.0"
     }
 
-    async fn import(&self, call: &Call<'_>, id: &str) -> Result<Vec<PassthroughModel>, Diagnostics> {
+    async fn import(
+        &self,
+        call: &Call<'_>,
+        id: &str,
+    ) -> Result<Vec<PassthroughModel>, Diagnostics> {
         let bad = |why: String| {
             Diagnostics::from_error(
                 "Unable to import ceso_pci_passthrough",

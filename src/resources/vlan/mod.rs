@@ -103,7 +103,10 @@ async fn find_dvs(client: &Client, name: &str) -> Result<ManagedObjectReference,
 }
 
 /// Reads the standard port group on the hosts of `prior`; `None` when no host has it.
-async fn read_standard(client: &Client, prior: &VlanModel) -> Result<Option<VlanModel>, Diagnostics> {
+async fn read_standard(
+    client: &Client,
+    prior: &VlanModel,
+) -> Result<Option<VlanModel>, Diagnostics> {
     let hosts = client
         .host_networks()
         .await
@@ -177,7 +180,10 @@ async fn read_model(client: &Client, prior: &VlanModel) -> Result<Option<VlanMod
 }
 
 /// What an apply read back: the port group as it exists now, with the apply's diagnostics.
-fn read_back(read: Result<Option<VlanModel>, Diagnostics>, mut diags: Diagnostics) -> Outcome<VlanModel> {
+fn read_back(
+    read: Result<Option<VlanModel>, Diagnostics>,
+    mut diags: Diagnostics,
+) -> Outcome<VlanModel> {
     match read {
         Ok(state) => Outcome::with(state, diags),
         Err(d) => {
@@ -189,7 +195,11 @@ fn read_back(read: Result<Option<VlanModel>, Diagnostics>, mut diags: Diagnostic
 
 /// Applies the standard port group to the planned hosts (add, update or remove per host, in
 /// parallel), then reads back what exists.
-async fn apply_standard(call: &Call<'_>, prior: Option<&VlanModel>, plan: &VlanModel) -> Outcome<VlanModel> {
+async fn apply_standard(
+    call: &Call<'_>,
+    prior: Option<&VlanModel>,
+    plan: &VlanModel,
+) -> Outcome<VlanModel> {
     let client = &call.conn;
     let mut diags = Diagnostics::new();
     let hosts = match client.host_networks().await {
@@ -208,7 +218,11 @@ async fn apply_standard(call: &Call<'_>, prior: Option<&VlanModel>, plan: &VlanM
         let h = h.clone();
         match (want, existing) {
             (true, None) => Some(tokio::spawn(async move {
-                (h.name.clone(), "add", client.add_port_group(&h, &spec).await)
+                (
+                    h.name.clone(),
+                    "add",
+                    client.add_port_group(&h, &spec).await,
+                )
             })),
             (true, Some(current)) if *current != spec => {
                 let name = spec.name.clone();
@@ -350,12 +364,7 @@ async fn planned_hosts(
     diags: &mut Diagnostics,
 ) -> Option<Vec<String>> {
     match (&config.hosts, &config.cluster) {
-        (Tri::Known(items), _) => Some(
-            items
-                .iter()
-                .filter_map(|i| i.known().cloned())
-                .collect(),
-        ),
+        (Tri::Known(items), _) => Some(items.iter().filter_map(|i| i.known().cloned()).collect()),
         (Tri::Unknown, _) | (_, Tri::Unknown) => None,
         (Tri::Null, Tri::Known(cluster)) => match client.cluster_hosts(cluster).await {
             Ok(members) => Some(
@@ -437,7 +446,12 @@ impl TypedResource for Vlan {
         let vlan_set = matches!(c.vlan_id, Tri::Known(n) if n != 0);
         let ranges_set = set(&c.vlan_ranges);
         let pvlan_set = set(&c.private_vlan_id);
-        if [vlan_set, ranges_set, pvlan_set].iter().filter(|b| **b).count() > 1 {
+        if [vlan_set, ranges_set, pvlan_set]
+            .iter()
+            .filter(|b| **b)
+            .count()
+            > 1
+        {
             diags.attr_error(
                 AttrPath::attr("vlan_ranges"),
                 "Conflicting VLAN settings",
@@ -456,11 +470,7 @@ impl TypedResource for Vlan {
         let Ok(config) = plan.config::<VlanView>() else {
             return;
         };
-        let prior_ports = plan
-            .prior::<VlanView>()
-            .ok()
-            .flatten()
-            .map(|p| p.num_ports);
+        let prior_ports = plan.prior::<VlanView>().ok().flatten().map(|p| p.num_ports);
         let edits: Result<(), Diagnostics> = if config.distributed() {
             let ports = match (&config.num_ports, prior_ports) {
                 (Tri::Null, Some(p)) if set(&p) => Some(p),
@@ -552,11 +562,20 @@ impl TypedResource for Vlan {
         apply(call, None, &plan).await
     }
 
-    async fn read(&self, call: &Call<'_>, state: VlanModel) -> Result<Option<VlanModel>, Diagnostics> {
+    async fn read(
+        &self,
+        call: &Call<'_>,
+        state: VlanModel,
+    ) -> Result<Option<VlanModel>, Diagnostics> {
         read_model(&call.conn, &state).await
     }
 
-    async fn update(&self, call: &Call<'_>, prior: VlanModel, plan: VlanModel) -> Outcome<VlanModel> {
+    async fn update(
+        &self,
+        call: &Call<'_>,
+        prior: VlanModel,
+        plan: VlanModel,
+    ) -> Outcome<VlanModel> {
         apply(call, Some(&prior), &plan).await
     }
 

@@ -11,6 +11,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -437,6 +438,40 @@ func TestNfcUploadRefused(t *testing.T) {
 	}
 	if s := e.nfcStats(); s.Uploads != 6 || s.UploadsFailed != 5 {
 		t.Fatalf("counts %+v", s)
+	}
+}
+
+// A qemu-img stream whose last grain ends the file (no end-of-stream marker: its grain tables
+// are in the header area) is accepted; cut just before that grain (the last one its tables
+// list), it is refused.
+func TestNfcStreamEndsAfterLastGrain(t *testing.T) {
+	e := newNfcEnv(t, nil)
+	const size = 1 << 20
+	raw := e.rawImage("disk.img", size, map[int64][]byte{0: randomBytes(7, size)})
+	stream, _ := os.ReadFile(e.streamVmdkOf(raw))
+	if allZero(stream[len(stream)-512:]) {
+		t.Fatal("the stream ends with zeros (an end-of-stream marker): not the case under test")
+	}
+	le := binary.LittleEndian
+	grains := size / (int(le.Uint64(stream[20:])) * 512)
+	gt := int(le.Uint32(stream[le.Uint64(stream[56:])*512:])) * 512
+	last := int(le.Uint32(stream[gt+4*(grains-1):])) * 512 // the last grain's marker
+	if last < 512 || last >= len(stream) {
+		t.Fatalf("last grain at byte %d of %d", last, len(stream))
+	}
+	imp := e.importVM("nfc-no-eos", size, false)
+	flat, _ := e.flat(imp.vm)
+	u := imp.info.Items[0].URL.String()
+	if code, msg := postBody(t, u, "application/x-vnd.vmware-streamVmdk", stream[:last]); code != http.StatusInternalServerError || !strings.Contains(msg, "ended before its end-of-stream marker") {
+		t.Fatalf("the stream without its last grain: %d %q", code, msg)
+	}
+	if code, msg := postBody(t, u, "application/x-vnd.vmware-streamVmdk", stream); code != http.StatusOK {
+		t.Fatalf("the stream: %d %q", code, msg)
+	}
+	got, _ := os.ReadFile(flat)
+	want, _ := os.ReadFile(raw)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the flat extent differs from the raw image")
 	}
 }
 
