@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod diag;
+pub mod lifecycle;
 pub mod path;
 pub mod plan;
 pub mod plan_modifier;

@@ -142,19 +142,6 @@ pub fn encode(value: &Value, ty: &Type, what: &str) -> Result<pb::DynamicValue, 
         })
 }
 
-/// Whether a value holds any unknown anywhere.
-pub fn has_unknown(value: &Value) -> bool {
-    match value {
-        Value::Unknown => true,
-        Value::List(items) | Value::Set(items) | Value::Tuple(items) => {
-            items.iter().any(has_unknown)
-        }
-        Value::Map(items) | Value::Object(items) => items.values().any(has_unknown),
-        Value::Dynamic { value, .. } => has_unknown(value),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

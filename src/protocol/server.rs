@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::cty::{Type, Value};
-use crate::framework::plan::{normalise_replace, plan_attributes};
-use crate::framework::resource::{ApplyRequest, PlanRequest};
+use crate::framework::lifecycle::{self, ResourceType};
+use crate::framework::resource::ApplyRequest;
 use crate::framework::validate::validate_config;
 use crate::framework::{
     Action, AttrPath, Context, DataSource, Diagnostics, Provider, ProviderData, Resource, Schema,
 };
 
-use super::convert::{decode, diags_to_proto, encode, has_unknown, path_to_proto, schema_to_proto};
+use super::convert::{decode, diags_to_proto, encode, path_to_proto, schema_to_proto};
 use super::proto::tfplugin5 as pb;
 
 /// A resource or data source type with its schema computed once.
@@ -164,37 +164,34 @@ impl ProviderService {
         }
     }
 
+    fn resource_type<'a>(
+        &'a self,
+        name: &str,
+    ) -> Result<(&'a Typed<dyn Resource>, ResourceType<'a>), Diagnostics> {
+        let r = self.resource(name)?;
+        let rt = ResourceType {
+            resource: r.imp.as_ref(),
+            schema: &r.schema,
+            ty: &r.ty,
+        };
+        Ok((r, rt))
+    }
+
     async fn plan(
         &self,
         ctx: &Context,
         req: pb::plan_resource_change::Request,
     ) -> Result<pb::plan_resource_change::Response, Diagnostics> {
-        let r = self.resource(&req.type_name)?;
+        let (r, rt) = self.resource_type(&req.type_name)?;
         let prior = decode(req.prior_state.as_ref(), &r.ty, "prior state")?;
         let proposed = decode(req.proposed_new_state.as_ref(), &r.ty, "proposed new state")?;
         let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
-        let attr_plan = plan_attributes(&r.schema, &prior, &proposed, &config);
-        let mut diags = Diagnostics::new();
-        let (planned, requires_replace) = if attr_plan.planned == Value::Null {
-            (Value::Null, Vec::new())
-        } else {
-            let mut hook = PlanRequest {
-                prior: &prior,
-                config: &config,
-                planned: attr_plan.planned,
-                requires_replace: attr_plan.requires_replace,
-                diags: Diagnostics::new(),
-            };
-            r.imp.modify_plan(ctx, &mut hook).await;
-            diags.extend(hook.diags);
-            let rr = normalise_replace(hook.requires_replace, &prior, &hook.planned);
-            (hook.planned, rr)
-        };
+        let planned = lifecycle::plan(&rt, ctx, &prior, &proposed, &config).await;
         Ok(pb::plan_resource_change::Response {
-            planned_state: Some(encode(&planned, &r.ty, "planned state")?),
-            requires_replace: requires_replace.iter().map(path_to_proto).collect(),
+            planned_state: Some(encode(&planned.state, &r.ty, "planned state")?),
+            requires_replace: planned.requires_replace.iter().map(path_to_proto).collect(),
             planned_private: req.prior_private,
-            diagnostics: diags_to_proto(&diags),
+            diagnostics: diags_to_proto(&planned.diags),
             legacy_type_system: false,
             deferred: None,
             planned_identity: None,
@@ -206,7 +203,7 @@ impl ProviderService {
         ctx: &Context,
         req: pb::apply_resource_change::Request,
     ) -> Result<pb::apply_resource_change::Response, Diagnostics> {
-        let r = self.resource(&req.type_name)?;
+        let (r, rt) = self.resource_type(&req.type_name)?;
         let prior = decode(req.prior_state.as_ref(), &r.ty, "prior state")?;
         let planned = decode(req.planned_state.as_ref(), &r.ty, "planned state")?;
         let config = decode(req.config.as_ref(), &r.ty, "configuration")?;
@@ -216,116 +213,37 @@ impl ProviderService {
             config: &config,
             private: &req.planned_private,
         };
-        let (state, private, mut diags) = if planned == Value::Null {
-            let diags = r.imp.delete(ctx, &apply).await;
-            // A failed delete keeps the prior state so Terraform still tracks the object.
-            let state = if diags.has_errors() {
-                prior.clone()
-            } else {
-                Value::Null
-            };
-            (state, None, diags)
-        } else {
-            let result = if prior == Value::Null {
-                r.imp.create(ctx, &apply).await
-            } else {
-                r.imp.update(ctx, &apply).await
-            };
-            (result.state, result.private, result.diags)
-        };
-        if has_unknown(&state) {
-            diags.error(
-                "Provider returned an incomplete state",
-                format!(
-                    "{} left values unknown after apply; this is a bug in ceso.",
-                    req.type_name
-                ),
-            );
-        }
+        let applied = lifecycle::apply(&rt, ctx, &apply, &req.type_name).await;
         Ok(pb::apply_resource_change::Response {
-            new_state: Some(encode(&state, &r.ty, "new state")?),
-            private: private.unwrap_or(req.planned_private),
-            diagnostics: diags_to_proto(&diags),
+            new_state: Some(encode(&applied.state, &r.ty, "new state")?),
+            private: applied.private.unwrap_or(req.planned_private),
+            diagnostics: diags_to_proto(&applied.diags),
             legacy_type_system: false,
             new_identity: None,
         })
     }
 
     fn upgrade(&self, req: pb::upgrade_resource_state::Request) -> Result<Value, Diagnostics> {
-        let r = self.resource(&req.type_name)?;
+        let (_, rt) = self.resource_type(&req.type_name)?;
         let raw = req.raw_state.unwrap_or_default();
-        if raw.json.is_empty() {
-            if raw.flatmap.is_empty() {
-                return Ok(Value::Null);
+        let json = if raw.json.is_empty() {
+            if !raw.flatmap.is_empty() {
+                return Err(Diagnostics::from_error(
+                    "Unable to upgrade state",
+                    "The state is in the legacy flatmap format, which ceso never wrote.",
+                ));
             }
-            return Err(Diagnostics::from_error(
-                "Unable to upgrade state",
-                "The state is in the legacy flatmap format, which ceso never wrote.",
-            ));
-        }
-        let json: serde_json::Value = serde_json::from_slice(&raw.json).map_err(|e| {
-            Diagnostics::from_error(
-                "Unable to upgrade state",
-                format!("The stored state is not JSON: {e}"),
-            )
-        })?;
-        if req.version == r.schema.version {
-            let pruned = prune_unknown_attributes(json, &r.schema.block);
-            let bytes = serde_json::to_vec(&pruned).expect("JSON re-encodes");
-            return crate::cty::from_json(&bytes, &r.ty).map_err(|e| {
-                Diagnostics::from_error("Unable to read stored state", e.to_string())
-            });
-        }
-        if req.version > r.schema.version {
-            return Err(Diagnostics::from_error(
-                "State from a newer provider",
-                format!(
-                    "The state of this {} was written by schema version {}, newer than this ceso's {}; upgrade ceso.",
-                    req.type_name, req.version, r.schema.version
-                ),
-            ));
-        }
-        r.imp.upgrade_state(req.version, json)
+            None
+        } else {
+            Some(serde_json::from_slice(&raw.json).map_err(|e| {
+                Diagnostics::from_error(
+                    "Unable to upgrade state",
+                    format!("The stored state is not JSON: {e}"),
+                )
+            })?)
+        };
+        lifecycle::upgrade(&rt, &req.type_name, req.version, json)
     }
-}
-
-/// Drops attributes the schema no longer has from stored JSON state (recursively through
-/// nested blocks), so state written before an attribute was removed still loads.
-fn prune_unknown_attributes(
-    json: serde_json::Value,
-    block: &crate::framework::Block,
-) -> serde_json::Value {
-    use crate::framework::Nesting;
-    let serde_json::Value::Object(map) = json else {
-        return json;
-    };
-    let mut out = serde_json::Map::new();
-    for (k, v) in map {
-        if block.find_attribute(&k).is_some() {
-            out.insert(k, v);
-        } else if let Some(nested) = block.find_block(&k) {
-            let v = match (nested.nesting, v) {
-                (Nesting::Single, v) => prune_unknown_attributes(v, &nested.block),
-                (Nesting::List | Nesting::Set, serde_json::Value::Array(items)) => {
-                    serde_json::Value::Array(
-                        items
-                            .into_iter()
-                            .map(|i| prune_unknown_attributes(i, &nested.block))
-                            .collect(),
-                    )
-                }
-                (Nesting::Map, serde_json::Value::Object(items)) => serde_json::Value::Object(
-                    items
-                        .into_iter()
-                        .map(|(k, i)| (k, prune_unknown_attributes(i, &nested.block)))
-                        .collect(),
-                ),
-                (_, other) => other,
-            };
-            out.insert(k, v);
-        }
-    }
-    serde_json::Value::Object(out)
 }
 
 /// The diagnostic a panic becomes: Terraform shows it, and the plugin keeps serving.
@@ -675,7 +593,7 @@ impl pb::provider_server::Provider for ProviderService {
             let ctx = self.ctx();
             let mut diags = match decode(req.config.as_ref(), &ty, "provider configuration") {
                 Err(d) => d,
-                Ok(config) if has_unknown(&config) => Diagnostics::from_error(
+                Ok(config) if !config.is_wholly_known() => Diagnostics::from_error(
                     "Provider configuration not known yet",
                     "Some provider arguments depend on values known only after apply; ceso needs url, user and password at plan time.",
                 ),
@@ -703,12 +621,9 @@ impl pb::provider_server::Provider for ProviderService {
             let req = req.into_inner();
             let ctx = self.ctx();
             let result = guarded(async {
-                let r = self.resource(&req.type_name)?;
+                let (r, rt) = self.resource_type(&req.type_name)?;
                 let state = decode(req.current_state.as_ref(), &r.ty, "current state")?;
-                let new_state = match r.imp.read(&ctx, &state).await? {
-                    Some(v) => v,
-                    None => Value::Null,
-                };
+                let new_state = lifecycle::read(&rt, &ctx, &state).await?;
                 encode(&new_state, &r.ty, "new state")
             })
             .await;
