@@ -719,3 +719,146 @@ impl Client {
         Ok(answer.clone())
     }
 }
+
+/// The task that makes a VM, named so that a create whose answer was lost can wait for it
+/// (`Client::settle_tasks`) before looking for the VM.
+#[derive(Debug, Clone, Copy)]
+pub struct MakingTask<'a> {
+    /// The entity the task runs on.
+    pub entity: &'a ManagedObjectReference,
+    /// The method that started it.
+    pub method: &'static str,
+}
+
+impl<'a> MakingTask<'a> {
+    /// `CreateVM_Task` on a folder.
+    pub fn create_vm(folder: &'a ManagedObjectReference) -> Self {
+        Self {
+            entity: folder,
+            method: "CreateVM_Task",
+        }
+    }
+
+    /// `CloneVM_Task` on the source VM.
+    pub fn clone_vm(source: &'a ManagedObjectReference) -> Self {
+        Self {
+            entity: source,
+            method: "CloneVM_Task",
+        }
+    }
+}
+
+/// Where `RelocateVM_Task` moves a VM.
+#[derive(Debug, Clone, Default)]
+pub struct Relocation {
+    /// The datastore of its files; `None` leaves them.
+    pub datastore: Option<ManagedObjectReference>,
+    /// The resource pool; `None` leaves it.
+    pub pool: Option<ManagedObjectReference>,
+    /// The host.
+    pub host: Option<ManagedObjectReference>,
+}
+
+impl Client {
+    /// The VM's current snapshot, if it has one.
+    pub async fn current_snapshot(
+        &self,
+        vm: &ManagedObjectReference,
+    ) -> Result<Option<ManagedObjectReference>> {
+        Ok(self
+            .properties(vm, &["snapshot.currentSnapshot"])
+            .await?
+            .moref("snapshot.currentSnapshot"))
+    }
+
+    /// The guest's primary IP address as VMware Tools report it; `None` until they do.
+    pub async fn guest_ip(&self, vm: &ManagedObjectReference) -> Option<String> {
+        self.properties(vm, &["guest.ipAddress"])
+            .await
+            .ok()
+            .and_then(|o| o.text("guest.ipAddress").map(str::to_string))
+            .filter(|ip| !ip.is_empty())
+    }
+
+    /// Every VM's name (templates left out), as (VM, name).
+    pub async fn vm_names(&self) -> Result<Vec<(ManagedObjectReference, String)>> {
+        Ok(self
+            .retrieve_all("VirtualMachine", &["name", "config.template"])
+            .await?
+            .into_iter()
+            .filter(|o| o.bool("config.template") != Some(true))
+            .filter_map(|o| {
+                let name = o.text("name")?.to_string();
+                Some((o.obj, name))
+            })
+            .collect())
+    }
+
+    /// The name of each object (read together: concurrent reads coalesce into one round
+    /// trip); an object whose name cannot be read is named by its id.
+    pub async fn names_of(&self, objects: &[ManagedObjectReference]) -> Vec<String> {
+        let reads = objects.iter().map(|o| self.read_batched(o, &["name"]));
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .zip(objects)
+            .map(|(r, o)| {
+                r.ok()
+                    .and_then(|c| c.text("name").map(str::to_string))
+                    .unwrap_or_else(|| o.value.clone())
+            })
+            .collect()
+    }
+
+    /// Renames a managed entity (`Rename_Task`) and waits for it.
+    pub async fn rename(
+        self: &Arc<Self>,
+        entity: &ManagedObjectReference,
+        name: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let args = |w: &mut RequestWriter| {
+            w.text("newName", name);
+        };
+        let call = TaskCall {
+            name: "Rename_Task",
+            this: entity,
+            args: &args,
+        };
+        self.run_task(call, timeout, cancel).await.map(|_| ())
+    }
+
+    /// Moves a VM (`RelocateVM_Task`), logging progress as `what`, and waits for it.
+    pub async fn relocate_vm(
+        self: &Arc<Self>,
+        vm: &ManagedObjectReference,
+        to: &Relocation,
+        what: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let args = |w: &mut RequestWriter| {
+            w.start("spec", None);
+            if let Some(ds) = &to.datastore {
+                w.moref("datastore", ds);
+            }
+            if let Some(p) = &to.pool {
+                w.moref("pool", p);
+            }
+            if let Some(h) = &to.host {
+                w.moref("host", h);
+            }
+            w.end("spec");
+            w.text("priority", "defaultPriority");
+        };
+        let call = TaskCall {
+            name: "RelocateVM_Task",
+            this: vm,
+            args: &args,
+        };
+        self.run_task_reporting(call, what, timeout, cancel)
+            .await
+            .map(|_| ())
+    }
+}

@@ -198,15 +198,10 @@ impl Daemon {
         let mut names: Vec<String> = spec.vm_ids.clone();
         if let Some(pattern) = &spec.vm_name_regex {
             let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
-            let all = self
-                .client
-                .retrieve_all("VirtualMachine", &["name", "config.template"])
-                .await
-                .map_err(|e| e.message)?;
+            let all = self.client.vm_names().await.map_err(|e| e.message)?;
             let mut matched: Vec<String> = all
-                .iter()
-                .filter(|o| o.bool("config.template") != Some(true))
-                .filter_map(|o| o.text("name").map(str::to_string))
+                .into_iter()
+                .map(|(_, name)| name)
                 .filter(|n| re.is_match(n))
                 .collect();
             matched.sort();
@@ -223,17 +218,7 @@ impl Daemon {
                 .into_iter()
                 .filter(|o| o.kind == "VirtualMachine")
                 .collect();
-            let reads = vms.iter().map(|vm| self.client.read_batched(vm, &["name"]));
-            let mut matched: Vec<String> = futures::future::join_all(reads)
-                .await
-                .into_iter()
-                .zip(&vms)
-                .map(|(r, vm)| {
-                    r.ok()
-                        .and_then(|o| o.text("name").map(str::to_string))
-                        .unwrap_or_else(|| vm.value.clone())
-                })
-                .collect();
+            let mut matched: Vec<String> = self.client.names_of(&vms).await;
             matched.sort();
             names.extend(matched);
         }
@@ -305,12 +290,8 @@ impl Daemon {
             let obj = crate::engine::backup::hot::snapshot::find_vm(&self.client, vm)
                 .await
                 .map_err(|e| e.to_string())?;
-            let power = self
-                .client
-                .properties(&obj, &["runtime.powerState"])
-                .await
-                .map_err(|e| e.message)?;
-            if power.text("runtime.powerState") == Some("poweredOn") {
+            let power = self.client.power_state(&obj).await.map_err(|e| e.message)?;
+            if power == "poweredOn" {
                 return Ok(None);
             }
         }

@@ -19,12 +19,10 @@ use crate::framework::{AttrPath, Diagnostics};
 use crate::session::error_diagnostics;
 use crate::vsphere::datastore_file::DatastoreFile;
 use crate::vsphere::device::{DeviceChange, Disk, Operation};
-use crate::vsphere::envelope::RequestWriter;
 use crate::vsphere::inventory::Inventory;
-use crate::vsphere::task::TaskCall;
 use crate::vsphere::transfer::Moved;
 use crate::vsphere::types::ManagedObjectReference;
-use crate::vsphere::vm::{PowerOp, VmInfo};
+use crate::vsphere::vm::{PowerOp, Relocation, VmInfo};
 use crate::vsphere::{Client, Error, ErrorKind};
 
 use super::model::VmModel;
@@ -199,7 +197,7 @@ pub fn check_networks(inv: &Inventory, req: &mut PlanRequest<'_>) {
     }
 }
 
-/// `VirtualMachine.RelocateVM_Task` to `host` (its root pool), with the disks to `datastore`
+/// Moves the VM to `host` (its root pool), with the disks to `datastore`
 /// when given; live when the VM runs. A refused live move is retried cold with
 /// `allow_power_cycle` (the caller powers the VM on again).
 pub async fn relocate(
@@ -228,27 +226,15 @@ pub async fn relocate(
             .max_by_key(|d| d.2)
             .map(|d| d.0.clone()),
     };
-    let args = |w: &mut RequestWriter| {
-        w.start("spec", None);
-        if let Some(ds) = &datastore {
-            w.moref("datastore", ds);
-        }
-        if let Some(p) = &pool {
-            w.moref("pool", p);
-        }
-        w.moref("host", &host.obj);
-        w.end("spec");
-        w.text("priority", "defaultPriority");
-    };
-    let call = || TaskCall {
-        name: "RelocateVM_Task",
-        this: vm,
-        args: &args,
+    let to = Relocation {
+        datastore,
+        pool,
+        host: Some(host.obj.clone()),
     };
     let fail = |e: &Error| error_diagnostics(&format!("move VM {:?} to host {name}", plan.name), e);
     let what = format!("moving VM {:?} to host {name}", plan.name);
     match client
-        .run_task_reporting(call(), &what, Some(limit), cancel)
+        .relocate_vm(vm, &to, &what, Some(limit), cancel)
         .await
     {
         Ok(_) => Ok(false),
@@ -263,7 +249,7 @@ pub async fn relocate(
                 .await
                 .map_err(|e| fail(&e))?;
             client
-                .run_task_reporting(call(), &what, Some(limit), cancel)
+                .relocate_vm(vm, &to, &what, Some(limit), cancel)
                 .await
                 .map_err(|e| fail(&e))?;
             Ok(true)

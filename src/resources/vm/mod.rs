@@ -29,7 +29,7 @@ use crate::units::parse_duration;
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::types::ManagedObjectReference;
-use crate::vsphere::vm::{CloneSpec, ConfigSpec, PowerOp, VmInfo};
+use crate::vsphere::vm::{CloneSpec, ConfigSpec, MakingTask, PowerOp, VmInfo};
 use crate::vsphere::{Client, Error, ErrorKind};
 
 use model::{datastore_of, DiskModel, VmModel};
@@ -488,7 +488,7 @@ async fn create_once<F, Fut>(
     client: &Arc<Client>,
     uuid: &str,
     what: &str,
-    task: Option<(&ManagedObjectReference, &str)>,
+    task: Option<MakingTask<'_>>,
     limit: Duration,
     mut attempt: F,
 ) -> Result<ManagedObjectReference, NotMade>
@@ -508,9 +508,9 @@ where
             return Err(error_diagnostics(what, &e).into());
         }
         tracing::warn!(error = %e, %uuid, "the outcome of a VM create is unknown; looking for the VM");
-        if let (Some((entity, method)), ErrorKind::Transport) = (task, e.kind) {
+        if let (Some(task), ErrorKind::Transport) = (task, e.kind) {
             // The call may have started a task that is still making the VM: let such tasks end.
-            if let Err(f) = client.settle_tasks(entity, method, limit).await {
+            if let Err(f) = client.settle_tasks(task.entity, task.method, limit).await {
                 tracing::debug!(error = %f, "could not read the recent tasks");
             }
         }
@@ -688,11 +688,7 @@ impl Vm {
                 config.name = None;
                 config.instance_uuid = Some(uuid.to_string());
                 let linked_snapshot = if clone.linked_clone.unwrap_or(false) {
-                    let snap = client
-                        .properties(&source, &["snapshot.currentSnapshot"])
-                        .await
-                        .ok()
-                        .and_then(|o| o.moref("snapshot.currentSnapshot"));
+                    let snap = client.current_snapshot(&source).await.ok().flatten();
                     Some(snap.ok_or_else(|| Diagnostics::from_attr_error(AttrPath::attr("clone").join_index(0).join_attr("linked_clone"), "Linked clone needs a snapshot", format!("Template {:?} has no snapshot to link to; take one, or set linked_clone = false.", clone.template)))?)
                 } else {
                     None
@@ -706,7 +702,7 @@ impl Vm {
                     config,
                 };
                 let what = format!("clone VM {:?}", plan.name);
-                let task = Some((&source, "CloneVM_Task"));
+                let task = Some(MakingTask::clone_vm(&source));
                 return create_once(client, uuid, &what, task, limit, || {
                     client.clone_vm(&source, &at.folder, &plan.name, &spec, Some(limit), cancel)
                 })
@@ -754,7 +750,7 @@ impl Vm {
             spec.instance_uuid = Some(uuid.to_string());
             spec.device_changes = changes;
             let what = format!("create VM {:?}", plan.name);
-            let task = Some((&at.folder, "CreateVM_Task"));
+            let task = Some(MakingTask::create_vm(&at.folder));
             let made = create_once(client, uuid, &what, task, limit, || {
                 client.create_vm(
                     &at.folder,
@@ -792,7 +788,7 @@ impl Vm {
         changes.extend(device_changes(plan, None, &empty, inv, &at.datastore)?);
         spec.device_changes = changes;
         let what = format!("create VM {:?}", plan.name);
-        let task = Some((&at.folder, "CreateVM_Task"));
+        let task = Some(MakingTask::create_vm(&at.folder));
         create_once(client, uuid, &what, task, limit, || {
             client.create_vm(
                 &at.folder,
@@ -1072,13 +1068,7 @@ async fn wait_for_ip(
 ) -> Result<(), Diagnostics> {
     let started = std::time::Instant::now();
     loop {
-        let ip = client
-            .properties(vm, &["guest.ipAddress"])
-            .await
-            .ok()
-            .and_then(|o| o.text("guest.ipAddress").map(str::to_string))
-            .filter(|ip| !ip.is_empty());
-        if ip.is_some() {
+        if client.guest_ip(vm).await.is_some() {
             return Ok(());
         }
         if started.elapsed() >= limit {

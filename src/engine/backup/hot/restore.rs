@@ -33,9 +33,7 @@ use crate::engine::backup::manifest::{BackupId, DiskManifest, Manifest};
 use crate::engine::backup::repository::Repository;
 use crate::vsphere::cbt::flat_extent_of;
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
-use crate::vsphere::envelope::RequestWriter;
 use crate::vsphere::inventory::NetworkRef;
-use crate::vsphere::task::TaskCall;
 use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::vm::{ConfigSpec, PowerOp};
 use crate::vsphere::{Client, ErrorKind};
@@ -298,19 +296,8 @@ async fn replace(
             e,
         )
     })?;
-    let args = |w: &mut RequestWriter| {
-        w.text("newName", name);
-    };
     client
-        .run_task(
-            TaskCall {
-                name: "Rename_Task",
-                this: &restored,
-                args: &args,
-            },
-            Some(options.timeout),
-            &CancellationToken::new(),
-        )
+        .rename(&restored, name, Some(options.timeout), &CancellationToken::new())
         .await
         .map_err(|e| {
             HotError::vsphere(
