@@ -10,7 +10,7 @@ use crate::cty::Value;
 use crate::framework::timeouts::{self, Operation, Timeouts};
 use crate::framework::typed::from_value;
 use crate::framework::{Action, AttrPath, Attribute, Block, Context, Diagnostics, Schema};
-use crate::session::{client, error_diagnostics};
+use crate::session::{client, error_diagnostics, lookup_diagnostics};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshot_revert` action.
@@ -42,7 +42,7 @@ async fn vm_of(
     client
         .find_vm_by_id(vm_id)
         .await
-        .map_err(|e| Diagnostics::from_attr_error(AttrPath::attr("vm_id"), "Unknown VM", e.message))
+        .map_err(|e| lookup_diagnostics(AttrPath::attr("vm_id"), "Unknown VM", &e))
 }
 
 #[async_trait]

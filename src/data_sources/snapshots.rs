@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::cty::Type;
 use crate::framework::typed_data_source::TypedDataSource;
 use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Schema};
-use crate::session::{error_diagnostics, Call, Vsphere};
+use crate::session::{error_diagnostics, lookup_diagnostics, Call, Vsphere};
 use crate::vsphere::types::ManagedObjectReference;
 
 /// The `ceso_snapshots` data source.
@@ -72,9 +72,10 @@ impl TypedDataSource for Snapshots {
         let vm = if m.vm_id.starts_with("vm-") {
             ManagedObjectReference::new("VirtualMachine", &m.vm_id)
         } else {
-            client.find_vm_by_uuid(&m.vm_id, true).await.map_err(|e| {
-                Diagnostics::from_attr_error(AttrPath::attr("vm_id"), "Unknown VM", e.message)
-            })?
+            client
+                .find_vm_by_uuid(&m.vm_id, true)
+                .await
+                .map_err(|e| lookup_diagnostics(AttrPath::attr("vm_id"), "Unknown VM", &e))?
         };
         let tree = client
             .snapshot_tree(&vm)

@@ -54,8 +54,10 @@ pub struct Call<'a, C> {
 /// The outcome of a create or update.
 pub struct Outcome<M> {
     /// The object as it now exists. `None` says nothing new is known: after a create, nothing
-    /// was made; after an update, the prior state stands.
+    /// was made; after an update, the prior state stands (unless `gone`).
     pub state: Option<M>,
+    /// The object was found to no longer exist (state null: the next plan re-creates it).
+    pub gone: bool,
     /// Errors and warnings.
     pub diags: Diagnostics,
 }
@@ -63,20 +65,30 @@ pub struct Outcome<M> {
 impl<M> Outcome<M> {
     /// A success.
     pub fn ok(state: M) -> Self {
-        Self {
-            state: Some(state),
-            diags: Diagnostics::new(),
-        }
+        Self::with(Some(state), Diagnostics::new())
     }
 
     /// A failure that left nothing new (nothing created, or the prior state as it was).
     pub fn failed(diags: Diagnostics) -> Self {
-        Self { state: None, diags }
+        Self::with(None, diags)
+    }
+
+    /// The object no longer exists.
+    pub fn gone(diags: Diagnostics) -> Self {
+        Self {
+            state: None,
+            gone: true,
+            diags,
+        }
     }
 
     /// What exists now, with the diagnostics of getting there.
     pub fn with(state: Option<M>, diags: Diagnostics) -> Self {
-        Self { state, diags }
+        Self {
+            state,
+            gone: false,
+            diags,
+        }
     }
 }
 
@@ -142,6 +154,12 @@ impl<'r, 'a> Plan<'r, 'a> {
     /// The plan's diagnostics.
     pub fn diags(&mut self) -> &mut Diagnostics {
         &mut self.req.diags
+    }
+
+    /// The plan as values, for a hook not yet written against models (`ceso_vm`'s, whose
+    /// nested blocks are aligned element by element).
+    pub fn values(&mut self) -> &mut PlanRequest<'a> {
+        self.req
     }
 }
 
@@ -258,6 +276,7 @@ impl<R: TypedResource> Adapter<R> {
     /// outcome knows nothing new.
     fn answer(&self, outcome: Outcome<R::Model>, fallback: &Value) -> ApplyResult {
         let mut diags = outcome.diags;
+        let fallback = if outcome.gone { &Value::Null } else { fallback };
         let state = match outcome.state.map(|m| self.value(&m)) {
             Some(Ok(v)) => v,
             Some(Err(d)) => {

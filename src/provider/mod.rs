@@ -156,7 +156,7 @@ impl Provider for Ceso {
             Adapter::new(crate::resources::pci_passthrough::PciPassthrough),
             Adapter::new(crate::resources::snapshot::Snapshot),
             Adapter::new(crate::resources::vlan::Vlan),
-            Arc::new(crate::resources::vm::Vm),
+            Adapter::new(crate::resources::vm::Vm),
         ]
     }
 

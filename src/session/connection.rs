@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
-use crate::framework::{Context, Diagnostics};
+use crate::framework::{AttrPath, Context, Diagnostics};
 use crate::vsphere::{Client, ConnectConfig, Error, ErrorKind};
 
 /// The name of the endpoint the single-endpoint provider form configures.
@@ -210,4 +210,22 @@ pub fn error_diagnostics(action: &str, e: &Error) -> Diagnostics {
         format!("Unable to {action}"),
         format!("{}{fault}.{hint}", e.message.trim_end_matches('.')),
     )
+}
+
+/// A failed lookup of what an attribute names. When vSphere says there is no such object (or
+/// the name is ambiguous or malformed), the error sits on the attribute as `summary` (e.g.
+/// "Unknown VM") with vSphere's message; any other failure (the connection, a timeout) goes
+/// through [`error_diagnostics`], so it is never mistaken for a wrong name.
+pub fn lookup_diagnostics(path: AttrPath, summary: &str, e: &Error) -> Diagnostics {
+    match e.kind {
+        ErrorKind::NotFound | ErrorKind::InvalidArgument | ErrorKind::AlreadyExists => {
+            Diagnostics::from_attr_error(path, summary, e.message.clone())
+        }
+        _ => {
+            let mut d = error_diagnostics(&format!("look up {path}"), e);
+            d.0.iter_mut()
+                .for_each(|diag| diag.path = Some(path.clone()));
+            d
+        }
+    }
 }

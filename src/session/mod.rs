@@ -13,7 +13,8 @@ use crate::cty::Value;
 use crate::framework::{typed, Attribute};
 
 pub use connection::{
-    client, connect, error_diagnostics, BackupSettings, Connection, Endpoints, ProviderState,
+    client, connect, error_diagnostics, lookup_diagnostics, BackupSettings, Connection, Endpoints,
+    ProviderState,
 };
 pub use lookup::resolve_host;
 

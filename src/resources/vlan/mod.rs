@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::framework::typed_resource::{Config, Connect, Import, Outcome, Plan, TypedResource};
 use crate::framework::{AttrPath, Context, Diagnostics, Schema, Tri};
-use crate::session::{error_diagnostics, Call, Vsphere};
+use crate::session::{error_diagnostics, lookup_diagnostics, Call, Vsphere};
 use crate::vsphere::network::HostNetwork;
 use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::Client;
@@ -90,14 +90,15 @@ impl VlanView {
 
 /// The distributed switch named `name`, or a diagnostic on `distributed_switch`.
 async fn find_dvs(client: &Client, name: &str) -> Result<ManagedObjectReference, Diagnostics> {
-    client.find_distributed_switch(name).await.map_err(|e| {
-        Diagnostics::from_attr_error(
+    client.find_distributed_switch(name).await.map_err(|mut e| {
+        e.message = format!(
+            "{} (is this a vCenter with a distributed switch of that name?)",
+            e.message
+        );
+        lookup_diagnostics(
             AttrPath::attr("distributed_switch"),
             "Unknown distributed switch",
-            format!(
-                "{} (is this a vCenter with a distributed switch of that name?)",
-                e.message
-            ),
+            &e,
         )
     })
 }
@@ -375,7 +376,11 @@ async fn planned_hosts(
                     .collect(),
             ),
             Err(e) => {
-                diags.attr_error(AttrPath::attr("cluster"), "Unknown cluster", e.message);
+                diags.extend(lookup_diagnostics(
+                    AttrPath::attr("cluster"),
+                    "Unknown cluster",
+                    &e,
+                ));
                 None
             }
         },

@@ -39,26 +39,52 @@ pub enum Move {
     Endpoint,
 }
 
-/// Whether `planned` moves the VM of `prior`. An endpoint going from unset to named (or back)
-/// is not a move: configurations start naming endpoints when they gain a second one.
-pub fn detect(prior: &Value, planned: &Value) -> Move {
-    if *prior == Value::Null {
-        return Move::None;
+/// Where a VM is (or is planned): its endpoint and host, when known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Whereabouts<'a> {
+    pub endpoint: Option<&'a str>,
+    pub host: Option<&'a str>,
+}
+
+impl<'a> Whereabouts<'a> {
+    /// Of a state or plan value.
+    pub fn of_value(v: &'a Value) -> Self {
+        Self {
+            endpoint: string(get_attr(v, "endpoint")),
+            host: string(get_attr(v, "host")),
+        }
     }
-    match (
-        string(get_attr(prior, "endpoint")),
-        string(get_attr(planned, "endpoint")),
-    ) {
+
+    /// Of a model.
+    pub fn of_model(m: &'a VmModel) -> Self {
+        Self {
+            endpoint: m.endpoint.as_deref(),
+            host: m.host.as_deref(),
+        }
+    }
+}
+
+/// Whether `planned` moves the VM of `prior` (`None` on create). An endpoint going from unset
+/// to named (or back) is not a move: configurations start naming endpoints when they gain a
+/// second one.
+pub fn detect_move(prior: Option<Whereabouts<'_>>, planned: Whereabouts<'_>) -> Move {
+    let Some(prior) = prior else {
+        return Move::None;
+    };
+    match (prior.endpoint, planned.endpoint) {
         (Some(a), Some(b)) if a != b => return Move::Endpoint,
         _ => {}
     }
-    match (
-        string(get_attr(prior, "host")),
-        string(get_attr(planned, "host")),
-    ) {
+    match (prior.host, planned.host) {
         (Some(a), Some(b)) if a != b => Move::Host,
         _ => Move::None,
     }
+}
+
+/// [`detect_move`] between a prior state and a plan as values.
+pub fn detect(prior: &Value, planned: &Value) -> Move {
+    let prior = (*prior != Value::Null).then(|| Whereabouts::of_value(prior));
+    detect_move(prior, Whereabouts::of_value(planned))
 }
 
 /// The plan of a move: what will change is unknown until it is done, and what cannot move is

@@ -20,11 +20,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::cty::Value;
-use crate::framework::resource::{ApplyRequest, ApplyResult, ImportedResource, PlanRequest};
-use crate::framework::typed::{from_planned, to_value};
-use crate::framework::{AttrPath, Context, Diagnostics, Resource, Schema};
-use crate::session::{client, endpoint_of, error_diagnostics};
+use crate::framework::timeouts::{self, Operation as Op};
+use crate::framework::typed_resource::{Config, Import, Outcome, Plan, TypedResource};
+use crate::framework::{AttrPath, Context, Diagnostics, Schema};
+use crate::session::{client, error_diagnostics, lookup_diagnostics, Call, Vsphere};
 use crate::units::parse_duration;
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
@@ -37,36 +36,20 @@ use model::{datastore_of, DiskModel, VmModel};
 /// The `ceso_vm` resource.
 pub struct Vm;
 
-const TYPE: &str = "ceso_vm";
 /// Key of the SCSI controller ceso adds to a new VM.
 const CONTROLLER_KEY: i32 = -100;
 /// Reserved SCSI unit (the controller itself).
 const SCSI_RESERVED_UNIT: i64 = 7;
 
-/// The state's value type (computed once).
-fn value_type() -> &'static crate::cty::Type {
-    static TYPE: std::sync::OnceLock<crate::cty::Type> = std::sync::OnceLock::new();
-    crate::framework::schema::memo_type(&TYPE, schema::schema)
-}
+crate::endpoint_scoped_model!(VmModel);
 
-fn model(v: &Value) -> Result<VmModel, Diagnostics> {
-    from_planned(v, value_type())
-}
-
-fn value(m: &VmModel) -> Result<Value, Diagnostics> {
-    to_value(m, value_type())
-}
-
-fn timeout(
-    m: &VmModel,
-    which: fn(&model::TimeoutsModel) -> Option<&String>,
-    default: u64,
-) -> Duration {
-    m.timeouts
-        .as_ref()
-        .and_then(which)
-        .and_then(|t| parse_duration(t).ok())
-        .unwrap_or(Duration::from_secs(default))
+/// The limit of `op`: the `timeouts` block's, else `default_minutes`.
+fn limit(m: &VmModel, op: Op, default_minutes: u64) -> Duration {
+    timeouts::limit(
+        m.timeouts.as_ref(),
+        op,
+        Duration::from_secs(default_minutes * 60),
+    )
 }
 
 /// Where a new VM goes.
@@ -583,49 +566,29 @@ impl Vm {
         Ok(Some(VmModel::from_info(&info, &inv, prior)))
     }
 
-    /// Reads the VM back and turns it into the apply result, with `diags` attached.
+    /// Reads the VM back into the apply's outcome, with `diags` attached.
     async fn finish(
         &self,
         client: &Arc<Client>,
         vm: &ManagedObjectReference,
         plan: &VmModel,
         mut diags: Diagnostics,
-    ) -> ApplyResult {
+    ) -> Outcome<VmModel> {
         let mut handle = plan.clone();
         handle.moid = Some(vm.value.clone());
         match self.read_model(client, &handle, true).await {
-            Ok(Some(state)) => match value(&state) {
-                Ok(v) => ApplyResult {
-                    state: v,
-                    private: None,
-                    diags,
-                },
-                Err(d) => {
-                    diags.extend(d);
-                    ApplyResult::failed(Value::Null, diags)
-                }
-            },
+            Ok(Some(state)) => Outcome::with(Some(state), diags),
             Ok(None) => {
                 diags.error(
                     "VM disappeared",
                     format!("{vm} no longer exists after the operation."),
                 );
-                ApplyResult::failed(Value::Null, diags)
+                Outcome::gone(diags)
             }
             Err(e) => {
                 diags.extend(error_diagnostics("read the VM back", &e));
                 // Keep tracking what exists, with what is known of it.
-                match value(&VmModel {
-                    moid: Some(vm.value.clone()),
-                    ..plan.clone()
-                }) {
-                    Ok(v) => ApplyResult {
-                        state: crate::framework::typed::unknown_to_null(&v),
-                        private: None,
-                        diags,
-                    },
-                    Err(_) => ApplyResult::failed(Value::Null, diags),
-                }
+                Outcome::with(Some(handle), diags)
             }
         }
     }
@@ -910,14 +873,13 @@ impl Vm {
     /// original as it was (powered on again) and removes what was copied.
     async fn move_to_endpoint(
         &self,
-        ctx: &Context,
-        req: &ApplyRequest<'_>,
+        call: &Call<'_>,
         plan: &VmModel,
-        src: &Arc<Client>,
         vm: &ManagedObjectReference,
         limit: Duration,
-    ) -> ApplyResult {
-        let keep = |d: Diagnostics| ApplyResult::failed(req.prior.clone(), d);
+    ) -> Outcome<VmModel> {
+        let (ctx, src) = (call.ctx, &call.conn);
+        let keep = Outcome::failed;
         let dst = match client(ctx, plan.endpoint.as_deref()).await {
             Ok(c) => c,
             Err(d) => return keep(d),
@@ -1138,70 +1100,55 @@ async fn find_any(client: &Client, text: &str) -> Result<ManagedObjectReference,
 
 async fn find_source(client: &Client, text: &str) -> Result<ManagedObjectReference, Diagnostics> {
     find_any(client, text).await.map_err(|e| {
-        Diagnostics::from_attr_error(
+        lookup_diagnostics(
             AttrPath::attr("clone").join_index(0).join_attr("template"),
             "Unknown clone source",
-            e.message,
+            &e,
         )
     })
 }
 
 #[async_trait]
-impl Resource for Vm {
-    fn type_name(&self) -> &'static str {
-        TYPE
-    }
+impl TypedResource for Vm {
+    type Model = VmModel;
+    type Connect = Vsphere;
+    const TYPE_NAME: &'static str = "ceso_vm";
 
-    fn schema(&self) -> Schema {
+    fn schema() -> Schema {
         schema::schema()
     }
 
-    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
-        plan::validate(config, diags);
+    fn validate(config: &Config<'_>, diags: &mut Diagnostics) {
+        plan::validate(config.0, diags);
     }
 
-    async fn modify_plan(&self, ctx: &Context, req: &mut PlanRequest<'_>) {
-        plan::modify(ctx, req).await;
+    async fn plan(&self, ctx: &Context, plan: &mut Plan<'_, '_>) {
+        plan::modify(ctx, plan.values()).await;
     }
 
-    async fn create(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        let plan = match model(req.planned) {
-            Ok(m) => m,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
-        };
-        let client = match client(ctx, endpoint_of(req.planned)).await {
-            Ok(c) => c,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
-        };
-        let limit = timeout(&plan, |t| t.create.as_ref(), 30 * 60);
+    async fn create(&self, call: &Call<'_>, plan: VmModel) -> Outcome<VmModel> {
+        let (client, cancel) = (&call.conn, &call.ctx.cancel);
+        let limit = limit(&plan, Op::Create, 30);
         // What the plan only warned about must exist now, before anything is created.
         let names = names::Names::of_model(&plan);
-        let inv = match names.inventory(&client).await {
+        let inv = match names.inventory(client).await {
             Ok(i) => i,
-            Err(e) => {
-                return ApplyResult::failed(
-                    Value::Null,
-                    error_diagnostics("read the inventory", &e),
-                )
-            }
+            Err(e) => return Outcome::failed(error_diagnostics("read the inventory", &e)),
         };
         if let Err(d) = names.check_at_apply(&inv) {
-            return ApplyResult::failed(Value::Null, d);
+            return Outcome::failed(d);
         }
         let at = match place(&inv, &plan) {
             Ok(p) => p,
-            Err(d) => return ApplyResult::failed(Value::Null, d),
+            Err(d) => return Outcome::failed(d),
         };
-        let vm = match self
-            .make_vm(&client, &plan, &inv, &at, limit, &ctx.cancel)
-            .await
-        {
+        let vm = match self.make_vm(client, &plan, &inv, &at, limit, cancel).await {
             Ok(vm) => vm,
             Err(NotMade {
                 diags,
                 vm: Some(vm),
                 ..
-            }) => return self.finish(&client, &vm, &plan, diags).await,
+            }) => return self.finish(client, &vm, &plan, diags).await,
             Err(NotMade {
                 diags,
                 maybe: Some(uuid),
@@ -1212,24 +1159,14 @@ impl Resource for Vm {
                 let handle = VmModel {
                     id: Some(uuid),
                     moid: None,
-                    ..plan.clone()
+                    ..plan
                 };
-                return match value(&handle) {
-                    Ok(v) => ApplyResult {
-                        state: crate::framework::typed::unknown_to_null(&v),
-                        private: None,
-                        diags,
-                    },
-                    Err(_) => ApplyResult::failed(Value::Null, diags),
-                };
+                return Outcome::with(Some(handle), diags);
             }
-            Err(NotMade { diags, .. }) => return ApplyResult::failed(Value::Null, diags),
+            Err(NotMade { diags, .. }) => return Outcome::failed(diags),
         };
         // From here on the VM exists: every failure returns its state so it stays tracked.
-        let mut diags = match self
-            .converge(&client, &vm, &plan, None, limit, &ctx.cancel)
-            .await
-        {
+        let mut diags = match self.converge(client, &vm, &plan, None, limit, cancel).await {
             Ok(()) => Diagnostics::new(),
             Err(d) => d,
         };
@@ -1240,74 +1177,53 @@ impl Resource for Vm {
                     .as_deref()
                     .and_then(|t| parse_duration(t).ok())
                     .unwrap_or(Duration::from_secs(300));
-                if let Err(d) = wait_for_ip(&client, &vm, limit, &ctx.cancel).await {
+                if let Err(d) = wait_for_ip(client, &vm, limit, cancel).await {
                     diags.extend(d);
                 }
             }
         }
-        self.finish(&client, &vm, &plan, diags).await
+        self.finish(client, &vm, &plan, diags).await
     }
 
-    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
-        let prior = model(state)?;
-        let client = client(ctx, endpoint_of(state)).await?;
-        match self.read_model(&client, &prior, false).await {
-            Ok(Some(m)) => value(&m).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(error_diagnostics("read the VM", &e)),
-        }
+    async fn read(&self, call: &Call<'_>, prior: VmModel) -> Result<Option<VmModel>, Diagnostics> {
+        self.read_model(&call.conn, &prior, false)
+            .await
+            .map_err(|e| error_diagnostics("read the VM", &e))
     }
 
-    async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult {
-        let (plan, prior) = match (model(req.planned), model(req.prior)) {
-            (Ok(p), Ok(q)) => (p, q),
-            (Err(d), _) | (_, Err(d)) => return ApplyResult::failed(req.prior.clone(), d),
-        };
-        let client = match client(ctx, endpoint_of(req.prior)).await {
-            Ok(c) => c,
-            Err(d) => return ApplyResult::failed(req.prior.clone(), d),
-        };
-        let vm = match find_vm(&client, &prior).await {
+    async fn update(&self, call: &Call<'_>, prior: VmModel, plan: VmModel) -> Outcome<VmModel> {
+        let client = &call.conn;
+        let vm = match find_vm(client, &prior).await {
             Ok(Some(vm)) => vm,
             Ok(None) => {
-                return ApplyResult::failed(
-                    Value::Null,
-                    Diagnostics::from_error(
-                        "VM not found",
-                        "The VM was deleted outside Terraform; the next plan re-creates it.",
-                    ),
-                )
+                return Outcome::gone(Diagnostics::from_error(
+                    "VM not found",
+                    "The VM was deleted outside Terraform; the next plan re-creates it.",
+                ))
             }
-            Err(e) => {
-                return ApplyResult::failed(req.prior.clone(), error_diagnostics("find the VM", &e))
-            }
+            Err(e) => return Outcome::failed(error_diagnostics("find the VM", &e)),
         };
-        let limit = timeout(&plan, |t| t.update.as_ref(), 30 * 60);
-        if migrate::detect(req.prior, req.planned) == migrate::Move::Endpoint {
-            return self
-                .move_to_endpoint(ctx, req, &plan, &client, &vm, limit)
-                .await;
+        let limit = limit(&plan, Op::Update, 30);
+        let moving = migrate::detect_move(
+            Some(migrate::Whereabouts::of_model(&prior)),
+            migrate::Whereabouts::of_model(&plan),
+        );
+        if moving == migrate::Move::Endpoint {
+            return self.move_to_endpoint(call, &plan, &vm, limit).await;
         }
         let diags = match self
-            .converge(&client, &vm, &plan, Some(&prior), limit, &ctx.cancel)
+            .converge(client, &vm, &plan, Some(&prior), limit, &call.ctx.cancel)
             .await
         {
             Ok(()) => Diagnostics::new(),
             Err(d) => d,
         };
-        self.finish(&client, &vm, &plan, diags).await
+        self.finish(client, &vm, &plan, diags).await
     }
 
-    async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics {
-        let prior = match model(req.prior) {
-            Ok(m) => m,
-            Err(d) => return d,
-        };
-        let client = match client(ctx, endpoint_of(req.prior)).await {
-            Ok(c) => c,
-            Err(d) => return d,
-        };
-        let vm = match find_vm(&client, &prior).await {
+    async fn delete(&self, call: &Call<'_>, prior: VmModel) -> Diagnostics {
+        let (client, cancel) = (&call.conn, &call.ctx.cancel);
+        let vm = match find_vm(client, &prior).await {
             Ok(Some(vm)) => vm,
             Ok(None) => return Diagnostics::new(),
             Err(e) => return error_diagnostics("find the VM", &e),
@@ -1323,10 +1239,10 @@ impl Resource for Vm {
                 "The VM has snapshots that no ceso_snapshot in this configuration manages; destroying it would delete them. Remove them first, or set force_destroy = true.",
             );
         }
-        let limit = timeout(&prior, |t| t.delete.as_ref(), 10 * 60);
+        let limit = limit(&prior, Op::Delete, 10);
         if info.power_state != "poweredOff" {
             if let Err(e) = client
-                .power_vm(&vm, PowerOp::Off, Some(limit), &ctx.cancel)
+                .power_vm(&vm, PowerOp::Off, Some(limit), cancel)
                 .await
             {
                 if !e.is_not_found() && e.fault.as_deref() != Some("InvalidPowerState") {
@@ -1340,18 +1256,25 @@ impl Resource for Vm {
         }
     }
 
-    fn supports_import(&self) -> bool {
-        true
+    fn importer(&self) -> Option<&dyn Import<Self>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Import<Vm> for Vm {
+    fn id_format(&self) -> &'static str {
+        "an inventory path (/DC0/vm/web-01), an instance or BIOS UUID, a moid (vm-42), or a unique name"
     }
 
-    async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let (endpoint, id) = crate::session::split_import_id(id);
-        let client = client(ctx, endpoint).await?;
-        let vm = find_any(&client, id).await.map_err(|e| {
-            Diagnostics::from_error(
+    async fn import(&self, call: &Call<'_>, id: &str) -> Result<Vec<VmModel>, Diagnostics> {
+        let client = &call.conn;
+        let vm = find_any(client, id).await.map_err(|e| match e.kind {
+            ErrorKind::NotFound | ErrorKind::InvalidArgument => Diagnostics::from_error(
                 "Unable to import ceso_vm",
-                format!("{}. Give an inventory path (/DC0/vm/web-01), an instance or BIOS UUID, a moid (vm-42), or a unique name.", e.message),
-            )
+                format!("{}. Give {}.", e.message, self.id_format()),
+            ),
+            _ => error_diagnostics("find the VM to import", &e),
         })?;
         let info = client
             .vm_info(&vm)
@@ -1383,11 +1306,6 @@ impl Resource for Vm {
             .inventory_cached()
             .await
             .map_err(|e| error_diagnostics("read the inventory", &e))?;
-        let m = VmModel::from_info(&info, &inv, &seed);
-        Ok(vec![ImportedResource {
-            type_name: TYPE.to_string(),
-            state: crate::session::with_endpoint(value(&m)?, endpoint),
-            private: Vec::new(),
-        }])
+        Ok(vec![VmModel::from_info(&info, &inv, &seed)])
     }
 }

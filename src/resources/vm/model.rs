@@ -118,14 +118,6 @@ pub struct WaitForIpModel {
     pub timeout: Option<String>,
 }
 
-/// The timeouts block.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TimeoutsModel {
-    pub create: Option<String>,
-    pub update: Option<String>,
-    pub delete: Option<String>,
-}
-
 /// The resource's state (and wholly known plan).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VmModel {
@@ -167,7 +159,7 @@ pub struct VmModel {
     pub ovf: Option<Vec<OvfModel>>,
     pub cloud_init: Option<Vec<CloudInitModel>>,
     pub wait_for_ip: Option<Vec<WaitForIpModel>>,
-    pub timeouts: Option<TimeoutsModel>,
+    pub timeouts: Option<crate::framework::timeouts::Timeouts>,
 }
 
 /// `poweredOn` -> `on`, and so on.

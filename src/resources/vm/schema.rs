@@ -139,6 +139,10 @@ pub fn schema() -> Schema {
                 )
                 .items(0, 1),
             )
-            .block(NestedBlock::timeouts(&["create", "update", "delete"])),
+            .block(crate::framework::timeouts::block(&[
+                crate::framework::timeouts::Operation::Create,
+                crate::framework::timeouts::Operation::Update,
+                crate::framework::timeouts::Operation::Delete,
+            ])),
     )
 }

@@ -297,7 +297,12 @@ async fn replace(
         )
     })?;
     client
-        .rename(&restored, name, Some(options.timeout), &CancellationToken::new())
+        .rename(
+            &restored,
+            name,
+            Some(options.timeout),
+            &CancellationToken::new(),
+        )
         .await
         .map_err(|e| {
             HotError::vsphere(
