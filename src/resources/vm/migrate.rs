@@ -25,8 +25,12 @@ use crate::vsphere::types::ManagedObjectReference;
 use crate::vsphere::vm::{PowerOp, Relocation, VmInfo};
 use crate::vsphere::{Client, Error, ErrorKind};
 
+use super::create::{cleanup_files, place};
 use super::model::VmModel;
+use super::spec::{device_changes, spec_around, CONTROLLER_KEY, SCSI_RESERVED_UNIT};
 use super::values::{elements, string};
+use crate::framework::typed_resource::Outcome;
+use crate::session::{client, Call};
 
 /// What a plan moves: the VM to another host of its vCenter, or to another endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,6 +493,160 @@ pub fn attach(disks: &[Disk], controller: i32, reserved_unit: i64) -> Vec<Device
             file_op: false,
         })
         .collect()
+}
+
+impl super::Vm {
+    /// Moves the VM to the plan's endpoint (a cold migration between standalone hosts): power
+    /// off, stream the disks between the datastores, create the VM around the copies, destroy
+    /// the original, then converge the copy. Until the copy exists, a failure leaves the
+    /// original as it was (powered on again) and removes what was copied.
+    pub(super) async fn move_to_endpoint(
+        &self,
+        call: &Call<'_>,
+        plan: &VmModel,
+        vm: &ManagedObjectReference,
+        limit: Duration,
+    ) -> Outcome<VmModel> {
+        let (ctx, src) = (call.ctx, &call.conn);
+        let keep = Outcome::failed;
+        let dst = match client(ctx, plan.endpoint.as_deref()).await {
+            Ok(c) => c,
+            Err(d) => return keep(d),
+        };
+        let action = |what: &str, e: &Error| {
+            error_diagnostics(
+                &format!(
+                    "{what} VM {:?} to endpoint {:?}",
+                    plan.name,
+                    plan.endpoint.as_deref().unwrap_or_default()
+                ),
+                e,
+            )
+        };
+        let (info, src_inv, dst_inv) = match tokio::try_join!(
+            src.vm_info(vm),
+            src.inventory_cached(),
+            dst.inventory_cached()
+        ) {
+            Ok(x) => x,
+            Err(e) => return keep(action("read what is needed to move", &e)),
+        };
+        let at = match place(&dst_inv, plan) {
+            Ok(p) => p,
+            Err(d) => return keep(d),
+        };
+        let dc_name = |inv: &Inventory| {
+            inv.datacenters
+                .first()
+                .map(|d| d.1.clone())
+                .unwrap_or_default()
+        };
+        let was_on = info.power_state == "poweredOn";
+        if was_on {
+            if let Err(e) = src
+                .power_vm(vm, PowerOp::Off, Some(limit), &ctx.cancel)
+                .await
+            {
+                return keep(action("power off before moving", &e));
+            }
+        }
+        // Put the original back as it was when the move stops before the copy exists.
+        let (dst_ref, inv_ref) = (&dst, &dst_inv);
+        let undo = |d: Diagnostics, written: Vec<String>| async move {
+            cleanup_files(dst_ref, inv_ref, &written).await;
+            if was_on {
+                if let Err(e) = src
+                    .power_vm(vm, PowerOp::On, Some(limit), &ctx.cancel)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not power the VM on again after a failed move");
+                }
+            }
+            keep(d)
+        };
+        let dir = format!("[{}] {}", at.datastore, plan.name);
+        let made_dir = match dst.make_new_directory(&dir, Some(&at.datacenter)).await {
+            Ok(made) => made,
+            Err(e) => return undo(action("make the directory to move", &e), Vec::new()).await,
+        };
+        let (copied, mut written) = copy_disks(
+            src,
+            &dc_name(&src_inv),
+            &info,
+            &dst,
+            &dc_name(&dst_inv),
+            &at.datastore,
+            &plan.name,
+        )
+        .await;
+        if made_dir {
+            // Removed last, once its files are: a directory this move made.
+            written.push(dir);
+        }
+        let copied = match copied {
+            Ok(c) => c,
+            Err(e) => return undo(action("copy the disks to move", &e), written).await,
+        };
+        let mut spec = spec_around(plan, &info, &at.datastore);
+        let mut changes = vec![DeviceChange::ScsiController {
+            key: CONTROLLER_KEY,
+            bus: 0,
+            kind: "ParaVirtualSCSIController".into(),
+        }];
+        changes.extend(attach(&copied, CONTROLLER_KEY, SCSI_RESERVED_UNIT));
+        // Adapters as planned (disks are the copies, not new ones).
+        let adapters_only = VmModel {
+            disk: None,
+            ..plan.clone()
+        };
+        match device_changes(
+            &adapters_only,
+            None,
+            &VmInfo::default(),
+            &dst_inv,
+            &at.datastore,
+        ) {
+            Ok(c) => changes.extend(c),
+            Err(d) => return undo(d, written).await,
+        }
+        spec.device_changes = changes;
+        let new_vm = match dst
+            .create_vm(
+                &at.folder,
+                &at.pool,
+                at.host.as_ref(),
+                &spec,
+                Some(limit),
+                &ctx.cancel,
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => return undo(action("create the moved", &e), written).await,
+        };
+        // The copy exists: from here on, state follows it.
+        let mut diags = Diagnostics::new();
+        if let Err(e) = src.destroy(vm).await {
+            diags.warning(
+                "The original VM remains",
+                format!("VM {:?} was copied to endpoint {:?}, but the original could not be destroyed ({}); remove it by hand.", plan.name, plan.endpoint.as_deref().unwrap_or_default(), e.message),
+            );
+        }
+        // Device keys of the copy are new: match disks to labels in order.
+        let mut handle = plan.clone();
+        if let Some(disks) = handle.disk.as_mut() {
+            for d in disks {
+                d.key = None;
+            }
+        }
+        if let Err(d) = self
+            .converge(&dst, &new_vm, &handle, None, limit, &ctx.cancel)
+            .await
+        {
+            diags.extend(d);
+        }
+        self.finish(&dst, &new_vm, &handle, diags).await
+    }
 }
 
 #[cfg(test)]

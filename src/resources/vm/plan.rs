@@ -12,8 +12,8 @@ use crate::framework::walk::set_attr;
 use crate::framework::{AttrPath, Context, Diagnostics};
 use crate::session::{client, endpoint_of};
 
+use super::spec::SCSI_RESERVED_UNIT;
 use super::values::{elements, int, string};
-use super::SCSI_RESERVED_UNIT;
 
 /// Static checks of a configuration.
 pub fn validate(config: &Value, diags: &mut Diagnostics) {
@@ -187,7 +187,7 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
             .first()
             .and_then(|c| string(get_attr(c, "template")))
         {
-            if let Err(d) = super::find_source(&client, template).await {
+            if let Err(d) = super::create::find_source(&client, template).await {
                 req.diags.extend(d);
             }
             let linked = elements(get_attr(req.config, "clone"))
