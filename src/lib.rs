@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the code map and the import rules between layers.
 
 pub mod actions;
+pub mod adapters;
 pub mod cty;
 pub mod data_sources;
 pub mod docs;

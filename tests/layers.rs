@@ -120,3 +120,30 @@ fn the_engines_know_neither_vsphere_nor_terraform() {
     );
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+#[test]
+fn resources_share_through_vsphere_or_session_not_each_other() {
+    let root = src();
+    let mut found = Vec::new();
+    for (p, code) in sources(&root.join("resources")) {
+        let own = p
+            .strip_prefix(root.join("resources"))
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string())
+            .unwrap_or_default();
+        for (i, _) in code.match_indices("crate::resources::") {
+            let named = code[i + "crate::resources::".len()..]
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or_default();
+            if named != own {
+                found.push(format!("{} uses crate::resources::{named}", p.display()));
+            }
+        }
+        if code.contains("crate::data_sources") {
+            found.push(format!("{} uses crate::data_sources", p.display()));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

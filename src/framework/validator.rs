@@ -161,7 +161,7 @@ impl Validator for Duration {
                 diags.attr_error(
                     path.clone(),
                     "Invalid duration",
-                    format!("{path}: {why}. Use numbers with units (ms, s, m, h, d), e.g. \"90s\" or \"1h30m\"."),
+                    format!("{path} is {s:?}: {why}. Use numbers with units (ms, s, m, h, d), e.g. \"90s\" or \"1h30m\"."),
                 );
             }
         }

@@ -5,6 +5,7 @@
 //! [`Error`]s, turned into diagnostics only at the provider edge.
 
 pub mod batch;
+pub mod capacity;
 pub mod cbt;
 pub mod client;
 pub mod datastore_file;

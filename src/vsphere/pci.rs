@@ -123,6 +123,11 @@ pub fn normalize_address(text: &str) -> String {
     }
 }
 
+/// Address format, as the validator and docs say it.
+pub const ADDRESS_PATTERN: &str = r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$";
+/// How the address format is described in diagnostics.
+pub const ADDRESS_WHAT: &str = "a PCI address DDDD:BB:SS.F in hex, e.g. 0000:3b:00.0";
+
 /// Whether `text` is a full PCI address `DDDD:BB:SS.F` (hex domain, bus, slot; function 0-7).
 pub fn is_address(text: &str) -> bool {
     let b = text.as_bytes();

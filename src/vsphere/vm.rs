@@ -48,6 +48,10 @@ pub const VM_PATHS: &[&str] = &[
     "guest.net",
 ];
 
+/// The extraConfig key where `ceso_vm` records its anti-affinity group (read back by
+/// placement: VMs sharing a value should run on different hosts).
+pub const GROUP_KEY: &str = "ceso.antiAffinityGroup";
+
 /// A VM as vSphere reports it.
 #[derive(Debug, Clone, Default)]
 pub struct VmInfo {

@@ -284,9 +284,7 @@ fn placement_inventory_fetch_of_1000_hosts() {
         let calls = sim.sdk_calls();
         let t = Instant::now();
         let inv = c
-            .run(ceso::data_sources::placement::inventory::fetch(
-                &c.client, "vc",
-            ))
+            .run(ceso::adapters::placement_inventory::fetch(&c.client, "vc"))
             .unwrap();
         let took = t.elapsed();
         let trips = sim.sdk_calls() - calls;

@@ -4,17 +4,16 @@
 //! with their scores, every rejected host with its reason, a one-line summary, and optional
 //! rebalancing recommendations. No host fitting fails the plan with the summary.
 
-pub mod inventory;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::placement_inventory::{self, PlacementInventory};
 use crate::cty::{Type, Value};
 use crate::engine::placement::{self, DatastorePreference, GpuRequest, NetworkRequirement};
 use crate::framework::typed::{from_value, to_value, unknown_to_null};
 use crate::framework::validator::{int_between, one_of};
 use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::session::{connect, error_diagnostics};
+use crate::session::{connect, error_diagnostics, Connection, ProviderState};
 
 /// The `ceso_placement` data source.
 pub struct Placement;
@@ -161,7 +160,7 @@ fn move_type() -> Type {
 /// Joins several endpoints' inventories into one. With more than one endpoint, host and
 /// datastore names become `ENDPOINT/NAME` (standalone hosts often share names such as
 /// `localhost`, and their datastores `datastore1`).
-fn merge(parts: Vec<(String, inventory::PlacementInventory)>) -> placement::Inventory {
+fn merge(parts: Vec<(String, PlacementInventory)>) -> placement::Inventory {
     let several = parts.len() > 1;
     let mut out = placement::Inventory::default();
     for (endpoint, part) in parts {
@@ -233,69 +232,39 @@ fn qualify(name: &str, known: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A user's host list as the merged inventory spells it (`hosts`): each name qualified to
+/// every `ENDPOINT/NAME` it matches, or kept as given when it matches none.
+fn host_list(names: &Option<Vec<String>>, hosts: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .flatten()
+        .flat_map(|n| {
+            let q = qualify(n, hosts);
+            if q.is_empty() {
+                vec![n.clone()]
+            } else {
+                q
+            }
+        })
+        .collect()
+}
+
 impl Model {
+    /// The engine's request for this configuration. `hosts` and `datastores` are the names
+    /// the merged inventory has, which the configuration's are qualified to.
     fn request(
         &self,
         hosts: &[String],
         datastores: &[String],
     ) -> Result<placement::PlacementRequest, Diagnostics> {
         let mut diags = Diagnostics::new();
-        let gpu = match (self.gpus, &self.vgpu_profile) {
-            (Some(n), _) if n > 0 => Some(GpuRequest {
-                count: n as u32,
-                model: self.gpu_model.clone(),
-                vgpu_profile: self.vgpu_profile.clone(),
-            }),
-            (_, Some(p)) => Some(GpuRequest {
-                count: 1,
-                model: None,
-                vgpu_profile: Some(p.clone()),
-            }),
-            _ => None,
-        };
-        let network = match (&self.network, self.vlan_id) {
-            (Some(n), None) => Some(NetworkRequirement::Name(n.clone())),
-            (None, Some(v)) => Some(NetworkRequirement::Vlan(v as u16)),
-            (Some(_), Some(_)) => {
-                diags.attr_error(
-                    AttrPath::attr("vlan_id"),
-                    "Conflicting network requirements",
-                    "Give either network (a port group name) or vlan_id (any port group on that VLAN), not both.",
-                );
-                None
-            }
-            (None, None) => None,
-        };
-        let datastore = match &self.datastore {
-            None => DatastorePreference::MostFree,
-            Some(d) => match qualify(d, datastores).as_slice() {
-                [one] => DatastorePreference::Named(one.clone()),
-                [] => DatastorePreference::Named(d.clone()),
-                many => {
-                    diags.attr_error(
-                        AttrPath::attr("datastore"),
-                        "Ambiguous datastore",
-                        format!("Several endpoints have a datastore named {d:?}: {}. Write it as ENDPOINT/NAME, or set endpoint.", many.join(", ")),
-                    );
-                    DatastorePreference::MostFree
-                }
-            },
-        };
-        let host_list = |names: &Option<Vec<String>>| -> Vec<String> {
-            names
-                .iter()
-                .flatten()
-                .flat_map(|n| {
-                    let q = qualify(n, hosts);
-                    if q.is_empty() {
-                        vec![n.clone()]
-                    } else {
-                        q
-                    }
-                })
-                .collect()
-        };
-        let req = placement::PlacementRequest {
+        let gpu = self.gpu_request();
+        let network = self.network_requirement(&mut diags);
+        let datastore = self.datastore_preference(datastores, &mut diags);
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Ok(placement::PlacementRequest {
             name: self.name.clone(),
             cpus: self.cpus.max(0) as u32,
             per_vcpu_mhz: self
@@ -311,13 +280,9 @@ impl Model {
             groups: Vec::new(),
             avoid_vms: self.avoid_vms.clone().unwrap_or_default(),
             affinity_vms: self.affinity_vms.clone().unwrap_or_default(),
-            include_hosts: host_list(&self.include_hosts),
-            exclude_hosts: host_list(&self.exclude_hosts),
-            strategy: match self.strategy.as_deref() {
-                Some("pack") => placement::Strategy::Pack,
-                Some("balanced") => placement::Strategy::Balanced,
-                _ => placement::Strategy::Spread,
-            },
+            include_hosts: host_list(&self.include_hosts, hosts),
+            exclude_hosts: host_list(&self.exclude_hosts, hosts),
+            strategy: self.strategy(),
             cpu_overcommit: self
                 .cpu_overcommit
                 .unwrap_or(placement::model::DEFAULT_CPU_OVERCOMMIT),
@@ -325,12 +290,352 @@ impl Model {
                 .memory_overcommit
                 .unwrap_or(placement::model::DEFAULT_MEMORY_OVERCOMMIT),
             max_candidates: placement::model::DEFAULT_MAX_CANDIDATES,
-        };
-        if diags.has_errors() {
-            Err(diags)
-        } else {
-            Ok(req)
+        })
+    }
+
+    /// Whole GPUs (`gpus`, optionally of `gpu_model`), or one instance of `vgpu_profile`.
+    fn gpu_request(&self) -> Option<GpuRequest> {
+        match (self.gpus, &self.vgpu_profile) {
+            (Some(n), _) if n > 0 => Some(GpuRequest {
+                count: n as u32,
+                model: self.gpu_model.clone(),
+                vgpu_profile: self.vgpu_profile.clone(),
+            }),
+            (_, Some(p)) => Some(GpuRequest {
+                count: 1,
+                model: None,
+                vgpu_profile: Some(p.clone()),
+            }),
+            _ => None,
         }
+    }
+
+    /// A port group by `network` name or by `vlan_id`; both given is an error.
+    fn network_requirement(&self, diags: &mut Diagnostics) -> Option<NetworkRequirement> {
+        match (&self.network, self.vlan_id) {
+            (Some(n), None) => Some(NetworkRequirement::Name(n.clone())),
+            (None, Some(v)) => Some(NetworkRequirement::Vlan(v as u16)),
+            (Some(_), Some(_)) => {
+                diags.attr_error(
+                    AttrPath::attr("vlan_id"),
+                    "Conflicting network requirements",
+                    "Give either network (a port group name) or vlan_id (any port group on that VLAN), not both.",
+                );
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The `datastore` asked for, qualified to the merged inventory's `datastores` (a name
+    /// several endpoints have is an error), or the one with most room.
+    fn datastore_preference(
+        &self,
+        datastores: &[String],
+        diags: &mut Diagnostics,
+    ) -> DatastorePreference {
+        let Some(d) = &self.datastore else {
+            return DatastorePreference::MostFree;
+        };
+        match qualify(d, datastores).as_slice() {
+            [one] => DatastorePreference::Named(one.clone()),
+            [] => DatastorePreference::Named(d.clone()),
+            many => {
+                diags.attr_error(
+                    AttrPath::attr("datastore"),
+                    "Ambiguous datastore",
+                    format!("Several endpoints have a datastore named {d:?}: {}. Write it as ENDPOINT/NAME, or set endpoint.", many.join(", ")),
+                );
+                DatastorePreference::MostFree
+            }
+        }
+    }
+
+    /// The `strategy`, spread by default.
+    fn strategy(&self) -> placement::Strategy {
+        match self.strategy.as_deref() {
+            Some("pack") => placement::Strategy::Pack,
+            Some("balanced") => placement::Strategy::Balanced,
+            _ => placement::Strategy::Spread,
+        }
+    }
+
+    /// Fills the computed attributes from the first instance's `decision` and the placement
+    /// it `chose`. `only` is the one endpoint read, if one; `assumed_network` the network
+    /// asked for that no host has yet (`pending`).
+    fn answer(
+        &mut self,
+        decision: &placement::Decision,
+        chose: &placement::Placement,
+        only: Option<&str>,
+        assumed_network: Option<&str>,
+        pending: Option<&NetworkRequirement>,
+    ) {
+        let (endpoint, host) = split(&chose.host, only);
+        self.endpoint = Some(endpoint);
+        self.host = Some(host);
+        self.datastore = Some(split(&chose.datastore, only).1);
+        self.network = chose
+            .network
+            .clone()
+            .or_else(|| assumed_network.map(str::to_string));
+        self.vgpu_profile = chose.vgpu_profile.clone();
+        self.pci_devices = Some(chose.pci_devices.clone());
+        self.hosts_total = Some(decision.hosts_total as i64);
+        self.hosts_fit = Some(decision.hosts_fit as i64);
+        self.summary = Some(match pending {
+            Some(need) => format!(
+                "{} ({} not found yet, not filtered on)",
+                decision.summary,
+                describe(need)
+            ),
+            None => decision.summary.clone(),
+        });
+        self.candidates = Some(
+            decision
+                .candidates
+                .iter()
+                .map(|c| candidate_model(c, only, assumed_network))
+                .collect(),
+        );
+        self.rejected = Some(
+            decision
+                .rejected
+                .iter()
+                .map(|r| rejected_model(r, only))
+                .collect(),
+        );
+    }
+}
+
+/// Reads the inventory of the endpoint named `endpoint`, or of every endpoint, all at once,
+/// each with its endpoint's name; one failing fails the read, naming it.
+async fn read_inventories(
+    ctx: &Context,
+    endpoint: Option<&str>,
+) -> Result<Vec<(String, PlacementInventory)>, Diagnostics> {
+    let state = ctx.data::<ProviderState>()?;
+    let endpoints = &state.endpoints;
+    let chosen: Vec<&Connection> = match endpoint {
+        Some(name) => vec![endpoints.get(Some(name))?],
+        None => endpoints.all().iter().collect(),
+    };
+    let reads = chosen.iter().map(|conn| read_inventory(ctx, conn));
+    let mut parts = Vec::new();
+    let mut diags = Diagnostics::new();
+    for r in futures::future::join_all(reads).await {
+        match r {
+            Ok(p) => parts.push(p),
+            Err(d) => diags.extend(d),
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    Ok(parts)
+}
+
+/// One endpoint's inventory, with the endpoint's name.
+async fn read_inventory(
+    ctx: &Context,
+    conn: &Connection,
+) -> Result<(String, PlacementInventory), Diagnostics> {
+    let client = connect(ctx, conn).await?;
+    placement_inventory::fetch(&client, conn.name())
+        .await
+        .map(|inv| (conn.name().to_string(), inv))
+        .map_err(|e| {
+            error_diagnostics(
+                &format!("read the inventory of endpoint {:?}", conn.name()),
+                &e,
+            )
+        })
+}
+
+/// The VM names to place: `name`, or `NAME-0`, `NAME-1`, ... for several `instances`.
+fn instance_names(name: &str, instances: Option<i64>) -> Vec<String> {
+    let instances = instances.unwrap_or(1).max(1) as usize;
+    if instances == 1 {
+        vec![name.to_string()]
+    } else {
+        (0..instances).map(|i| format!("{name}-{i}")).collect()
+    }
+}
+
+/// The engine's request for `m` over `merged`. A network no host has yet may be made by this
+/// same apply: it is taken out of the request (returned) and warned about, not filtered on.
+fn request_for(
+    ctx: &Context,
+    m: &Model,
+    merged: &placement::Inventory,
+) -> Result<(placement::PlacementRequest, Option<NetworkRequirement>), Diagnostics> {
+    let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
+    let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
+    let mut request = m.request(&host_names, &ds_names)?;
+    let pending_network = request
+        .network
+        .take_if(|need| !merged.hosts.iter().any(|h| has_network(h, need)));
+    if let Some(need) = &pending_network {
+        warn_network_pending(ctx, need);
+    }
+    Ok((request, pending_network))
+}
+
+/// Warns that no host has the network `need` asks for yet, so placement does not filter on it.
+fn warn_network_pending(ctx: &Context, need: &NetworkRequirement) {
+    let attr = match need {
+        NetworkRequirement::Name(_) => "network",
+        NetworkRequirement::Vlan(_) => "vlan_id",
+    };
+    ctx.warnings.attr_warning(
+        AttrPath::attr(attr),
+        "Network not found (yet)",
+        format!("No host has {} yet, so this placement does not filter on it. That is expected when this configuration creates it (e.g. a ceso_vlan on the hosts that may be chosen); otherwise check the value. Once it exists, only hosts that have it are considered, which can change the answer: create it on every host that may be chosen, or refer to the resource that creates it (`network = ceso_vlan.x.name`), so that Terraform reads the placement after it exists.", describe(need)),
+    );
+}
+
+/// Places `request` once per name in `names`, each seeing the ones before; with several
+/// instances, every one must fit.
+fn place_instances(
+    merged: &placement::Inventory,
+    request: &placement::PlacementRequest,
+    names: &[String],
+) -> Result<placement::BatchDecision, Diagnostics> {
+    let requests: Vec<placement::PlacementRequest> = names
+        .iter()
+        .map(|n| placement::PlacementRequest {
+            name: n.clone(),
+            ..request.clone()
+        })
+        .collect();
+    let batch = placement::place_batch(merged, &requests)
+        .map_err(|e| Diagnostics::from_error("Invalid placement request", e.to_string()))?;
+    if batch.placed < requests.len() && requests.len() > 1 {
+        return Err(Diagnostics::from_error(
+            "Not every instance fits",
+            batch.summary.clone(),
+        ));
+    }
+    Ok(batch)
+}
+
+/// One instance's placement as the `placements` list holds it (none when it did not fit).
+fn placement_model(
+    d: &placement::Decision,
+    only: Option<&str>,
+    assumed_network: Option<&str>,
+) -> Option<PlacementModel> {
+    let p = d.placement.as_ref()?;
+    let (endpoint, host) = split(&p.host, only);
+    Some(PlacementModel {
+        name: d.request.clone(),
+        host,
+        endpoint,
+        datastore: split(&p.datastore, only).1,
+        network: p
+            .network
+            .clone()
+            .or_else(|| assumed_network.map(str::to_string)),
+        pci_devices: p.pci_devices.clone(),
+        vgpu_profile: p.vgpu_profile.clone(),
+    })
+}
+
+/// The first instance's decision.
+fn first_decision(batch: placement::BatchDecision) -> Result<placement::Decision, Diagnostics> {
+    batch
+        .decisions
+        .into_iter()
+        .next()
+        .ok_or_else(|| Diagnostics::from_error("Invalid placement request", "no request to place"))
+}
+
+/// The error for a decision placing nothing: its summary and every host's rejection.
+fn no_host_fits(decision: &placement::Decision) -> Diagnostics {
+    Diagnostics::from_error(
+        "No host fits",
+        format!(
+            "{}\n{}",
+            decision.summary,
+            decision
+                .rejected
+                .iter()
+                .map(|r| format!("- {}: {}", r.host, r.reason))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    )
+}
+
+/// A host that fits, as `candidates` lists it.
+fn candidate_model(
+    c: &placement::Candidate,
+    only: Option<&str>,
+    assumed_network: Option<&str>,
+) -> CandidateModel {
+    let (endpoint, host) = split(&c.host, only);
+    CandidateModel {
+        host,
+        endpoint,
+        cluster: c.cluster.clone(),
+        datastore: split(&c.datastore, only).1,
+        network: c
+            .network
+            .clone()
+            .or_else(|| assumed_network.map(str::to_string)),
+        score: c.score.total,
+        cpu_score: c.score.cpu,
+        memory_score: c.score.memory,
+        balance_score: c.score.balance,
+        datastore_score: c.score.datastore,
+        gpu_score: c.score.gpu,
+        cpu_mhz_free: c.headroom.cpu_mhz as i64,
+        memory_mb_free: c.headroom.memory_mib as i64,
+        disk_gb_free: c.headroom.disk_gib as i64,
+    }
+}
+
+/// A host that does not fit, as `rejected` lists it.
+fn rejected_model(r: &placement::Rejection, only: Option<&str>) -> RejectedModel {
+    let (endpoint, host) = split(&r.host, only);
+    RejectedModel {
+        host,
+        endpoint,
+        filter: r.filter.name().to_string(),
+        reason: r.reason.clone(),
+    }
+}
+
+/// Rebalancing moves over `merged` within `request`'s over-commit ratios, when `enabled`.
+fn recommendations(
+    enabled: bool,
+    merged: &placement::Inventory,
+    request: &placement::PlacementRequest,
+) -> Result<Vec<MoveModel>, Diagnostics> {
+    if !enabled {
+        return Ok(Vec::new());
+    }
+    let plan = placement::rebalance(
+        merged,
+        &placement::RebalanceOptions {
+            cpu_overcommit: request.cpu_overcommit,
+            memory_overcommit: request.memory_overcommit,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Diagnostics::from_error("Unable to compute recommendations", e.to_string()))?;
+    Ok(plan.moves.iter().map(move_model).collect())
+}
+
+/// A rebalancing move, as `recommendations` lists it.
+fn move_model(mv: &placement::Move) -> MoveModel {
+    MoveModel {
+        vm: mv.vm.clone(),
+        from: mv.from.clone(),
+        to: mv.to.clone(),
+        priority: i64::from(mv.priority),
+        reason: mv.reason.clone(),
+        storage_move: mv.storage_move,
     }
 }
 
@@ -386,209 +691,46 @@ impl DataSource for Placement {
     async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
         let ty = self.schema().value_type();
         let mut m: Model = from_value(&unknown_to_null(config), &ty)?;
-        let state = ctx.data::<crate::session::ProviderState>()?;
-        let endpoints = &state.endpoints;
-        let chosen: Vec<&crate::session::Connection> = match m.endpoint.as_deref() {
-            Some(name) => vec![endpoints.get(Some(name))?],
-            None => endpoints.all().iter().collect(),
-        };
-        // Every endpoint is read at once; one failing fails the read, naming it.
-        let reads = chosen.iter().map(|conn| async move {
-            let client = connect(ctx, conn).await?;
-            inventory::fetch(&client, conn.name())
-                .await
-                .map(|inv| (conn.name().to_string(), inv))
-                .map_err(|e| {
-                    error_diagnostics(
-                        &format!("read the inventory of endpoint {:?}", conn.name()),
-                        &e,
-                    )
-                })
-        });
-        let mut parts = Vec::new();
-        let mut diags = Diagnostics::new();
-        for r in futures::future::join_all(reads).await {
-            match r {
-                Ok(p) => parts.push(p),
-                Err(d) => diags.extend(d),
-            }
-        }
-        if diags.has_errors() {
-            return Err(diags);
-        }
+        let mut parts = read_inventories(ctx, m.endpoint.as_deref()).await?;
         let only = (parts.len() == 1).then(|| parts[0].0.clone());
-        let instances = m.instances.unwrap_or(1).max(1) as usize;
-        let names: Vec<String> = if instances == 1 {
-            vec![m.name.clone()]
-        } else {
-            (0..instances).map(|i| format!("{}-{i}", m.name)).collect()
-        };
+        let only = only.as_deref();
+        let names = instance_names(&m.name, m.instances);
         for (_, part) in parts.iter_mut() {
             for n in &names {
                 part.forget(n);
             }
         }
         let merged = merge(parts);
-        let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
-        let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
-        let mut request = m.request(&host_names, &ds_names)?;
-        // A port group no host has yet may be made by this same apply: not a filter, a warning.
-        let pending_network = request
-            .network
-            .take_if(|need| !merged.hosts.iter().any(|h| has_network(h, need)));
-        if let Some(need) = &pending_network {
-            let attr = match need {
-                NetworkRequirement::Name(_) => "network",
-                NetworkRequirement::Vlan(_) => "vlan_id",
-            };
-            ctx.warnings.attr_warning(
-                AttrPath::attr(attr),
-                "Network not found (yet)",
-                format!("No host has {} yet, so this placement does not filter on it. That is expected when this configuration creates it (e.g. a ceso_vlan on the hosts that may be chosen); otherwise check the value. Once it exists, only hosts that have it are considered, which can change the answer: create it on every host that may be chosen, or refer to the resource that creates it (`network = ceso_vlan.x.name`), so that Terraform reads the placement after it exists.", describe(need)),
-            );
-        }
+        let (request, pending_network) = request_for(ctx, &m, &merged)?;
         // The network the VM is to use, when the placement did not choose one.
         let assumed_network = match &pending_network {
-            Some(NetworkRequirement::Name(n)) => Some(n.clone()),
+            Some(NetworkRequirement::Name(n)) => Some(n.as_str()),
             _ => None,
         };
-        let requests: Vec<placement::PlacementRequest> = names
-            .iter()
-            .map(|n| placement::PlacementRequest {
-                name: n.clone(),
-                ..request.clone()
-            })
-            .collect();
-        let batch = placement::place_batch(&merged, &requests)
-            .map_err(|e| Diagnostics::from_error("Invalid placement request", e.to_string()))?;
-        if batch.placed < requests.len() && requests.len() > 1 {
-            return Err(Diagnostics::from_error(
-                "Not every instance fits",
-                batch.summary.clone(),
-            ));
-        }
-        let only_ref = only.as_deref();
+        let batch = place_instances(&merged, &request, &names)?;
         m.placements = Some(
             batch
                 .decisions
                 .iter()
-                .filter_map(|d| {
-                    let p = d.placement.as_ref()?;
-                    let (endpoint, host) = split(&p.host, only_ref);
-                    Some(PlacementModel {
-                        name: d.request.clone(),
-                        host,
-                        endpoint,
-                        datastore: split(&p.datastore, only_ref).1,
-                        network: p.network.clone().or_else(|| assumed_network.clone()),
-                        pci_devices: p.pci_devices.clone(),
-                        vgpu_profile: p.vgpu_profile.clone(),
-                    })
-                })
+                .filter_map(|d| placement_model(d, only, assumed_network))
                 .collect(),
         );
-        let decision = batch.decisions.into_iter().next().ok_or_else(|| {
-            Diagnostics::from_error("Invalid placement request", "no request to place")
-        })?;
-        let Some(chosen) = decision.placement.as_ref() else {
-            return Err(Diagnostics::from_error(
-                "No host fits",
-                format!(
-                    "{}\n{}",
-                    decision.summary,
-                    decision
-                        .rejected
-                        .iter()
-                        .map(|r| format!("- {}: {}", r.host, r.reason))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            ));
+        let decision = first_decision(batch)?;
+        let Some(chose) = decision.placement.as_ref() else {
+            return Err(no_host_fits(&decision));
         };
-        let only = only.as_deref();
-        let (endpoint, host) = split(&chosen.host, only);
-        m.endpoint = Some(endpoint);
-        m.host = Some(host);
-        m.datastore = Some(split(&chosen.datastore, only).1);
-        m.network = chosen.network.clone().or_else(|| assumed_network.clone());
-        m.vgpu_profile = chosen.vgpu_profile.clone();
-        m.pci_devices = Some(chosen.pci_devices.clone());
-        m.hosts_total = Some(decision.hosts_total as i64);
-        m.hosts_fit = Some(decision.hosts_fit as i64);
-        m.summary = Some(match &pending_network {
-            Some(need) => format!(
-                "{} ({} not found yet, not filtered on)",
-                decision.summary,
-                describe(need)
-            ),
-            None => decision.summary.clone(),
-        });
-        m.candidates = Some(
-            decision
-                .candidates
-                .iter()
-                .map(|c| {
-                    let (endpoint, host) = split(&c.host, only);
-                    CandidateModel {
-                        host,
-                        endpoint,
-                        cluster: c.cluster.clone(),
-                        datastore: split(&c.datastore, only).1,
-                        network: c.network.clone().or_else(|| assumed_network.clone()),
-                        score: c.score.total,
-                        cpu_score: c.score.cpu,
-                        memory_score: c.score.memory,
-                        balance_score: c.score.balance,
-                        datastore_score: c.score.datastore,
-                        gpu_score: c.score.gpu,
-                        cpu_mhz_free: c.headroom.cpu_mhz as i64,
-                        memory_mb_free: c.headroom.memory_mib as i64,
-                        disk_gb_free: c.headroom.disk_gib as i64,
-                    }
-                })
-                .collect(),
+        m.answer(
+            &decision,
+            chose,
+            only,
+            assumed_network,
+            pending_network.as_ref(),
         );
-        m.rejected = Some(
-            decision
-                .rejected
-                .iter()
-                .map(|r| {
-                    let (endpoint, host) = split(&r.host, only);
-                    RejectedModel {
-                        host,
-                        endpoint,
-                        filter: r.filter.name().to_string(),
-                        reason: r.reason.clone(),
-                    }
-                })
-                .collect(),
-        );
-        m.recommendations = Some(if m.recommendations_enabled.unwrap_or(false) {
-            let plan = placement::rebalance(
-                &merged,
-                &placement::RebalanceOptions {
-                    cpu_overcommit: request.cpu_overcommit,
-                    memory_overcommit: request.memory_overcommit,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| {
-                Diagnostics::from_error("Unable to compute recommendations", e.to_string())
-            })?;
-            plan.moves
-                .iter()
-                .map(|mv| MoveModel {
-                    vm: mv.vm.clone(),
-                    from: mv.from.clone(),
-                    to: mv.to.clone(),
-                    priority: i64::from(mv.priority),
-                    reason: mv.reason.clone(),
-                    storage_move: mv.storage_move,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        });
+        m.recommendations = Some(recommendations(
+            m.recommendations_enabled.unwrap_or(false),
+            &merged,
+            &request,
+        )?);
         to_value(&m, &ty)
     }
 }

@@ -19,16 +19,11 @@ use crate::framework::{AttrPath, Attribute, Block, Context, Diagnostics, Schema,
 use crate::session::{error_diagnostics, resolve_host, Call, Vsphere};
 use crate::units::parse_duration;
 use crate::vsphere::inventory::HostInfo;
-use crate::vsphere::pci::{normalize_address, HostPci};
+use crate::vsphere::pci::{normalize_address, HostPci, ADDRESS_PATTERN, ADDRESS_WHAT};
 use crate::vsphere::Client;
 
 /// The `ceso_pci_passthrough` resource.
 pub struct PciPassthrough;
-
-/// Address format, as the validator and docs say it.
-pub const ADDRESS_PATTERN: &str = r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$";
-/// How the address format is described in diagnostics.
-pub const ADDRESS_WHAT: &str = "a PCI address DDDD:BB:SS.F in hex, e.g. 0000:3b:00.0";
 
 /// The resource's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

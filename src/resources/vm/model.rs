@@ -307,7 +307,7 @@ impl VmModel {
             extra_config,
             anti_affinity_group: info
                 .extra_config
-                .get(crate::data_sources::placement::inventory::GROUP_KEY)
+                .get(crate::vsphere::vm::GROUP_KEY)
                 .cloned(),
             force_destroy: prior.force_destroy,
             moid: info.obj.as_ref().map(|o| o.value.clone()),

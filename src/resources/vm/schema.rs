@@ -25,8 +25,8 @@ pub fn schema() -> Schema {
             Attribute::string("address")
                 .optional()
                 .validate(matches(
-                    crate::resources::pci_passthrough::ADDRESS_PATTERN,
-                    crate::resources::pci_passthrough::ADDRESS_WHAT,
+                    crate::vsphere::pci::ADDRESS_PATTERN,
+                    crate::vsphere::pci::ADDRESS_WHAT,
                 ))
                 .description("The host device's PCI address, `DDDD:BB:SS.F` (see `ceso_pci_devices`)."),
         )

@@ -90,7 +90,7 @@ pub(super) fn settings_spec(plan: &VmModel, prior: Option<&VmModel>) -> ConfigSp
     for k in had.keys().filter(|k| !want.contains_key(*k)) {
         extra.push((k.clone(), String::new()));
     }
-    let group_key = crate::data_sources::placement::inventory::GROUP_KEY;
+    let group_key = crate::vsphere::vm::GROUP_KEY;
     if prior.is_none_or(|p| p.anti_affinity_group != plan.anti_affinity_group)
         && (prior.is_some() || plan.anti_affinity_group.is_some())
     {
