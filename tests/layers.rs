@@ -130,7 +130,12 @@ fn resources_share_through_vsphere_or_session_not_each_other() {
             .strip_prefix(root.join("resources"))
             .ok()
             .and_then(|r| r.components().next())
-            .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string())
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_string()
+            })
             .unwrap_or_default();
         for (i, _) in code.match_indices("crate::resources::") {
             let named = code[i + "crate::resources::".len()..]

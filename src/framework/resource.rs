@@ -222,10 +222,6 @@ pub trait Resource: Send + Sync {
     async fn update(&self, ctx: &Context, req: &ApplyRequest<'_>) -> ApplyResult;
     /// Deletes the object; an object already gone is not an error.
     async fn delete(&self, ctx: &Context, req: &ApplyRequest<'_>) -> Diagnostics;
-    /// Whether `import` is implemented.
-    fn supports_import(&self) -> bool {
-        false
-    }
     /// Imports an existing object by a user-given id.
     async fn import(
         &self,

@@ -1092,9 +1092,6 @@ mod tests {
         async fn delete(&self, _ctx: &Context, _req: &ApplyRequest<'_>) -> Diagnostics {
             Diagnostics::new()
         }
-        fn supports_import(&self) -> bool {
-            true
-        }
         async fn import(
             &self,
             _ctx: &Context,

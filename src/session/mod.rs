@@ -38,22 +38,7 @@ pub fn endpoint_of(v: &Value) -> Option<&str> {
     }
 }
 
-/// An import id `@ENDPOINT/ID` as the endpoint and the resource's own id; a plain id has no
-/// endpoint (the provider's only one).
-pub fn split_import_id(id: &str) -> (Option<&str>, &str) {
-    match id.strip_prefix('@').and_then(|rest| rest.split_once('/')) {
-        Some((endpoint, rest)) if !endpoint.is_empty() => (Some(endpoint), rest),
-        _ => (None, id),
-    }
-}
 
-/// `state` with its `endpoint` set (imports record where the object lives).
-pub fn with_endpoint(mut state: Value, endpoint: Option<&str>) -> Value {
-    if let Some(e) = endpoint {
-        crate::framework::walk::set_attr(&mut state, "endpoint", Value::String(e.to_string()));
-    }
-    state
-}
 
 /// How resources reach vSphere: the endpoint a model names, to its shared session.
 pub struct Vsphere;
@@ -67,6 +52,23 @@ impl crate::framework::typed_resource::Connect for Vsphere {
         scope: Option<&str>,
     ) -> Result<Self::Conn, crate::framework::Diagnostics> {
         client(ctx, scope).await
+    }
+}
+
+/// How what needs the provider's whole state, not one endpoint's session, reaches it: every
+/// endpoint at once (`ceso_placement`, connecting each as it reads it) or the backup
+/// repository settings (`ceso_backup_job`).
+pub struct ProviderWide;
+
+#[async_trait::async_trait]
+impl crate::framework::typed_resource::Connect for ProviderWide {
+    type Conn = std::sync::Arc<ProviderState>;
+
+    async fn connect(
+        ctx: &crate::framework::Context,
+        _scope: Option<&str>,
+    ) -> Result<Self::Conn, crate::framework::Diagnostics> {
+        ctx.data::<ProviderState>()
     }
 }
 

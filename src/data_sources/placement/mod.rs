@@ -4,16 +4,19 @@
 //! with their scores, every rejected host with its reason, a one-line summary, and optional
 //! rebalancing recommendations. No host fitting fails the plan with the summary.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::placement_inventory::{self, PlacementInventory};
-use crate::cty::{Type, Value};
+use crate::cty::Type;
 use crate::engine::placement::{self, DatastorePreference, GpuRequest, NetworkRequirement};
-use crate::framework::typed::{from_value, to_value, unknown_to_null};
+use crate::framework::typed_data_source::TypedDataSource;
+use crate::framework::typed_resource::{Call, Scoped};
 use crate::framework::validator::{int_between, one_of};
-use crate::framework::{AttrPath, Attribute, Block, Context, DataSource, Diagnostics, Schema};
-use crate::session::{connect, error_diagnostics, Connection, ProviderState};
+use crate::framework::{AttrPath, Attribute, Block, Context, Diagnostics, Schema};
+use crate::session::{connect, error_diagnostics, Connection, ProviderState, ProviderWide};
 
 /// The `ceso_placement` data source.
 pub struct Placement;
@@ -66,7 +69,8 @@ struct MoveModel {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Model {
+/// The data source's configuration and answer.
+pub struct PlacementState {
     endpoint: Option<String>,
     name: String,
     cpus: i64,
@@ -249,7 +253,7 @@ fn host_list(names: &Option<Vec<String>>, hosts: &[String]) -> Vec<String> {
         .collect()
 }
 
-impl Model {
+impl PlacementState {
     /// The engine's request for this configuration. `hosts` and `datastores` are the names
     /// the merged inventory has, which the configuration's are qualified to.
     fn request(
@@ -412,9 +416,9 @@ impl Model {
 /// each with its endpoint's name; one failing fails the read, naming it.
 async fn read_inventories(
     ctx: &Context,
+    state: &ProviderState,
     endpoint: Option<&str>,
 ) -> Result<Vec<(String, PlacementInventory)>, Diagnostics> {
-    let state = ctx.data::<ProviderState>()?;
     let endpoints = &state.endpoints;
     let chosen: Vec<&Connection> = match endpoint {
         Some(name) => vec![endpoints.get(Some(name))?],
@@ -466,7 +470,7 @@ fn instance_names(name: &str, instances: Option<i64>) -> Vec<String> {
 /// same apply: it is taken out of the request (returned) and warned about, not filtered on.
 fn request_for(
     ctx: &Context,
-    m: &Model,
+    m: &PlacementState,
     merged: &placement::Inventory,
 ) -> Result<(placement::PlacementRequest, Option<NetworkRequirement>), Diagnostics> {
     let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
@@ -639,13 +643,20 @@ fn move_model(mv: &placement::Move) -> MoveModel {
     }
 }
 
-#[async_trait]
-impl DataSource for Placement {
-    fn type_name(&self) -> &'static str {
-        "ceso_placement"
+/// Placement reads every endpoint (or the one `endpoint` names): it has no single scope.
+impl Scoped for PlacementState {
+    fn scope(&self) -> Option<&str> {
+        None
     }
+}
 
-    fn schema(&self) -> Schema {
+#[async_trait]
+impl TypedDataSource for Placement {
+    type Model = PlacementState;
+    type Connect = ProviderWide;
+    const TYPE_NAME: &'static str = "ceso_placement";
+
+    fn schema() -> Schema {
         let opt_list = |name: &str, what: &str| {
             Attribute::new(name, list_of(Type::String))
                 .optional()
@@ -688,10 +699,13 @@ impl DataSource for Placement {
         )
     }
 
-    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
-        let ty = self.schema().value_type();
-        let mut m: Model = from_value(&unknown_to_null(config), &ty)?;
-        let mut parts = read_inventories(ctx, m.endpoint.as_deref()).await?;
+    async fn read(
+        &self,
+        call: &Call<'_, Arc<ProviderState>>,
+        mut m: PlacementState,
+    ) -> Result<PlacementState, Diagnostics> {
+        let ctx = call.ctx;
+        let mut parts = read_inventories(ctx, &call.conn, m.endpoint.as_deref()).await?;
         let only = (parts.len() == 1).then(|| parts[0].0.clone());
         let only = only.as_deref();
         let names = instance_names(&m.name, m.instances);
@@ -731,7 +745,7 @@ impl DataSource for Placement {
             &merged,
             &request,
         )?);
-        to_value(&m, &ty)
+        Ok(m)
     }
 }
 

@@ -15,13 +15,13 @@ use crate::engine::backup::{Backend, Repository, RepositoryUrl};
 use crate::engine::schedule::job::{next_run, parse_cron, parse_rate, parse_timezone};
 use crate::engine::schedule::{JobSpec, JobStatus, JobStore, Mode, Retention};
 use crate::framework::typed_resource::{
-    Call, Config, Connect, Import, Model, Outcome, Scoped, TypedResource,
+    Call, Config, Import, Model, Outcome, Scoped, TypedResource,
 };
 use crate::framework::validator::{int_between, one_of, regex_syntax};
 use crate::framework::{
-    AttrPath, Attribute, Block, Context, Diagnostics, NestedBlock, Nesting, Schema, Tri,
+    AttrPath, Attribute, Block, Diagnostics, NestedBlock, Nesting, Schema, Tri,
 };
-use crate::session::{BackupSettings, ProviderState};
+use crate::session::{BackupSettings, ProviderState, ProviderWide};
 
 /// The `ceso_backup_job` resource.
 pub struct BackupJob;
@@ -83,18 +83,6 @@ impl Scoped for JobModel {
 
 impl Model for JobModel {
     fn set_scope(&mut self, _scope: Option<&str>) {}
-}
-
-/// How jobs reach the backup repository: the provider's backup settings.
-pub struct JobRepository;
-
-#[async_trait]
-impl Connect for JobRepository {
-    type Conn = Arc<ProviderState>;
-
-    async fn connect(ctx: &Context, _scope: Option<&str>) -> Result<Self::Conn, Diagnostics> {
-        ctx.data::<ProviderState>()
-    }
 }
 
 fn last_run_type() -> Type {
@@ -426,7 +414,7 @@ impl RetentionView {
 #[async_trait]
 impl TypedResource for BackupJob {
     type Model = JobModel;
-    type Connect = JobRepository;
+    type Connect = ProviderWide;
     const TYPE_NAME: &'static str = "ceso_backup_job";
 
     fn schema() -> Schema {
