@@ -38,8 +38,6 @@ pub fn endpoint_of(v: &Value) -> Option<&str> {
     }
 }
 
-
-
 /// How resources reach vSphere: the endpoint a model names, to its shared session.
 pub struct Vsphere;
 

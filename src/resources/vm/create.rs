@@ -201,7 +201,29 @@ struct NewVm<'a> {
     cancel: &'a CancellationToken,
 }
 
-impl NewVm<'_> {
+impl<'a> NewVm<'a> {
+    /// Its parts, for a function that uses most of them.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        &self,
+    ) -> (
+        &'a Arc<Client>,
+        &'a VmModel,
+        &'a Inventory,
+        &'a Destination,
+        Duration,
+        &'a CancellationToken,
+    ) {
+        (
+            self.client,
+            self.plan,
+            self.inv,
+            self.at,
+            self.limit,
+            self.cancel,
+        )
+    }
+
     fn action(&self, what: &str, e: &Error) -> Diagnostics {
         error_diagnostics(&format!("{what} VM {:?}", self.plan.name), e)
     }
@@ -249,14 +271,7 @@ async fn from_ovf(
     uuid: &str,
     source: &str,
 ) -> Result<ManagedObjectReference, NotMade> {
-    let NewVm {
-        client,
-        plan,
-        inv,
-        at,
-        limit,
-        cancel: _,
-    } = *new;
+    let (client, plan, inv, at, limit, _) = new.parts();
     let action = |what: &str, e: &Error| new.action(what, e);
     let ovf_source = source;
     let opened = if ovf_source.starts_with("http://") || ovf_source.starts_with("https://") {
@@ -298,14 +313,7 @@ async fn clone_on_vcenter(
     clone: &super::model::CloneModel,
     source: &ManagedObjectReference,
 ) -> Result<ManagedObjectReference, NotMade> {
-    let NewVm {
-        client,
-        plan,
-        inv,
-        at,
-        limit,
-        cancel,
-    } = *new;
+    let (client, plan, inv, at, limit, cancel) = new.parts();
     let mut config = settings_spec(plan, None);
     config.name = None;
     config.instance_uuid = Some(uuid.to_string());
@@ -338,14 +346,7 @@ async fn copy_on_esxi(
     uuid: &str,
     src: &VmInfo,
 ) -> Result<ManagedObjectReference, NotMade> {
-    let NewVm {
-        client,
-        plan,
-        inv,
-        at,
-        limit,
-        cancel,
-    } = *new;
+    let (client, plan, inv, at, limit, cancel) = new.parts();
     let action = |what: &str, e: &Error| new.action(what, e);
     let mut changes = vec![DeviceChange::ScsiController {
         key: CONTROLLER_KEY,
@@ -414,14 +415,7 @@ async fn copy_on_esxi(
 
 /// A new VM from scratch: settings, a paravirtual SCSI controller and the planned devices.
 async fn from_scratch(new: &NewVm<'_>, uuid: &str) -> Result<ManagedObjectReference, NotMade> {
-    let NewVm {
-        client,
-        plan,
-        inv,
-        at,
-        limit,
-        cancel,
-    } = *new;
+    let (client, plan, inv, at, limit, cancel) = new.parts();
     let mut spec = settings_spec(plan, None);
     spec.name = Some(plan.name.clone());
     spec.instance_uuid = Some(uuid.to_string());
