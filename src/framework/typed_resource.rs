@@ -209,10 +209,6 @@ pub trait TypedResource: Send + Sync + Sized + 'static {
     ) -> Outcome<Self::Model>;
     /// Deletes the object; one already gone is not an error.
     async fn delete(&self, call: &Call<'_, Conn<Self>>, prior: Self::Model) -> Diagnostics;
-    /// Import, for resources that can be imported (`Some(self)`).
-    fn importer(&self) -> Option<&dyn Import<Self>> {
-        None
-    }
 }
 
 /// Import by a user-given id: the objects it names, as models for `read` to fill in.
@@ -239,14 +235,28 @@ pub fn split_scoped_id(id: &str) -> (Option<&str>, &str) {
 /// A typed resource served as a `Resource`.
 pub struct Adapter<R> {
     inner: R,
+    importer: Option<fn(&R) -> &dyn Import<R>>,
     ty: OnceLock<Type>,
 }
 
 impl<R: TypedResource> Adapter<R> {
-    /// Serves `inner`.
+    /// Serves `inner`, which cannot be imported.
     pub fn new(inner: R) -> Arc<Self> {
         Arc::new(Self {
             inner,
+            importer: None,
+            ty: OnceLock::new(),
+        })
+    }
+
+    /// Serves `inner` with its import.
+    pub fn importable(inner: R) -> Arc<Self>
+    where
+        R: Import<R>,
+    {
+        Arc::new(Self {
+            inner,
+            importer: Some(|r| r as &dyn Import<R>),
             ty: OnceLock::new(),
         })
     }
@@ -355,7 +365,7 @@ impl<R: TypedResource> Resource for Adapter<R> {
     }
 
     async fn import(&self, ctx: &Context, id: &str) -> Result<Vec<ImportedResource>, Diagnostics> {
-        let Some(importer) = self.inner.importer() else {
+        let Some(importer) = self.importer.map(|of| of(&self.inner)) else {
             return Err(Diagnostics::from_error(
                 "Import not supported",
                 format!("{} cannot be imported.", R::TYPE_NAME),

@@ -152,11 +152,11 @@ impl Provider for Ceso {
 
     fn resources(&self) -> Vec<Arc<dyn Resource>> {
         vec![
-            Adapter::new(crate::resources::backup_job::BackupJob),
-            Adapter::new(crate::resources::pci_passthrough::PciPassthrough),
-            Adapter::new(crate::resources::snapshot::Snapshot),
-            Adapter::new(crate::resources::vlan::Vlan),
-            Adapter::new(crate::resources::vm::Vm),
+            Adapter::importable(crate::resources::backup_job::BackupJob),
+            Adapter::importable(crate::resources::pci_passthrough::PciPassthrough),
+            Adapter::importable(crate::resources::snapshot::Snapshot),
+            Adapter::importable(crate::resources::vlan::Vlan),
+            Adapter::importable(crate::resources::vm::Vm),
         ]
     }
 

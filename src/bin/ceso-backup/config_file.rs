@@ -75,7 +75,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
             f.write_str("a duration like \"60s\" or \"2m\", or a number of seconds")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_duration(v).map_err(E::custom)
+            parse_duration(v).map_err(|e| E::custom(format!("{v:?} is {e}")))
         }
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
             u64::try_from(v)

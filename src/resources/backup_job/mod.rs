@@ -500,10 +500,6 @@ impl TypedResource for BackupJob {
             Err(e) => repo_error("delete the job", e),
         }
     }
-
-    fn importer(&self) -> Option<&dyn Import<Self>> {
-        Some(self)
-    }
 }
 
 #[async_trait]

@@ -409,10 +409,6 @@ impl TypedResource for PciPassthrough {
             Ok(d) | Err(d) => d,
         }
     }
-
-    fn importer(&self) -> Option<&dyn Import<Self>> {
-        Some(self)
-    }
 }
 
 #[async_trait]

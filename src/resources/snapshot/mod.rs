@@ -294,10 +294,6 @@ impl TypedResource for Snapshot {
         }
         diags
     }
-
-    fn importer(&self) -> Option<&dyn Import<Self>> {
-        Some(self)
-    }
 }
 
 #[async_trait]

@@ -654,10 +654,6 @@ impl TypedResource for Vlan {
         }
         diags
     }
-
-    fn importer(&self) -> Option<&dyn Import<Self>> {
-        Some(self)
-    }
 }
 
 #[async_trait]

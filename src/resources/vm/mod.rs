@@ -413,10 +413,6 @@ impl TypedResource for Vm {
             Err(e) => error_diagnostics(&format!("destroy VM {:?}", prior.name), &e),
         }
     }
-
-    fn importer(&self) -> Option<&dyn Import<Self>> {
-        Some(self)
-    }
 }
 
 #[async_trait]
