@@ -12,7 +12,7 @@ pub(crate) const TRI_NAME: &str = "$ceso::Tri";
 pub(crate) const UNKNOWN_MARK: &str = "\u{1}ceso:unknown\u{1}";
 
 /// A value that is known, null, or unknown (during planning).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Tri<T> {
     /// A known, non-null value.
     Known(T),

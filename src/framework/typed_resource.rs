@@ -124,6 +124,11 @@ impl<'r, 'a> Plan<'r, 'a> {
         from_planned(&self.req.planned, &Type::Dynamic)
     }
 
+    /// Whether the plan so far changes anything of the prior state (false on create).
+    pub fn changes_anything(&self) -> bool {
+        !self.creating() && self.req.planned != *self.req.prior
+    }
+
     /// Sets a top-level attribute of the plan (`Tri::Unknown` plans it unknown).
     pub fn set<T: Serialize>(&mut self, attribute: &str, value: &T) -> Result<(), Diagnostics> {
         let ty = self
@@ -154,12 +159,6 @@ impl<'r, 'a> Plan<'r, 'a> {
     /// The plan's diagnostics.
     pub fn diags(&mut self) -> &mut Diagnostics {
         &mut self.req.diags
-    }
-
-    /// The plan as values, for a hook not yet written against models (`ceso_vm`'s, whose
-    /// nested blocks are aligned element by element).
-    pub fn values(&mut self) -> &mut PlanRequest<'a> {
-        self.req
     }
 }
 

@@ -30,13 +30,6 @@ pub fn endpoint_attribute(resource: bool) -> Attribute {
     }
 }
 
-/// The `endpoint` a config, plan or state value names, if any.
-pub fn endpoint_of(v: &Value) -> Option<&str> {
-    match typed::get_attr(v, "endpoint") {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
 
 /// How resources reach vSphere: the endpoint a model names, to its shared session.
 pub struct Vsphere;

@@ -11,11 +11,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::cty::Value;
-use crate::framework::resource::PlanRequest;
-use crate::framework::typed::get_attr;
-use crate::framework::walk::set_attr;
-use crate::framework::{AttrPath, Diagnostics};
+use crate::framework::typed_resource::Plan;
+use crate::framework::{AttrPath, Diagnostics, Tri};
 use crate::session::error_diagnostics;
 use crate::vsphere::datastore_file::DatastoreFile;
 use crate::vsphere::device::{DeviceChange, Disk, Operation};
@@ -28,7 +25,7 @@ use crate::vsphere::{Client, Error, ErrorKind};
 use super::create::{cleanup_files, place};
 use super::model::VmModel;
 use super::spec::{device_changes, spec_around, CONTROLLER_KEY, SCSI_RESERVED_UNIT};
-use super::values::{elements, string};
+use super::view::VmView;
 use crate::framework::typed_resource::Outcome;
 use crate::session::{client, Call};
 
@@ -51,11 +48,11 @@ pub struct Whereabouts<'a> {
 }
 
 impl<'a> Whereabouts<'a> {
-    /// Of a state or plan value.
-    pub fn of_value(v: &'a Value) -> Self {
+    /// Of a state or plan view.
+    pub fn of_view(v: &'a VmView) -> Self {
         Self {
-            endpoint: string(get_attr(v, "endpoint")),
-            host: string(get_attr(v, "host")),
+            endpoint: v.endpoint.as_deref(),
+            host: v.host.as_deref(),
         }
     }
 
@@ -85,36 +82,36 @@ pub fn detect_move(prior: Option<Whereabouts<'_>>, planned: Whereabouts<'_>) -> 
     }
 }
 
-/// [`detect_move`] between a prior state and a plan as values.
-pub fn detect(prior: &Value, planned: &Value) -> Move {
-    let prior = (*prior != Value::Null).then(|| Whereabouts::of_value(prior));
-    detect_move(prior, Whereabouts::of_value(planned))
-}
-
 /// The plan of a move: what will change is unknown until it is done, and what cannot move is
 /// refused now (passthrough devices tie a VM to its host; a cold migration needs the VM off).
-pub fn plan(req: &mut PlanRequest<'_>) -> Move {
-    let kind = detect(req.prior, &req.planned);
+pub fn plan(
+    config: &VmView,
+    prior: Option<&VmView>,
+    planned: &mut VmView,
+    plan: &mut Plan<'_, '_>,
+) -> Move {
+    let kind = detect_move(
+        prior.map(Whereabouts::of_view),
+        Whereabouts::of_view(planned),
+    );
     if kind == Move::None {
         return kind;
     }
-    if !elements(get_attr(&req.planned, "pci_device")).is_empty() {
+    if !planned.pci().is_empty() {
         let attr = if kind == Move::Host {
             "host"
         } else {
             "endpoint"
         };
-        req.diags.attr_error(
+        plan.diags().attr_error(
             AttrPath::attr(attr),
             "VM with PCI devices cannot move",
             "PCI passthrough devices belong to the VM's host; remove the pci_device blocks first (or replace the VM).",
         );
     }
-    if kind == Move::Endpoint
-        && string(get_attr(req.prior, "power_state")) == Some("on")
-        && get_attr(req.config, "allow_power_cycle") != &Value::Bool(true)
-    {
-        req.diags.attr_error(
+    let powered_on = prior.is_some_and(|p| p.power_state.as_deref() == Some("on"));
+    if kind == Move::Endpoint && powered_on && config.allow_power_cycle != Tri::Known(true) {
+        plan.diags().attr_error(
             AttrPath::attr("endpoint"),
             "Move needs a power cycle",
             "Moving a VM to another standalone host copies its disks while it is off. Set allow_power_cycle = true to let ceso power it off and on again there.",
@@ -124,43 +121,40 @@ pub fn plan(req: &mut PlanRequest<'_>) -> Move {
     if kind == Move::Endpoint {
         unknown.extend(["id", "moid", "bios_uuid", "folder"]);
     }
+    if config.datastore.is_null() {
+        unknown.push("datastore");
+    }
+    if config.host.is_null() {
+        unknown.push("host");
+    }
     for a in unknown {
-        set_attr(&mut req.planned, a, Value::Unknown);
+        plan.set_unknown(a);
     }
-    for a in ["datastore", "host"] {
-        if get_attr(req.config, a) == &Value::Null {
-            set_attr(&mut req.planned, a, Value::Unknown);
-        }
-    }
-    if let Value::List(mut disks) = get_attr(&req.planned, "disk").clone() {
-        let config = elements(get_attr(req.config, "disk")).to_vec();
+    if let Tri::Known(disks) = &mut planned.disk {
         for (i, d) in disks.iter_mut().enumerate() {
-            set_attr(d, "path", Value::Unknown);
+            d.path = Tri::Unknown;
             if kind == Move::Endpoint {
-                set_attr(d, "key", Value::Unknown);
+                d.key = Tri::Unknown;
             }
-            if config
-                .get(i)
-                .is_none_or(|c| get_attr(c, "datastore") == &Value::Null)
-            {
-                set_attr(d, "datastore", Value::Unknown);
+            if config.disks().get(i).is_none_or(|c| c.datastore.is_null()) {
+                d.datastore = Tri::Unknown;
             }
         }
-        set_attr(&mut req.planned, "disk", Value::List(disks));
+        if let Err(e) = plan.set("disk", disks) {
+            plan.diags().extend(e);
+        }
     }
     if kind == Move::Endpoint {
-        if let Value::List(mut nics) = get_attr(&req.planned, "network_interface").clone() {
-            let config = elements(get_attr(req.config, "network_interface")).to_vec();
+        if let Tri::Known(nics) = &mut planned.network_interface {
             for (i, n) in nics.iter_mut().enumerate() {
-                set_attr(n, "key", Value::Unknown);
-                if config
-                    .get(i)
-                    .is_none_or(|c| get_attr(c, "mac_address") == &Value::Null)
-                {
-                    set_attr(n, "mac_address", Value::Unknown);
+                n.key = Tri::Unknown;
+                if config.nics().get(i).is_none_or(|c| c.mac_address.is_null()) {
+                    n.mac_address = Tri::Unknown;
                 }
             }
-            set_attr(&mut req.planned, "network_interface", Value::List(nics));
+            if let Err(e) = plan.set("network_interface", nics) {
+                plan.diags().extend(e);
+            }
         }
     }
     kind
@@ -169,11 +163,15 @@ pub fn plan(req: &mut PlanRequest<'_>) -> Move {
 /// Warns, at plan time, when a VM that moves to another endpoint has snapshots: its disks are
 /// copied consolidated (the VM as it is now), so the snapshots, named here, stay behind and go
 /// with the original.
-pub async fn warn_snapshots(ctx: &crate::framework::Context, req: &mut PlanRequest<'_>) {
-    let Some(moid) = string(get_attr(req.prior, "moid")) else {
+pub async fn warn_snapshots(
+    ctx: &crate::framework::Context,
+    prior: &VmView,
+    diags: &mut Diagnostics,
+) {
+    let Tri::Known(moid) = &prior.moid else {
         return;
     };
-    let Ok(src) = crate::session::client(ctx, crate::session::endpoint_of(req.prior)).await else {
+    let Ok(src) = crate::session::client(ctx, prior.endpoint.as_deref()).await else {
         return;
     };
     let vm = ManagedObjectReference::new("VirtualMachine", moid);
@@ -188,7 +186,7 @@ pub async fn warn_snapshots(ctx: &crate::framework::Context, req: &mut PlanReque
         .iter()
         .map(|s| format!("{:?}", s.name))
         .collect();
-    req.diags.attr_warning(
+    diags.attr_warning(
         AttrPath::attr("endpoint"),
         "Snapshots stay behind",
         format!(
@@ -199,20 +197,17 @@ pub async fn warn_snapshots(ctx: &crate::framework::Context, req: &mut PlanReque
 }
 
 /// Checks, at plan time, that the target host has every network the VM's adapters use.
-pub fn check_networks(inv: &Inventory, req: &mut PlanRequest<'_>) {
-    let Some(host) = string(get_attr(&req.planned, "host")).and_then(|h| inv.host(h).ok()) else {
+pub fn check_networks(inv: &Inventory, config: &VmView, planned: &VmView, diags: &mut Diagnostics) {
+    let Some(host) = planned.host.as_deref().and_then(|h| inv.host(h).ok()) else {
         return;
     };
-    for (i, nic) in elements(get_attr(req.config, "network_interface"))
-        .iter()
-        .enumerate()
-    {
-        let Some(name) = string(get_attr(nic, "network")) else {
+    for (i, nic) in config.nics().iter().enumerate() {
+        let Tri::Known(name) = &nic.network else {
             continue;
         };
         if let Ok(net) = inv.network(name) {
             if !host.networks.contains(net.obj()) {
-                req.diags.attr_error(
+                diags.attr_error(
                     AttrPath::attr("network_interface")
                         .join_index(i)
                         .join_attr("network"),
@@ -666,21 +661,17 @@ mod tests {
 
     #[test]
     fn detects_moves() {
-        let v = |e: Option<&str>, h: &str| {
-            let mut m = std::collections::BTreeMap::new();
-            m.insert(
-                "endpoint".to_string(),
-                e.map(|e| Value::String(e.into())).unwrap_or(Value::Null),
-            );
-            m.insert("host".to_string(), Value::String(h.into()));
-            Value::Object(m)
+        let at = |endpoint: Option<&'static str>, host: &'static str| Whereabouts {
+            endpoint,
+            host: Some(host),
         };
-        assert_eq!(detect(&v(Some("a"), "h1"), &v(Some("a"), "h2")), Move::Host);
+        let detect = |a, b| detect_move(Some(a), b);
+        assert_eq!(detect(at(Some("a"), "h1"), at(Some("a"), "h2")), Move::Host);
         assert_eq!(
-            detect(&v(Some("a"), "h1"), &v(Some("b"), "h1")),
+            detect(at(Some("a"), "h1"), at(Some("b"), "h1")),
             Move::Endpoint
         );
-        assert_eq!(detect(&v(None, "h1"), &v(Some("b"), "h1")), Move::None);
-        assert_eq!(detect(&Value::Null, &v(Some("b"), "h1")), Move::None);
+        assert_eq!(detect(at(None, "h1"), at(Some("b"), "h1")), Move::None);
+        assert_eq!(detect_move(None, at(Some("b"), "h1")), Move::None);
     }
 }

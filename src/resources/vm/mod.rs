@@ -14,7 +14,7 @@ mod pci;
 mod plan;
 mod schema;
 mod spec;
-mod values;
+mod view;
 
 use create::{make_vm, place, NotMade};
 use spec::{device_changes, needs_power_off, settings_spec};
@@ -277,11 +277,13 @@ impl TypedResource for Vm {
     }
 
     fn validate(config: &Config<'_>, diags: &mut Diagnostics) {
-        plan::validate(config.0, diags);
+        if let Ok(view) = config.decode::<view::VmView>() {
+            plan::validate(&view, diags);
+        }
     }
 
     async fn plan(&self, ctx: &Context, plan: &mut Plan<'_, '_>) {
-        plan::modify(ctx, plan.values()).await;
+        plan::modify(ctx, plan).await;
     }
 
     async fn create(&self, call: &Call<'_>, plan: VmModel) -> Outcome<VmModel> {

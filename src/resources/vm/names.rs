@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::cty::Value;
-use crate::framework::typed::get_attr;
-use crate::framework::{AttrPath, Diagnostics};
+use crate::framework::{AttrPath, Diagnostics, Tri};
 use crate::vsphere::inventory::Inventory;
 use crate::vsphere::{Client, Error, ErrorKind};
 
 use super::model::VmModel;
-use super::values::{elements, string};
+use super::view::VmView;
 
 /// What an object named in the configuration is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,26 +39,26 @@ struct Unresolved<'a> {
 pub struct Names(Vec<Named>);
 
 impl Names {
-    /// The names a configuration (or plan) value gives; unknown values are left out.
-    pub fn of_value(config: &Value) -> Self {
+    /// The names a configuration (or plan) gives; unknown values are left out.
+    pub fn of_view(config: &VmView) -> Self {
         let mut names = Vec::new();
-        for (i, nic) in elements(get_attr(config, "network_interface"))
-            .iter()
-            .enumerate()
-        {
-            if let Some(net) = string(get_attr(nic, "network")) {
+        for (i, nic) in config.nics().iter().enumerate() {
+            if let Tri::Known(net) = &nic.network {
                 names.push(Named {
                     kind: Kind::Network,
-                    name: net.to_string(),
+                    name: net.clone(),
                     path: nic_path(i),
                 });
             }
         }
-        for (kind, attr) in [(Kind::Host, "host"), (Kind::Datastore, "datastore")] {
-            if let Some(name) = string(get_attr(config, attr)) {
+        for (kind, attr, value) in [
+            (Kind::Host, "host", &config.host),
+            (Kind::Datastore, "datastore", &config.datastore),
+        ] {
+            if let Tri::Known(name) = value {
                 names.push(Named {
                     kind,
-                    name: name.to_string(),
+                    name: name.clone(),
                     path: AttrPath::attr(attr),
                 });
             }

@@ -2,11 +2,7 @@
 //! exists, passthrough active, free, group complete, vGPU profile offered), plan alignment, and
 //! the device changes that take the VM's passthrough devices to the plan.
 
-use crate::cty::Value;
-use crate::framework::resource::PlanRequest;
-use crate::framework::typed::get_attr;
-use crate::framework::walk::set_attr;
-use crate::framework::{AttrPath, Diagnostics};
+use crate::framework::{AttrPath, Diagnostics, Tri};
 use crate::vsphere::device::{DeviceChange, Operation, Passthrough, PassthroughBacking};
 use crate::vsphere::inventory::Inventory;
 use crate::vsphere::pci::{normalize_address, HostPci};
@@ -14,38 +10,27 @@ use crate::vsphere::vm::VmInfo;
 use crate::vsphere::{Client, Error};
 
 use super::model::{match_pci, PciModel, VmModel};
-use super::values::{elements, string};
-
-/// What a block value names (as [`PciModel::identity`]); `None` while unknown.
-fn identity(block: &Value) -> Option<String> {
-    match (get_attr(block, "address"), get_attr(block, "vgpu_profile")) {
-        (Value::String(a), _) => Some(normalize_address(a)),
-        (Value::Null, Value::String(p)) => Some(format!("vgpu:{p}")),
-        _ => None,
-    }
-}
+use super::view::VmView;
 
 /// Each block names exactly one of `address` and `vgpu_profile`, and no device twice.
-pub fn validate(config: &Value, diags: &mut Diagnostics) {
+pub fn validate(config: &VmView, diags: &mut Diagnostics) {
     let mut seen = std::collections::BTreeSet::new();
-    for (i, b) in elements(get_attr(config, "pci_device")).iter().enumerate() {
+    for (i, b) in config.pci().iter().enumerate() {
         let here = AttrPath::attr("pci_device").join_index(i);
-        let address = get_attr(b, "address");
-        let profile = get_attr(b, "vgpu_profile");
-        match (address, profile) {
-            (Value::Null, Value::Null) => diags.attr_error(
+        match (&b.address, &b.vgpu_profile) {
+            (Tri::Null, Tri::Null) => diags.attr_error(
                 here.clone(),
                 "Missing PCI device",
                 "Each pci_device names a host device (address = \"0000:3b:00.0\") or a vGPU profile (vgpu_profile = \"grid_t4-4q\").",
             ),
-            (Value::Null, _) | (_, Value::Null) => {}
+            (Tri::Null, _) | (_, Tri::Null) => {}
             _ => diags.attr_error(
                 here.join_attr("vgpu_profile"),
                 "Conflicting PCI device",
                 "Give either address (a whole device) or vgpu_profile (a share of a GPU), not both.",
             ),
         }
-        if let (Value::String(a), Value::Null) = (address, profile) {
+        if let (Tri::Known(a), Tri::Null) = (&b.address, &b.vgpu_profile) {
             if !seen.insert(normalize_address(a)) {
                 diags.attr_error(
                     here.join_attr("address"),
@@ -57,59 +42,40 @@ pub fn validate(config: &Value, diags: &mut Diagnostics) {
     }
 }
 
-/// Whether the planned devices differ from the prior ones (by what they name).
-pub fn changes(req: &PlanRequest<'_>) -> bool {
-    let ids = |v: &Value| -> Vec<Option<String>> {
-        let mut ids: Vec<Option<String>> = elements(get_attr(v, "pci_device"))
-            .iter()
-            .map(identity)
-            .collect();
-        ids.sort();
-        ids
-    };
-    ids(&req.planned) != ids(req.prior)
-}
-
 /// Blocks keep key and device name when the prior state has a device they name; new ones get
 /// unknowns. With devices, the memory reservation is planned as the memory size (locked).
-pub fn align(req: &mut PlanRequest<'_>) {
-    let prior = elements(get_attr(req.prior, "pci_device")).to_vec();
-    let Value::List(mut planned) = get_attr(&req.planned, "pci_device").clone() else {
+pub fn align(config: &VmView, prior: &VmView, planned: &mut VmView, diags: &mut Diagnostics) {
+    let Tri::Known(blocks) = &mut planned.pci_device else {
         return;
     };
-    let mut used = vec![false; prior.len()];
-    for block in planned.iter_mut() {
-        let id = identity(block);
-        let found = prior
+    let before = prior.pci();
+    let mut used = vec![false; before.len()];
+    for block in blocks.iter_mut() {
+        let id = block.identity();
+        let found = before
             .iter()
             .enumerate()
-            .position(|(i, p)| !used[i] && id.is_some() && identity(p) == id);
+            .position(|(i, p)| !used[i] && id.is_some() && p.identity() == id);
         match found {
             Some(i) => {
                 used[i] = true;
-                set_attr(block, "key", get_attr(&prior[i], "key").clone());
-                set_attr(
-                    block,
-                    "device_name",
-                    get_attr(&prior[i], "device_name").clone(),
-                );
+                block.key = before[i].key;
+                block.device_name = before[i].device_name.clone();
             }
             None => {
-                set_attr(block, "key", Value::Unknown);
-                set_attr(block, "device_name", Value::Unknown);
+                block.key = Tri::Unknown;
+                block.device_name = Tri::Unknown;
             }
         }
     }
-    let has_devices = !planned.is_empty();
-    set_attr(&mut req.planned, "pci_device", Value::List(planned));
-    if !has_devices {
+    if blocks.is_empty() {
         return;
     }
-    let memory = get_attr(&req.planned, "memory_mb").clone();
-    match get_attr(req.config, "memory_reservation_mb") {
-        Value::Null => set_attr(&mut req.planned, "memory_reservation_mb", memory),
-        r if *r != memory && memory != Value::Unknown && *r != Value::Unknown => {
-            req.diags.attr_error(
+    let memory = planned.memory_mb;
+    match &config.memory_reservation_mb {
+        Tri::Null => planned.memory_reservation_mb = memory,
+        r if *r != memory && !memory.is_unknown() && !r.is_unknown() => {
+            diags.attr_error(
                 AttrPath::attr("memory_reservation_mb"),
                 "Passthrough needs all memory reserved",
                 "A VM with PCI passthrough devices must reserve all its memory; leave memory_reservation_mb unset (ceso locks it to memory_mb) or set it to memory_mb.",
@@ -122,17 +88,25 @@ pub fn align(req: &mut PlanRequest<'_>) {
 /// Checks every block against the host the VM runs on (or will): the device exists, is
 /// passthrough-capable, enabled and active, no other VM holds it, its group mates are listed
 /// too, and vGPU profiles are offered. Costs two property reads, only with blocks.
-pub async fn check_against_host(client: &Client, inv: &Inventory, req: &mut PlanRequest<'_>) {
-    let blocks = elements(get_attr(req.config, "pci_device")).to_vec();
+pub async fn check_against_host(
+    client: &Client,
+    inv: &Inventory,
+    config: &VmView,
+    prior: &VmView,
+    diags: &mut Diagnostics,
+) {
+    let blocks = config.pci();
     if blocks.is_empty() {
         return;
     }
-    let host_name = string(get_attr(req.config, "host"))
-        .or_else(|| string(get_attr(req.prior, "host")))
+    let host_name = config
+        .host
+        .as_deref()
+        .or_else(|| prior.host.as_deref())
         .map(str::to_string);
     let Some(host_name) = host_name else {
-        if get_attr(req.config, "host") != &Value::Unknown {
-            req.diags.attr_error(
+        if !config.host.is_unknown() {
+            diags.attr_error(
                 AttrPath::attr("host"),
                 "Host needed for PCI devices",
                 "A VM with pci_device blocks must name its host: passthrough devices belong to one host.",
@@ -146,28 +120,27 @@ pub async fn check_against_host(client: &Client, inv: &Inventory, req: &mut Plan
     let pci = match client.host_pci(&host.obj).await {
         Ok(p) => p,
         Err(e) => {
-            req.diags.extend(crate::session::error_diagnostics(
+            diags.extend(crate::session::error_diagnostics(
                 &format!("read the PCI devices of {host_name}"),
                 &e,
             ));
             return;
         }
     };
-    let this_vm = string(get_attr(req.prior, "moid")).map(str::to_string);
+    let this_vm = prior.moid.as_deref();
     let listed: Vec<String> = blocks
         .iter()
-        .filter_map(|b| string(get_attr(b, "address")).map(normalize_address))
+        .filter_map(|b| b.address.as_deref().map(normalize_address))
         .collect();
     for (i, b) in blocks.iter().enumerate() {
         let here = AttrPath::attr("pci_device").join_index(i);
-        if let Some(address) = string(get_attr(b, "address")) {
-            if let Err(why) = check_device(&pci, address, this_vm.as_deref(), &listed) {
-                req.diags
-                    .attr_error(here.join_attr("address"), "PCI device not usable", why);
+        if let Tri::Known(address) = &b.address {
+            if let Err(why) = check_device(&pci, address, this_vm, &listed) {
+                diags.attr_error(here.join_attr("address"), "PCI device not usable", why);
             }
-        } else if let Some(profile) = string(get_attr(b, "vgpu_profile")) {
+        } else if let Tri::Known(profile) = &b.vgpu_profile {
             if !pci.vgpu_profiles.iter().any(|p| p == profile) {
-                req.diags.attr_error(
+                diags.attr_error(
                     here.join_attr("vgpu_profile"),
                     "Unknown vGPU profile",
                     format!(

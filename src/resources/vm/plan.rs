@@ -1,27 +1,22 @@
 //! `ceso_vm`'s checks and plan: static validation, alignment of disks (by label) and network
 //! adapters (by position) with what state knows, and the plan-time lookups that catch unknown
 //! guest OS ids and impossible changes before apply, and warn about networks, hosts and
-//! datastores not found (yet: see `names`).
+//! datastores not found (yet: see `names`). Everything is read through `VmView`s.
 
 use std::collections::BTreeSet;
 
-use crate::cty::Value;
-use crate::framework::resource::PlanRequest;
-use crate::framework::typed::get_attr;
-use crate::framework::walk::set_attr;
-use crate::framework::{AttrPath, Context, Diagnostics};
-use crate::session::{client, endpoint_of};
+use crate::framework::typed_resource::{Connect, Plan};
+use crate::framework::{AttrPath, Context, Diagnostics, Tri};
+use crate::session::Vsphere;
 
+use super::migrate::Move;
 use super::spec::SCSI_RESERVED_UNIT;
-use super::values::{elements, int, string};
+use super::view::{DiskView, NicView, VmView};
 
 /// Static checks of a configuration.
-pub fn validate(config: &Value, diags: &mut Diagnostics) {
+pub fn validate(config: &VmView, diags: &mut Diagnostics) {
     super::pci::validate(config, diags);
-    if let (Some(cpus), Some(cores)) = (
-        int(get_attr(config, "num_cpus")),
-        int(get_attr(config, "cores_per_socket")),
-    ) {
+    if let (Tri::Known(cpus), Tri::Known(cores)) = (config.num_cpus, config.cores_per_socket) {
         if cores > 0 && cpus % cores != 0 {
             diags.attr_error(
                 AttrPath::attr("num_cpus"),
@@ -30,7 +25,7 @@ pub fn validate(config: &Value, diags: &mut Diagnostics) {
             );
         }
     }
-    if let Some(mem) = int(get_attr(config, "memory_mb")) {
+    if let Tri::Known(mem) = config.memory_mb {
         if mem % 4 != 0 {
             diags.attr_error(
                 AttrPath::attr("memory_mb"),
@@ -39,45 +34,26 @@ pub fn validate(config: &Value, diags: &mut Diagnostics) {
             );
         }
     }
-    let has = |block: &str| !elements(get_attr(config, block)).is_empty();
-    if has("ovf") && has("clone") {
+    if config.ovf_block().is_some() && config.clone_block().is_some() {
         diags.attr_error(
             AttrPath::attr("ovf"),
             "Conflicting sources",
             "Give either an `ovf` block or a `clone` block, not both.",
         );
     }
-    if let Some(src) = elements(get_attr(config, "ovf"))
-        .first()
-        .and_then(|o| string(get_attr(o, "source")))
-    {
-        let path = std::path::Path::new(src);
-        let is_url = src.starts_with("http://") || src.starts_with("https://");
-        if is_url {
-            // Fetched at apply time.
-        } else if !path.is_file() {
-            diags.attr_error(AttrPath::attr("ovf").join_index(0).join_attr("source"), "OVF package not found", format!("{src:?} is not a file on this machine (give the path or http(s) URL of an .ova, or of an .ovf with its disks beside it)."));
-        } else if !path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("ova") || e.eq_ignore_ascii_case("ovf"))
-        {
-            diags.attr_error(
-                AttrPath::attr("ovf").join_index(0).join_attr("source"),
-                "Not an OVF package",
-                format!("{src:?} should end in .ova or .ovf."),
-            );
-        }
+    if let Some(src) = config.ovf_block().and_then(|o| o.source.as_deref()) {
+        check_ovf_source(src, diags);
     }
     let mut labels = BTreeSet::new();
     let mut units = BTreeSet::new();
-    for (i, d) in elements(get_attr(config, "disk")).iter().enumerate() {
+    for (i, d) in config.disks().iter().enumerate() {
         let here = AttrPath::attr("disk").join_index(i);
-        if let Some(label) = string(get_attr(d, "label")) {
-            if !labels.insert(label.to_string()) {
+        if let Tri::Known(label) = &d.label {
+            if !labels.insert(label.clone()) {
                 diags.attr_error(here.join_attr("label"), "Duplicate disk label", format!("Another disk is already labelled {label:?}; labels identify disks and must be unique."));
             }
         }
-        if let Some(unit) = int(get_attr(d, "unit_number")) {
+        if let Tri::Known(unit) = d.unit_number {
             if unit == SCSI_RESERVED_UNIT {
                 diags.attr_error(
                     here.join_attr("unit_number"),
@@ -95,53 +71,100 @@ pub fn validate(config: &Value, diags: &mut Diagnostics) {
     }
 }
 
-/// The resource's plan hook.
-pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
-    let creating = *req.prior == Value::Null;
-    align_disks(req);
-    align_nics(req);
-    super::pci::align(req);
-    // Guest IPs change only with the power state (or a power cycle); keep them otherwise.
-    for a in ["ip_addresses", "default_ip"] {
-        set_attr(&mut req.planned, a, get_attr(req.prior, a).clone());
-    }
-    let other_changes = !creating && req.planned != *req.prior;
-    let power_changes = get_attr(req.prior, "power_state") != get_attr(&req.planned, "power_state")
-        || (other_changes && get_attr(req.config, "allow_power_cycle") == &Value::Bool(true));
-    if creating || power_changes {
-        for a in ["ip_addresses", "default_ip"] {
-            set_attr(&mut req.planned, a, Value::Unknown);
-        }
-    }
-    check_power_cycle(req);
-    let moving = super::migrate::plan(req);
-    if creating
-        && elements(get_attr(req.config, "clone")).is_empty()
-        && get_attr(req.config, "memory_mb") == &Value::Null
+/// An OVF `source` on this machine must be an .ova or .ovf file (URLs are fetched at apply).
+fn check_ovf_source(src: &str, diags: &mut Diagnostics) {
+    let path = std::path::Path::new(src);
+    let here = AttrPath::attr("ovf").join_index(0).join_attr("source");
+    if src.starts_with("http://") || src.starts_with("https://") {
+        // Fetched at apply time.
+    } else if !path.is_file() {
+        diags.attr_error(here, "OVF package not found", format!("{src:?} is not a file on this machine (give the path or http(s) URL of an .ova, or of an .ovf with its disks beside it)."));
+    } else if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ova") || e.eq_ignore_ascii_case("ovf"))
     {
-        req.diags.attr_error(AttrPath::attr("memory_mb"), "Missing memory size", "memory_mb is required for a VM created from scratch (a clone takes it from its template).");
+        diags.attr_error(
+            here,
+            "Not an OVF package",
+            format!("{src:?} should end in .ova or .ovf."),
+        );
     }
-    if ctx.provider_data.is_none() || *req.config == Value::Null {
+}
+
+/// Writes the aligned blocks and kept values of `planned` back into the plan.
+fn write_back(plan: &mut Plan<'_, '_>, planned: &VmView) -> Result<(), Diagnostics> {
+    if let Tri::Known(disks) = &planned.disk {
+        plan.set("disk", disks)?;
+    }
+    if let Tri::Known(nics) = &planned.network_interface {
+        plan.set("network_interface", nics)?;
+    }
+    if let Tri::Known(pci) = &planned.pci_device {
+        plan.set("pci_device", pci)?;
+    }
+    plan.set("memory_reservation_mb", &planned.memory_reservation_mb)?;
+    plan.set("ip_addresses", &planned.ip_addresses)?;
+    plan.set("default_ip", &planned.default_ip)
+}
+
+/// The resource's plan hook.
+pub async fn modify(ctx: &Context, plan: &mut Plan<'_, '_>) {
+    let (Ok(config), Ok(prior), Ok(mut planned)) = (
+        plan.config::<VmView>(),
+        plan.prior::<VmView>(),
+        plan.planned::<VmView>(),
+    ) else {
+        return;
+    };
+    let creating = prior.is_none();
+    let empty = VmView::default();
+    let was = prior.as_ref().unwrap_or(&empty);
+    align_disks(&config, was, &mut planned, plan);
+    align_nics(&config, was, &mut planned);
+    super::pci::align(&config, was, &mut planned, plan.diags());
+    // Guest IPs change only with the power state (or a power cycle); keep them otherwise.
+    planned.ip_addresses = was.ip_addresses.clone();
+    planned.default_ip = was.default_ip.clone();
+    if let Err(d) = write_back(plan, &planned) {
+        plan.diags().extend(d);
         return;
     }
-    let Ok(client) = client(ctx, endpoint_of(req.config)).await else {
+    let other_changes = !creating && plan.changes_anything();
+    let power_changes = was.power_state != planned.power_state
+        || (other_changes && config.allow_power_cycle == Tri::Known(true));
+    if creating || power_changes {
+        plan.set_unknown("ip_addresses");
+        plan.set_unknown("default_ip");
+    }
+    if let Some(prior) = &prior {
+        check_power_cycle(&config, prior, &planned, plan.diags());
+    }
+    let moving = super::migrate::plan(&config, prior.as_ref(), &mut planned, plan);
+    if creating && config.clone_block().is_none() && config.memory_mb.is_null() {
+        plan.diags().attr_error(AttrPath::attr("memory_mb"), "Missing memory size", "memory_mb is required for a VM created from scratch (a clone takes it from its template).");
+    }
+    if ctx.provider_data.is_none() {
+        return;
+    }
+    let Ok(client) = Vsphere::connect(ctx, config.endpoint.as_deref()).await else {
         return;
     };
     // Names not found are warnings: the same apply may create them (e.g. a ceso_vlan).
-    let names = super::names::Names::of_value(req.config);
+    let names = super::names::Names::of_view(&config);
     let Ok(inv) = names.inventory(&client).await else {
         return;
     };
-    names.check_at_plan(&inv, &mut req.diags);
-    super::pci::check_against_host(&client, &inv, req).await;
-    if moving == super::migrate::Move::Host {
-        super::migrate::check_networks(&inv, req);
+    names.check_at_plan(&inv, plan.diags());
+    super::pci::check_against_host(&client, &inv, &config, was, plan.diags()).await;
+    if moving == Move::Host {
+        super::migrate::check_networks(&inv, &config, &planned, plan.diags());
     }
-    if moving == super::migrate::Move::Endpoint {
-        super::migrate::warn_snapshots(ctx, req).await;
+    if moving == Move::Endpoint {
+        super::migrate::warn_snapshots(ctx, was, plan.diags()).await;
     }
-    if let Some(guest) = string(get_attr(req.config, "guest_id")) {
-        let changed = string(get_attr(req.prior, "guest_id")) != Some(guest);
+    let req_diags = plan.diags();
+    if let Tri::Known(guest) = &config.guest_id {
+        let changed = was.guest_id.as_deref() != Some(guest.as_str());
         let browser = inv
             .hosts
             .first()
@@ -160,7 +183,7 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
                     .filter(|k| !stem.is_empty() && k.to_lowercase().contains(&stem))
                     .take(8)
                     .collect();
-                req.diags.attr_error(
+                req_diags.attr_error(
                     AttrPath::attr("guest_id"),
                     "Unknown guest OS",
                     format!(
@@ -183,19 +206,14 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
         }
     }
     if creating {
-        if let Some(template) = elements(get_attr(req.config, "clone"))
-            .first()
-            .and_then(|c| string(get_attr(c, "template")))
-        {
-            if let Err(d) = super::create::find_source(&client, template).await {
-                req.diags.extend(d);
-            }
-            let linked = elements(get_attr(req.config, "clone"))
-                .first()
-                .map(|c| get_attr(c, "linked_clone") == &Value::Bool(true))
-                .unwrap_or(false);
-            if linked && !client.about().is_vcenter() {
-                req.diags.attr_error(AttrPath::attr("clone").join_index(0).join_attr("linked_clone"), "Linked clones need vCenter", "A standalone ESXi host has no clone API; ceso copies the disks instead. Set linked_clone = false.");
+        if let Some(clone) = config.clone_block() {
+            if let Tri::Known(template) = &clone.template {
+                if let Err(d) = super::create::find_source(&client, template).await {
+                    req_diags.extend(d);
+                }
+                if clone.linked_clone == Tri::Known(true) && !client.about().is_vcenter() {
+                    req_diags.attr_error(AttrPath::attr("clone").join_index(0).join_attr("linked_clone"), "Linked clones need vCenter", "A standalone ESXi host has no clone API; ceso copies the disks instead. Set linked_clone = false.");
+                }
             }
         }
     }
@@ -203,136 +221,139 @@ pub async fn modify(ctx: &Context, req: &mut PlanRequest<'_>) {
 
 /// Disks keep their computed values (key, path, placement) by label; new disks get unknowns;
 /// a shrink is refused or forces replacement.
-fn align_disks(req: &mut PlanRequest<'_>) {
-    let prior: Vec<Value> = elements(get_attr(req.prior, "disk")).to_vec();
-    let config: Vec<Value> = elements(get_attr(req.config, "disk")).to_vec();
-    let Value::List(mut planned) = get_attr(&req.planned, "disk").clone() else {
+fn align_disks(config: &VmView, prior: &VmView, planned: &mut VmView, plan: &mut Plan<'_, '_>) {
+    let Tri::Known(disks) = &mut planned.disk else {
         return;
     };
-    let force_new = get_attr(req.config, "force_new_on_shrink") == &Value::Bool(true);
-    for (i, d) in planned.iter_mut().enumerate() {
-        let cfg = config.get(i).cloned().unwrap_or(Value::Null);
-        let label = get_attr(d, "label").clone();
-        let old = prior.iter().find(|p| get_attr(p, "label") == &label);
-        match old {
+    let force_new = config.force_new_on_shrink == Tri::Known(true);
+    let none = DiskView::default();
+    for (i, d) in disks.iter_mut().enumerate() {
+        let cfg = config.disks().get(i).unwrap_or(&none);
+        match prior.disks().iter().find(|p| p.label == d.label) {
             Some(old) => {
-                for a in ["key", "path"] {
-                    set_attr(d, a, get_attr(old, a).clone());
+                d.key = old.key;
+                d.path = old.path.clone();
+                if cfg.thin.is_null() {
+                    d.thin = old.thin;
                 }
-                for a in ["thin", "datastore", "unit_number"] {
-                    if get_attr(&cfg, a) == &Value::Null {
-                        set_attr(d, a, get_attr(old, a).clone());
-                    }
+                if cfg.datastore.is_null() {
+                    d.datastore = old.datastore.clone();
                 }
-                if let (Some(was), Some(now)) =
-                    (int(get_attr(old, "size_gb")), int(get_attr(d, "size_gb")))
-                {
+                if cfg.unit_number.is_null() {
+                    d.unit_number = old.unit_number;
+                }
+                if let (Tri::Known(was), Tri::Known(now)) = (old.size_gb, d.size_gb) {
                     if now < was {
                         let here = AttrPath::attr("disk").join_index(i).join_attr("size_gb");
                         if force_new {
-                            req.requires_replace.push(here);
+                            plan.requires_replace(here);
                         } else {
-                            req.diags.attr_error(here, "Disks cannot shrink", format!("Disk {:?} is {was} GiB; vSphere cannot shrink it to {now} GiB. Keep the size, or set force_new_on_shrink = true to replace the VM.", string(&label).unwrap_or_default()));
+                            plan.diags().attr_error(here, "Disks cannot shrink", format!("Disk {:?} is {was} GiB; vSphere cannot shrink it to {now} GiB. Keep the size, or set force_new_on_shrink = true to replace the VM.", d.label.as_deref().unwrap_or_default()));
                         }
                     }
                 }
             }
             None => {
-                for a in ["key", "path"] {
-                    set_attr(d, a, Value::Unknown);
+                d.key = Tri::Unknown;
+                d.path = Tri::Unknown;
+                if cfg.thin.is_null() {
+                    d.thin = Tri::Unknown;
                 }
-                for a in ["thin", "datastore", "unit_number"] {
-                    if get_attr(&cfg, a) == &Value::Null {
-                        set_attr(d, a, Value::Unknown);
-                    }
+                if cfg.datastore.is_null() {
+                    d.datastore = Tri::Unknown;
+                }
+                if cfg.unit_number.is_null() {
+                    d.unit_number = Tri::Unknown;
                 }
             }
         }
     }
-    set_attr(&mut req.planned, "disk", Value::List(planned));
 }
 
 /// Adapters keep key and MAC while their network and type stay; otherwise they are new.
-fn align_nics(req: &mut PlanRequest<'_>) {
-    let prior: Vec<Value> = elements(get_attr(req.prior, "network_interface")).to_vec();
-    let config: Vec<Value> = elements(get_attr(req.config, "network_interface")).to_vec();
-    let Value::List(mut planned) = get_attr(&req.planned, "network_interface").clone() else {
+fn align_nics(config: &VmView, prior: &VmView, planned: &mut VmView) {
+    let Tri::Known(nics) = &mut planned.network_interface else {
         return;
     };
-    for (i, n) in planned.iter_mut().enumerate() {
-        let cfg = config.get(i).cloned().unwrap_or(Value::Null);
-        let adapter_cfg = get_attr(&cfg, "adapter_type").clone();
-        match prior.get(i) {
-            Some(old)
-                if adapter_cfg == Value::Null || &adapter_cfg == get_attr(old, "adapter_type") =>
-            {
-                set_attr(n, "key", get_attr(old, "key").clone());
-                set_attr(n, "adapter_type", get_attr(old, "adapter_type").clone());
-                if get_attr(&cfg, "mac_address") == &Value::Null {
-                    set_attr(n, "mac_address", get_attr(old, "mac_address").clone());
+    let none = NicView::default();
+    for (i, n) in nics.iter_mut().enumerate() {
+        let cfg = config.nics().get(i).unwrap_or(&none);
+        match prior.nics().get(i) {
+            Some(old) if cfg.adapter_type.is_null() || cfg.adapter_type == old.adapter_type => {
+                n.key = old.key;
+                n.adapter_type = old.adapter_type.clone();
+                if cfg.mac_address.is_null() {
+                    n.mac_address = old.mac_address.clone();
                 }
             }
             _ => {
-                set_attr(n, "key", Value::Unknown);
-                if adapter_cfg == Value::Null {
-                    set_attr(n, "adapter_type", Value::String("vmxnet3".into()));
+                n.key = Tri::Unknown;
+                if cfg.adapter_type.is_null() {
+                    n.adapter_type = Tri::Known("vmxnet3".into());
                 }
-                if get_attr(&cfg, "mac_address") == &Value::Null {
-                    set_attr(n, "mac_address", Value::Unknown);
+                if cfg.mac_address.is_null() {
+                    n.mac_address = Tri::Unknown;
                 }
             }
         }
     }
-    set_attr(&mut req.planned, "network_interface", Value::List(planned));
 }
 
 /// A change vSphere makes only on a powered-off VM, planned on a running VM without
 /// allow_power_cycle, is an error now rather than half-way through apply.
-fn check_power_cycle(req: &mut PlanRequest<'_>) {
-    if *req.prior == Value::Null || string(get_attr(req.prior, "power_state")) != Some("on") {
+fn check_power_cycle(config: &VmView, prior: &VmView, planned: &VmView, diags: &mut Diagnostics) {
+    if prior.power_state.as_deref() != Some("on") || config.allow_power_cycle == Tri::Known(true) {
         return;
     }
-    if get_attr(req.config, "allow_power_cycle") == &Value::Bool(true) {
-        return;
+    fn changed<T: PartialEq>(now: &Tri<T>, was: &Tri<T>) -> bool {
+        !now.is_unknown() && now != was
     }
-    let changed = |a: &str| {
-        let now = get_attr(&req.planned, a);
-        now != &Value::Unknown && now != get_attr(req.prior, a)
-    };
-    let hot = |a: &str| get_attr(req.prior, a) == &Value::Bool(true);
-    let grows = |a: &str| int(get_attr(&req.planned, a)) >= int(get_attr(req.prior, a));
+    let grows = |now: &Tri<i64>, was: &Tri<i64>| now.known() >= was.known();
+    let hot = |v: &Tri<bool>| *v == Tri::Known(true);
     let mut reasons = Vec::new();
-    if changed("num_cpus") && !(hot("cpu_hot_add") && grows("num_cpus")) {
+    if changed(&planned.num_cpus, &prior.num_cpus)
+        && !(hot(&prior.cpu_hot_add) && grows(&planned.num_cpus, &prior.num_cpus))
+    {
         reasons.push((
             "num_cpus",
             "vCPUs change on a running VM only with cpu_hot_add, and only upwards",
         ));
     }
-    if changed("memory_mb") && !(hot("memory_hot_add") && grows("memory_mb")) {
+    if changed(&planned.memory_mb, &prior.memory_mb)
+        && !(hot(&prior.memory_hot_add) && grows(&planned.memory_mb, &prior.memory_mb))
+    {
         reasons.push((
             "memory_mb",
             "memory changes on a running VM only with memory_hot_add, and only upwards",
         ));
     }
-    for a in [
-        "cores_per_socket",
-        "cpu_hot_add",
-        "memory_hot_add",
-        "firmware",
-        "guest_id",
-    ] {
-        if changed(a) {
-            reasons.push((a, "this changes only while the VM is powered off"));
-        }
+    let off_only = [
+        (
+            "cores_per_socket",
+            changed(&planned.cores_per_socket, &prior.cores_per_socket),
+        ),
+        (
+            "cpu_hot_add",
+            changed(&planned.cpu_hot_add, &prior.cpu_hot_add),
+        ),
+        (
+            "memory_hot_add",
+            changed(&planned.memory_hot_add, &prior.memory_hot_add),
+        ),
+        ("firmware", changed(&planned.firmware, &prior.firmware)),
+        ("guest_id", changed(&planned.guest_id, &prior.guest_id)),
+    ];
+    for (a, _) in off_only.iter().filter(|(_, c)| *c) {
+        reasons.push((a, "this changes only while the VM is powered off"));
     }
-    if super::pci::changes(req) {
+    if planned.pci_identities() != prior.pci_identities() {
         reasons.push((
             "pci_device",
             "PCI passthrough devices are added and removed only while the VM is off",
         ));
     }
     for (attr, why) in reasons {
-        req.diags.attr_error(
+        diags.attr_error(
             AttrPath::attr(attr),
             "Change needs a power cycle",
             format!("The VM is powered on and {why}. Set allow_power_cycle = true to let ceso power it off and on again, or power it off first (power_state = \"off\")."),
