@@ -9,8 +9,7 @@
 pub mod connection;
 pub mod lookup;
 
-use crate::cty::Value;
-use crate::framework::{typed, Attribute};
+use crate::framework::Attribute;
 
 pub use connection::{
     client, connect, error_diagnostics, lookup_diagnostics, BackupSettings, Connection, Endpoints,
@@ -29,7 +28,6 @@ pub fn endpoint_attribute(resource: bool) -> Attribute {
         a
     }
 }
-
 
 /// How resources reach vSphere: the endpoint a model names, to its shared session.
 pub struct Vsphere;
