@@ -80,10 +80,34 @@ pub struct Inventory {
     pub environment_browsers: BTreeMap<ManagedObjectReference, ManagedObjectReference>,
     /// Hosts.
     pub hosts: Vec<HostInfo>,
-    /// Datastores: (object, name, free bytes).
-    pub datastores: Vec<(ManagedObjectReference, String, i64)>,
+    /// Datastores.
+    pub datastores: Vec<DatastoreInfo>,
     /// Networks.
     pub networks: Vec<NetworkRef>,
+}
+
+/// A datastore: its object, name and free space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastoreInfo {
+    pub obj: ManagedObjectReference,
+    pub name: String,
+    pub free_bytes: i64,
+}
+
+impl Inventory {
+    /// The datastore `host` sees with the most free space: where a VM goes (or moves) when the
+    /// configuration names none.
+    pub fn roomiest_datastore(&self, host: &HostInfo) -> Option<&DatastoreInfo> {
+        self.datastores
+            .iter()
+            .filter(|d| host.datastores.contains(&d.obj))
+            .max_by_key(|d| d.free_bytes)
+    }
+
+    /// The datastore behind an object, when the inventory knows it.
+    pub fn datastore_by_ref(&self, obj: &ManagedObjectReference) -> Option<&DatastoreInfo> {
+        self.datastores.iter().find(|d| &d.obj == obj)
+    }
 }
 
 /// The properties the inventory is read from, by type.
@@ -127,20 +151,23 @@ impl Inventory {
     }
 
     /// The datastore named `name`.
-    pub fn datastore(&self, name: &str) -> Result<&(ManagedObjectReference, String, i64)> {
-        self.datastores.iter().find(|d| d.1 == name).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no datastore named {name:?}; datastores: {}",
-                    self.datastores
-                        .iter()
-                        .map(|d| d.1.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })
+    pub fn datastore(&self, name: &str) -> Result<&DatastoreInfo> {
+        self.datastores
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no datastore named {name:?}; datastores: {}",
+                        self.datastores
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
     }
 
     /// The network a VM NIC asks for: a port group name, or a network id (`network-12`,
@@ -240,7 +267,11 @@ impl Inventory {
                 }),
                 "Datastore" => {
                     let free = o.parse("summary.freeSpace").unwrap_or(0);
-                    inv.datastores.push((o.obj, name, free));
+                    inv.datastores.push(DatastoreInfo {
+                        obj: o.obj,
+                        name,
+                        free_bytes: free,
+                    });
                 }
                 "Network" | "OpaqueNetwork" => {
                     inv.networks.push(NetworkRef::Standard { obj: o.obj, name })

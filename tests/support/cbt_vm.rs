@@ -23,7 +23,7 @@ pub async fn make_vm(
     let (_, dc_name, folder) = inv.datacenters[0].clone();
     let host = &inv.hosts[0];
     let pool = inv.pool_of(host).unwrap().clone();
-    let ds = inv.datastores[0].1.clone();
+    let ds = inv.datastores[0].name.clone();
     let cancel = CancellationToken::new();
     let spec = ConfigSpec {
         name: Some(name.into()),

@@ -17,7 +17,9 @@ use crate::vsphere::{Client, Error, ErrorKind};
 
 use super::migrate;
 use super::model::VmModel;
-use super::spec::{device_changes, settings_spec, spec_around, CONTROLLER_KEY, SCSI_RESERVED_UNIT};
+use super::spec::{
+    disk_and_nic_changes, settings_spec, spec_around, CONTROLLER_KEY, SCSI_RESERVED_UNIT,
+};
 
 /// Where a new VM goes: its folder, pool, host, datastore and datacenter.
 pub(super) struct Destination {
@@ -55,14 +57,11 @@ pub(super) fn place(inv: &Inventory, m: &VmModel) -> Result<Destination, Diagnos
         Some(name) => inv
             .datastore(name)
             .map_err(|e| err("datastore", e))?
-            .1
+            .name
             .clone(),
         None => inv
-            .datastores
-            .iter()
-            .filter(|d| host.datastores.contains(&d.0))
-            .max_by_key(|d| d.2)
-            .map(|d| d.1.clone())
+            .roomiest_datastore(host)
+            .map(|d| d.name.clone())
             .ok_or_else(|| {
                 Diagnostics::from_error(
                     "Unable to place the VM",
@@ -289,7 +288,7 @@ async fn from_ovf(
     let ds = inv
         .datastore(&at.datastore)
         .map_err(|e| action("place", &e))?
-        .0
+        .obj
         .clone();
     let target = crate::vsphere::ovf::OvfTarget {
         name: &plan.name,
@@ -323,7 +322,7 @@ async fn clone_on_vcenter(
     } else {
         None
     };
-    let ds = inv.datastore(&at.datastore).ok().map(|d| d.0.clone());
+    let ds = inv.datastore(&at.datastore).ok().map(|d| d.obj.clone());
     let spec = CloneSpec {
         pool: Some(at.pool.clone()),
         host: at.host.clone(),
@@ -428,7 +427,13 @@ async fn from_scratch(new: &NewVm<'_>, uuid: &str) -> Result<ManagedObjectRefere
         kind: "ParaVirtualSCSIController".into(),
     }];
     let empty = VmInfo::default();
-    changes.extend(device_changes(plan, None, &empty, inv, &at.datastore)?);
+    changes.extend(disk_and_nic_changes(
+        plan,
+        None,
+        &empty,
+        inv,
+        &at.datastore,
+    )?);
     spec.device_changes = changes;
     let what = format!("create VM {:?}", plan.name);
     let task = Some(MakingTask::create_vm(&at.folder));

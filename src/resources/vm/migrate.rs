@@ -24,7 +24,7 @@ use crate::vsphere::{Client, Error, ErrorKind};
 
 use super::create::{cleanup_files, place};
 use super::model::VmModel;
-use super::spec::{device_changes, spec_around, CONTROLLER_KEY, SCSI_RESERVED_UNIT};
+use super::spec::{disk_and_nic_changes, spec_around, CONTROLLER_KEY, SCSI_RESERVED_UNIT};
 use super::view::VmView;
 use crate::framework::typed_resource::Outcome;
 use crate::session::{client, Call};
@@ -242,14 +242,9 @@ pub async fn relocate(
     // Storage moves with the VM only when the target does not see where it is.
     let sees_current = info.datastores.iter().all(|d| host.datastores.contains(d));
     let datastore = match plan.datastore.as_deref() {
-        Some(n) => inv.datastore(n).ok().map(|d| d.0.clone()),
+        Some(n) => inv.datastore(n).ok().map(|d| d.obj.clone()),
         None if sees_current => None,
-        None => inv
-            .datastores
-            .iter()
-            .filter(|d| host.datastores.contains(&d.0))
-            .max_by_key(|d| d.2)
-            .map(|d| d.0.clone()),
+        None => inv.roomiest_datastore(host).map(|d| d.obj.clone()),
     };
     let to = Relocation {
         datastore,
@@ -594,7 +589,7 @@ impl super::Vm {
             disk: None,
             ..plan.clone()
         };
-        match device_changes(
+        match disk_and_nic_changes(
             &adapters_only,
             None,
             &VmInfo::default(),

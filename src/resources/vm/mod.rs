@@ -140,13 +140,9 @@ impl Vm {
         if reference.name != plan.name {
             spec.name = Some(plan.name.clone());
         }
-        spec.device_changes = device_changes(plan, Some(&reference), &info, &inv, &datastore)?;
-        let (pci_changes, lock) = pci::device_changes(client, &inv, plan, Some(&reference), &info)
-            .await
-            .map_err(|e| {
-                error_diagnostics(&format!("plan the PCI devices of VM {:?}", plan.name), &e)
-            })?;
-        spec.device_changes.extend(pci_changes);
+        let (changes, lock) =
+            device_changes(client, plan, Some(&reference), &info, &inv, &datastore).await?;
+        spec.device_changes = changes;
         spec.memory_reservation_locked_to_max = lock;
         let action =
             |what: &str, e: &Error| error_diagnostics(&format!("{what} VM {:?}", plan.name), e);

@@ -267,8 +267,8 @@ impl VmModel {
         let datastore = info
             .datastores
             .first()
-            .and_then(|d| inv.datastores.iter().find(|x| &x.0 == d))
-            .map(|d| d.1.clone())
+            .and_then(|d| inv.datastore_by_ref(d))
+            .map(|d| d.name.clone())
             .or_else(|| prior.datastore.clone());
         let extra_config = prior.extra_config.as_ref().map(|managed| {
             managed

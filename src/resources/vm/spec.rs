@@ -3,9 +3,11 @@
 //! whether a change needs the VM powered off.
 
 use crate::framework::{AttrPath, Diagnostics};
+use crate::session::error_diagnostics;
 use crate::vsphere::device::{Device, DeviceChange, Disk, Nic, NicBacking, Operation};
 use crate::vsphere::inventory::{Inventory, NetworkRef};
 use crate::vsphere::vm::{ConfigSpec, VmInfo};
+use crate::vsphere::Client;
 
 use super::model::{self, DiskModel, VmModel};
 
@@ -145,8 +147,29 @@ pub(super) fn spec_around(plan: &VmModel, source: &VmInfo, datastore: &str) -> C
     spec
 }
 
-/// Device changes that take the VM's disks and NICs from `info` to `plan`.
-pub(super) fn device_changes(
+/// The device changes that take the VM of `info` to `plan`: disks, network adapters and PCI
+/// devices, and whether the memory reservation must be locked to its size (passthrough).
+pub(super) async fn device_changes(
+    client: &Client,
+    plan: &VmModel,
+    prior: Option<&VmModel>,
+    info: &VmInfo,
+    inv: &Inventory,
+    datastore: &str,
+) -> Result<(Vec<DeviceChange>, Option<bool>), Diagnostics> {
+    let mut changes = disk_and_nic_changes(plan, prior, info, inv, datastore)?;
+    let (pci, lock) = super::pci::device_changes(client, inv, plan, prior, info)
+        .await
+        .map_err(|e| {
+            error_diagnostics(&format!("plan the PCI devices of VM {:?}", plan.name), &e)
+        })?;
+    changes.extend(pci);
+    Ok((changes, lock))
+}
+
+/// Device changes that take the VM's disks and NICs from `info` to `plan` (a new VM's, or a
+/// moved VM's adapters, before it has PCI devices).
+pub(super) fn disk_and_nic_changes(
     plan: &VmModel,
     prior: Option<&VmModel>,
     info: &VmInfo,
@@ -333,4 +356,182 @@ pub(super) fn needs_power_off(spec: &ConfigSpec, info: &VmInfo) -> Option<String
         return Some("cores per socket, hot-add settings, firmware and guest OS change only while the VM is off".into());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vsphere::types::ManagedObjectReference;
+
+    fn inventory() -> Inventory {
+        Inventory {
+            networks: vec![NetworkRef::Standard {
+                obj: ManagedObjectReference::new("Network", "network-7"),
+                name: "VM Network".into(),
+            }],
+            ..Inventory::default()
+        }
+    }
+
+    fn disk(label: &str, size_gb: i64, key: Option<i64>) -> DiskModel {
+        DiskModel {
+            label: label.into(),
+            size_gb,
+            key,
+            ..DiskModel::default()
+        }
+    }
+
+    fn vm_disk(key: i32, unit: i32, gb: i64) -> Device {
+        Device::Disk(Disk {
+            key,
+            controller_key: 1000,
+            unit_number: unit,
+            capacity_kb: gb * 1024 * 1024,
+            file_name: format!("[ds] web/web_{unit}.vmdk"),
+            thin: true,
+        })
+    }
+
+    #[test]
+    fn settings_carry_only_what_changes() {
+        let prior = VmModel {
+            num_cpus: Some(2),
+            memory_mb: Some(2048),
+            ..VmModel::default()
+        };
+        let plan = VmModel {
+            num_cpus: Some(4),
+            memory_mb: Some(2048),
+            ..VmModel::default()
+        };
+        let spec = settings_spec(&plan, Some(&prior));
+        assert_eq!(spec.num_cpus, Some(4));
+        assert_eq!(spec.memory_mb, None);
+        let new = settings_spec(&plan, None);
+        assert_eq!(new.memory_mb, Some(2048));
+    }
+
+    #[test]
+    fn disks_grow_in_place_and_new_ones_skip_the_controller_unit() {
+        let info = VmInfo {
+            devices: (0..7).map(|u| vm_disk(2000 + u, u, 10)).collect(),
+            ..VmInfo::default()
+        };
+        let prior = VmModel {
+            disk: Some(vec![disk("disk0", 10, Some(2000))]),
+            ..VmModel::default()
+        };
+        let plan = VmModel {
+            disk: Some(vec![disk("disk0", 20, None), disk("data", 5, None)]),
+            ..VmModel::default()
+        };
+        let changes = disk_and_nic_changes(&plan, Some(&prior), &info, &inventory(), "ds").unwrap();
+        let edits: Vec<&DeviceChange> = changes
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    DeviceChange::Disk {
+                        op: Operation::Edit,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(edits.len(), 1);
+        let added: Vec<&Disk> = changes
+            .iter()
+            .filter_map(|c| match c {
+                DeviceChange::Disk {
+                    op: Operation::Add,
+                    disk,
+                    ..
+                } => Some(disk),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(added.len(), 1);
+        assert_eq!(
+            added[0].unit_number, 8,
+            "units 0-6 are taken and 7 is the controller's"
+        );
+        assert_eq!(added[0].file_name, "[ds]");
+    }
+
+    #[test]
+    fn a_disk_left_out_of_the_plan_is_removed_and_shrinks_are_not_edits() {
+        let info = VmInfo {
+            devices: vec![vm_disk(2000, 0, 10), vm_disk(2001, 1, 10)],
+            ..VmInfo::default()
+        };
+        let prior = VmModel {
+            disk: Some(vec![disk("a", 10, Some(2000)), disk("b", 10, Some(2001))]),
+            ..VmModel::default()
+        };
+        let plan = VmModel {
+            disk: Some(vec![disk("a", 5, None)]),
+            ..VmModel::default()
+        };
+        let changes = disk_and_nic_changes(&plan, Some(&prior), &info, &inventory(), "ds").unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(matches!(
+            &changes[0],
+            DeviceChange::Disk { op: Operation::Remove, disk, .. } if disk.key == 2001
+        ));
+    }
+
+    #[test]
+    fn adapters_are_added_by_position_and_unknown_networks_name_the_attribute() {
+        let plan = VmModel {
+            network_interface: Some(vec![model::NicModel {
+                network: "VM Network".into(),
+                ..model::NicModel::default()
+            }]),
+            ..VmModel::default()
+        };
+        let changes =
+            disk_and_nic_changes(&plan, None, &VmInfo::default(), &inventory(), "ds").unwrap();
+        assert!(matches!(
+            &changes[..],
+            [DeviceChange::Nic { op: Operation::Add, nic }] if nic.adapter_type == "vmxnet3"
+        ));
+        let lost = VmModel {
+            network_interface: Some(vec![model::NicModel {
+                network: "nowhere".into(),
+                ..model::NicModel::default()
+            }]),
+            ..VmModel::default()
+        };
+        let d =
+            disk_and_nic_changes(&lost, None, &VmInfo::default(), &inventory(), "ds").unwrap_err();
+        assert_eq!(
+            d.0[0].path.as_ref().map(|p| p.to_string()).as_deref(),
+            Some("network_interface[0].network")
+        );
+    }
+
+    #[test]
+    fn running_vms_need_a_power_cycle_for_cpu_without_hot_add() {
+        let info = VmInfo {
+            power_state: "poweredOn".into(),
+            num_cpus: 2,
+            ..VmInfo::default()
+        };
+        let spec = ConfigSpec {
+            num_cpus: Some(4),
+            ..ConfigSpec::default()
+        };
+        assert!(needs_power_off(&spec, &info).is_some());
+        let hot = VmInfo {
+            cpu_hot_add: true,
+            ..info.clone()
+        };
+        assert!(needs_power_off(&spec, &hot).is_none());
+        let off = VmInfo {
+            power_state: "poweredOff".into(),
+            ..info
+        };
+        assert!(needs_power_off(&spec, &off).is_none());
+    }
 }

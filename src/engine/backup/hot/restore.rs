@@ -353,7 +353,7 @@ async fn restore_new(
     let ds = inv
         .datastore(&ds_name)
         .map_err(|e| HotError::vsphere("choose the datastore", e))?
-        .0
+        .obj
         .clone();
     let (dc, dc_name) = client
         .datacenter_of(&ds)
