@@ -23,9 +23,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ceso::engine::placement::{
-    place, place_batch, rebalance, ConnectionState, Datastore, GpuRequest, Host, HostNetwork,
-    Inventory, NetworkRequirement, PciDevice, PlacementRequest, Placer, RebalanceOptions, Strategy,
-    VgpuProfile, Vm,
+    place, place_batch, rebalance, ConnectionState, Datastore, Fleet, GpuRequest, Host,
+    HostNetwork, NetworkRequirement, PciDevice, PlacementRequest, Placer, RebalanceOptions,
+    Strategy, VgpuProfile, Vm,
 };
 
 /// xorshift64*: a small deterministic generator, so every run sees the same inventory.
@@ -70,10 +70,10 @@ const HOST_MODELS: [(u64, u64); 3] = [
     (64 * 2_400, 1_048_576),
 ];
 
-fn inventory(hosts: usize, seed: u64) -> Inventory {
+fn inventory(hosts: usize, seed: u64) -> Fleet {
     let mut rng = Rng(seed);
     let clusters = hosts.div_ceil(HOSTS_PER_CLUSTER);
-    let mut inv = Inventory::default();
+    let mut inv = Fleet::default();
     for c in 0..clusters {
         let cluster = format!("dc1-cluster-{c:03}");
         // Ten VLANs per cluster: 120 (the request's) in half the clusters, the others drawn

@@ -21,7 +21,7 @@ use crate::vsphere::Client;
 #[derive(Debug, Clone, Default)]
 pub struct PlacementInventory {
     /// The engine's view.
-    pub inventory: placement::Inventory,
+    pub inventory: placement::Fleet,
     /// Host name -> host object.
     pub hosts: BTreeMap<String, ManagedObjectReference>,
     /// Passthrough devices and vGPUs VMs hold: (VM name, host name, what).

@@ -164,7 +164,7 @@ impl Provider for Ceso {
         vec![
             DataSourceAdapter::new(crate::data_sources::endpoint::Endpoint),
             DataSourceAdapter::new(crate::data_sources::pci_devices::PciDevices),
-            DataSourceAdapter::new(crate::data_sources::placement::Placement),
+            DataSourceAdapter::new(crate::data_sources::placement::PlacementSource),
             DataSourceAdapter::new(crate::data_sources::snapshots::Snapshots),
         ]
     }

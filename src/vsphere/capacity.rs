@@ -34,7 +34,7 @@ const HOST_PATHS: &[&str] = &[
 ];
 
 /// VM properties read: where it runs, its size, devices, storage and networks.
-const VM_PATHS: &[&str] = &[
+const CAPACITY_VM_PATHS: &[&str] = &[
     "name",
     "runtime.host",
     "runtime.powerState",
@@ -243,7 +243,7 @@ impl HostFacts {
 }
 
 impl VmFacts {
-    /// Reads a VM's object content (collected with `VM_PATHS`).
+    /// Reads a VM's object content (collected with `CAPACITY_VM_PATHS`).
     pub fn from_content(o: &ObjectContent) -> Self {
         Self {
             obj: o.obj.clone(),
@@ -308,7 +308,7 @@ impl Client {
         let props = vec![
             PropertySpec::new("HostSystem", HOST_PATHS),
             PropertySpec::new("Datastore", DATASTORE_PATHS),
-            PropertySpec::new("VirtualMachine", VM_PATHS),
+            PropertySpec::new("VirtualMachine", CAPACITY_VM_PATHS),
             PropertySpec::new("ClusterComputeResource", &["name"]),
             PropertySpec::new("Network", &["name"]),
             PropertySpec::new("DistributedVirtualPortgroup", &["name"]),

@@ -86,7 +86,7 @@ fn device<'a>(o: &'a ObjectContent, xsi_type: &str) -> &'a Node {
         .unwrap_or_else(|| panic!("{} has no {xsi_type}", o.obj))
 }
 
-const VM_PATHS: &[&str] = &[
+const FIXTURE_VM_PATHS: &[&str] = &[
     "name",
     "config.hardware.device",
     "runtime.powerState",
@@ -227,7 +227,7 @@ fn retrieve_vms_vcenter() {
         assert_eq!(o.obj.kind, "VirtualMachine");
         assert!(o.missing.is_empty());
         let mut paths: Vec<_> = o.props.keys().map(String::as_str).collect();
-        let mut want = VM_PATHS.to_vec();
+        let mut want = FIXTURE_VM_PATHS.to_vec();
         paths.sort_unstable();
         want.sort_unstable();
         assert_eq!(paths, want, "{}", o.obj);
@@ -613,7 +613,7 @@ async fn client_follows_the_continuation_token() {
     let client = server.connect().await.unwrap();
     assert!(client.about().is_vcenter());
     let spec = PropertyFilterSpec {
-        props: vec![PropertySpec::new("VirtualMachine", VM_PATHS)],
+        props: vec![PropertySpec::new("VirtualMachine", FIXTURE_VM_PATHS)],
         objects: vec![ObjectSpec::object(vm("vm-57"))],
     };
     let objects = client.retrieve(spec).await.unwrap();

@@ -19,7 +19,7 @@ use crate::framework::{AttrPath, Attribute, Block, Context, Diagnostics, Schema}
 use crate::session::{connect, error_diagnostics, Connection, ProviderState, ProviderWide};
 
 /// The `ceso_placement` data source.
-pub struct Placement;
+pub struct PlacementSource;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CandidateModel {
@@ -164,9 +164,9 @@ fn move_type() -> Type {
 /// Joins several endpoints' inventories into one. With more than one endpoint, host and
 /// datastore names become `ENDPOINT/NAME` (standalone hosts often share names such as
 /// `localhost`, and their datastores `datastore1`).
-fn merge(parts: Vec<(String, PlacementInventory)>) -> placement::Inventory {
+fn merge(parts: Vec<(String, PlacementInventory)>) -> placement::Fleet {
     let several = parts.len() > 1;
-    let mut out = placement::Inventory::default();
+    let mut out = placement::Fleet::default();
     for (endpoint, part) in parts {
         let q = |n: &str| {
             if several {
@@ -471,7 +471,7 @@ fn instance_names(name: &str, instances: Option<i64>) -> Vec<String> {
 fn request_for(
     ctx: &Context,
     m: &PlacementState,
-    merged: &placement::Inventory,
+    merged: &placement::Fleet,
 ) -> Result<(placement::PlacementRequest, Option<NetworkRequirement>), Diagnostics> {
     let host_names: Vec<String> = merged.hosts.iter().map(|h| h.name.clone()).collect();
     let ds_names: Vec<String> = merged.datastores.iter().map(|d| d.name.clone()).collect();
@@ -501,7 +501,7 @@ fn warn_network_pending(ctx: &Context, need: &NetworkRequirement) {
 /// Places `request` once per name in `names`, each seeing the ones before; with several
 /// instances, every one must fit.
 fn place_instances(
-    merged: &placement::Inventory,
+    merged: &placement::Fleet,
     request: &placement::PlacementRequest,
     names: &[String],
 ) -> Result<placement::BatchDecision, Diagnostics> {
@@ -613,7 +613,7 @@ fn rejected_model(r: &placement::Rejection, only: Option<&str>) -> RejectedModel
 /// Rebalancing moves over `merged` within `request`'s over-commit ratios, when `enabled`.
 fn recommendations(
     enabled: bool,
-    merged: &placement::Inventory,
+    merged: &placement::Fleet,
     request: &placement::PlacementRequest,
 ) -> Result<Vec<MoveModel>, Diagnostics> {
     if !enabled {
@@ -651,7 +651,7 @@ impl Scoped for PlacementState {
 }
 
 #[async_trait]
-impl TypedDataSource for Placement {
+impl TypedDataSource for PlacementSource {
     type Model = PlacementState;
     type Connect = ProviderWide;
     const TYPE_NAME: &'static str = "ceso_placement";

@@ -6,7 +6,7 @@
 //! - Disks are cut into fixed-size chunks (4 MiB by default, set at init), so a CBT area maps
 //!   to chunk indexes; chunks are named by BLAKE3 (keyed when encrypted), compressed with zstd
 //!   level 3 when that helps, and sealed with XChaCha20-Poly1305 when the repository is
-//!   encrypted ([`chunk`], [`envelope`], [`crypto`]).
+//!   encrypted ([`chunk`], [`object_format`], [`crypto`]).
 //! - A backup is one manifest listing every chunk of every disk, so each backup is a logical
 //!   full and an incremental just repeats unchanged ids ([`manifest`], [`mod@write`], [`session`]).
 //! - Objects are written atomically through one [`backend::Backend`] trait, local or S3.
@@ -31,15 +31,15 @@ pub mod buffers;
 pub mod chunk;
 pub mod config;
 pub mod crypto;
-pub mod envelope;
 pub mod error;
 pub mod hot;
 pub mod lock;
 pub mod maintenance;
 pub mod manifest;
+pub mod object_format;
 pub mod prune;
+pub mod read_back;
 pub mod repository;
-pub mod restore;
 pub mod session;
 pub mod verify;
 pub mod vm_lease;
@@ -56,8 +56,8 @@ pub use lock::LockOptions;
 pub use maintenance::{GcOptions, GcReport, PruneOptions, PruneReport};
 pub use manifest::{BackupId, BackupSummary, Consistency, DiskManifest, Manifest, VmRef};
 pub use prune::KeepPolicy;
+pub use read_back::RestoreStats;
 pub use repository::{InitOptions, Repository};
-pub use restore::RestoreStats;
 pub use session::{BackupRequest, BackupSession};
 pub use verify::{VerifyOptions, VerifyReport};
 pub use vm_lease::VmLease;

@@ -3,7 +3,7 @@
 //! Layout of a repository (any [`Backend`]):
 //! ```text
 //! config                          RepoConfig (JSON, never encrypted)
-//! chunks/<2 hex>/<64 hex>         chunk objects (see `envelope`)
+//! chunks/<2 hex>/<64 hex>         chunk objects (see `object_format`)
 //! manifests/<backup id>           one per committed backup (see `manifest`)
 //! locks/repository/<holder>       leases (see `lock`)
 //! ```
@@ -24,10 +24,10 @@ use super::buffers::BufferPool;
 use super::chunk::{validate_chunk_size, ChunkHasher, DEFAULT_CHUNK_SIZE};
 use super::config::{CompressionConfig, RepoConfig, CONFIG_KEY, REPOSITORY_FORMAT};
 use super::crypto::{KdfParams, KeySource, Keys};
-use super::envelope::{Codec, ObjectKind, ENCODE_OVERHEAD, ZSTD_LEVEL};
 use super::error::{Error, Result};
 use super::lock::{Lease, LeaseKind, LockOptions, REPOSITORY_LOCK};
 use super::manifest::{BackupId, BackupSummary, Manifest, MANIFEST_PREFIX};
+use super::object_format::{Codec, ObjectKind, ENCODE_OVERHEAD, ZSTD_LEVEL};
 
 /// Manifests are never larger than this once decompressed (a 64 TiB disk in 4 MiB chunks
 /// lists 16 M chunk ids, about 1.1 GB of JSON).

@@ -27,9 +27,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt, ReadBuf};
 use super::backend::PutOutcome;
 use super::buffers::{BufferPool, PooledBuf};
 use super::chunk::{chunk_count, chunk_len, is_zero, ChunkId};
-use super::envelope::ObjectKind;
 use super::error::{Error, Result};
 use super::manifest::DiskManifest;
+use super::object_format::ObjectKind;
 use super::repository::Repository;
 
 /// The disk being backed up.

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::model::{Decision, Inventory, PlacementRequest};
+use super::model::{Decision, Fleet, PlacementRequest};
 use super::place::{validate, Placer};
 
 /// The outcome of a batch: one decision per request, in request order.
@@ -51,7 +51,7 @@ impl Placer<'_> {
 
 /// Places a batch of requests on an inventory (see [`Placer::place_batch`]).
 pub fn place_batch(
-    inventory: &Inventory,
+    inventory: &Fleet,
     requests: &[PlacementRequest],
 ) -> Result<BatchDecision, Error> {
     Placer::new(inventory)?.place_batch(requests)

@@ -20,7 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use super::error::Error;
-use super::model::{Datastore, Host, HostNetwork, Inventory, PciDevice, VgpuProfile, Vm};
+use super::model::{Datastore, Fleet, Host, HostNetwork, PciDevice, VgpuProfile, Vm};
 
 /// "No such id" in the `u32` id arrays.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -297,7 +297,7 @@ pub(crate) struct Index<'a> {
 
 impl<'a> Index<'a> {
     /// Indexes an inventory; host and datastore names must be unique.
-    pub fn new(inv: &'a Inventory) -> Result<Self, Error> {
+    pub fn new(inv: &'a Fleet) -> Result<Self, Error> {
         let mut hosts: Vec<&Host> = inv.hosts.iter().collect();
         hosts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = hosts.windows(2).find(|w| w[0].name == w[1].name) {
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn hosts_and_datastores_are_numbered_by_name_and_merged() {
-        let inv = Inventory {
+        let inv = Fleet {
             hosts: vec![
                 Host {
                     name: "b".into(),
@@ -471,7 +471,7 @@ mod tests {
                     ..Datastore::default()
                 },
             ],
-            ..Inventory::default()
+            ..Fleet::default()
         };
         let ix = Index::new(&inv).unwrap();
         assert_eq!(ix.hosts[0].name, "a");
@@ -483,7 +483,7 @@ mod tests {
 
     #[test]
     fn vm_table_flattens_names_and_groups() {
-        let inv = Inventory {
+        let inv = Fleet {
             hosts: vec![Host {
                 name: "h".into(),
                 vms: vec![Vm {
@@ -494,7 +494,7 @@ mod tests {
                 }],
                 ..Host::default()
             }],
-            ..Inventory::default()
+            ..Fleet::default()
         };
         let mut ix = Index::new(&inv).unwrap();
         assert!(ix.vm_table().is_none());
@@ -519,9 +519,9 @@ mod tests {
             name: "h".into(),
             ..Host::default()
         };
-        let inv = Inventory {
+        let inv = Fleet {
             hosts: vec![host.clone(), host],
-            ..Inventory::default()
+            ..Fleet::default()
         };
         assert_eq!(
             Index::new(&inv).unwrap_err(),
@@ -531,9 +531,9 @@ mod tests {
             name: "d".into(),
             ..Datastore::default()
         };
-        let inv = Inventory {
+        let inv = Fleet {
             datastores: vec![ds.clone(), ds],
-            ..Inventory::default()
+            ..Fleet::default()
         };
         assert_eq!(
             Index::new(&inv).unwrap_err(),

@@ -37,8 +37,8 @@ pub use batch::{place_batch, BatchDecision};
 pub use error::Error;
 pub use filter::Filter;
 pub use model::{
-    allocatable, Candidate, ConnectionState, Datastore, DatastorePreference, Decision, GpuRequest,
-    Headroom, Host, HostNetwork, Inventory, NetworkRequirement, PciDevice, Placement,
+    allocatable, Candidate, ConnectionState, Datastore, DatastorePreference, Decision, Fleet,
+    GpuRequest, Headroom, Host, HostNetwork, NetworkRequirement, PciDevice, Placement,
     PlacementRequest, Rejection, Strategy, VgpuProfile, Vm,
 };
 pub use place::{place, Placer};

@@ -10,11 +10,11 @@ use super::filter::Filter;
 use super::score::{ScoreBreakdown, Weights};
 
 // ---------------------------------------------------------------------------------------------
-// Inventory.
+// Fleet.
 
 /// A snapshot of the hosts and datastores placement may choose from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Inventory {
+pub struct Fleet {
     /// Hosts; their names must be unique.
     pub hosts: Vec<Host>,
     /// Datastores; their names must be unique. A datastore a host names but which is absent

@@ -6,7 +6,7 @@ use super::filter::{
     check, free_gpus, vgpu_entry, Failure, Fit, GpuNeed, Resolved, MAX_AFFINITY_VMS,
 };
 use super::index::Index;
-use super::model::{Candidate, Decision, Inventory, Placement, PlacementRequest, Rejection};
+use super::model::{Candidate, Decision, Fleet, Placement, PlacementRequest, Rejection};
 use super::score::Weights;
 
 /// An inventory indexed for placement, plus what the placements committed so far consumed.
@@ -22,7 +22,7 @@ pub struct Placer<'a> {
 
 impl<'a> Placer<'a> {
     /// Indexes an inventory; fails on duplicate host or datastore names.
-    pub fn new(inventory: &'a Inventory) -> Result<Self, Error> {
+    pub fn new(inventory: &'a Fleet) -> Result<Self, Error> {
         Ok(Placer {
             ix: Index::new(inventory)?,
         })
@@ -54,7 +54,7 @@ impl<'a> Placer<'a> {
 }
 
 /// Places one request on an inventory (indexes it first; use a [`Placer`] to place many).
-pub fn place(inventory: &Inventory, request: &PlacementRequest) -> Result<Decision, Error> {
+pub fn place(inventory: &Fleet, request: &PlacementRequest) -> Result<Decision, Error> {
     Placer::new(inventory)?.place(request)
 }
 

@@ -89,9 +89,9 @@ fn ds_spec() -> impl Strategy<Value = DsSpec> {
         })
 }
 
-fn build(hosts: &[HostSpec], datastores: &[DsSpec], anti: bool) -> Inventory {
+fn build(hosts: &[HostSpec], datastores: &[DsSpec], anti: bool) -> Fleet {
     let ds_names: Vec<String> = (0..datastores.len()).map(|i| format!("d{i}")).collect();
-    let mut inv = Inventory {
+    let mut inv = Fleet {
         hosts: Vec::new(),
         datastores: datastores
             .iter()
@@ -182,7 +182,7 @@ fn build(hosts: &[HostSpec], datastores: &[DsSpec], anti: bool) -> Inventory {
     inv
 }
 
-fn inventory() -> impl Strategy<Value = Inventory> {
+fn inventory() -> impl Strategy<Value = Fleet> {
     (
         prop::collection::vec(host_spec(), 0..10),
         prop::collection::vec(ds_spec(), 1..5),
@@ -271,7 +271,7 @@ fn request() -> impl Strategy<Value = PlacementRequest> {
 // ---------------------------------------------------------------------------------------------
 // An independent checker: straight from the inventory, no index, no early exits.
 
-fn sees(inv: &Inventory, host: &Host, ds: &str) -> bool {
+fn sees(inv: &Fleet, host: &Host, ds: &str) -> bool {
     host.datastores.iter().any(|d| d == ds)
         || inv
             .datastores
@@ -294,7 +294,7 @@ fn gpu_matches(device: &PciDevice, model: Option<&str>) -> bool {
 
 /// Every constraint of `req` that host `h` breaks, given a datastore, network and devices.
 fn violations(
-    inv: &Inventory,
+    inv: &Fleet,
     req: &PlacementRequest,
     h: &Host,
     datastore: Option<&str>,
@@ -389,7 +389,7 @@ fn violations(
 }
 
 /// Whether some datastore, network and set of devices makes host `h` fit.
-fn feasible(inv: &Inventory, req: &PlacementRequest, h: &Host) -> bool {
+fn feasible(inv: &Fleet, req: &PlacementRequest, h: &Host) -> bool {
     let datastores: Vec<Option<&str>> = inv
         .datastores
         .iter()
@@ -419,12 +419,12 @@ fn feasible(inv: &Inventory, req: &PlacementRequest, h: &Host) -> bool {
     })
 }
 
-fn find_host<'i>(inv: &'i Inventory, name: &str) -> &'i Host {
+fn find_host<'i>(inv: &'i Fleet, name: &str) -> &'i Host {
     inv.hosts.iter().find(|h| h.name == name).unwrap()
 }
 
 /// Shuffles every list whose order must not matter.
-fn shuffled(inv: &Inventory, seed: u64) -> Inventory {
+fn shuffled(inv: &Fleet, seed: u64) -> Fleet {
     let mut state = seed | 1;
     let mut next = move || {
         state ^= state << 13;

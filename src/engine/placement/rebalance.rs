@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Error;
 use super::index::{FxMap, Index};
-use super::model::{allocatable, ConnectionState, Inventory, Vm};
+use super::model::{allocatable, ConnectionState, Fleet, Vm};
 use super::score::share;
 
 /// Hosts above the mean that a step looks at, most loaded first.
@@ -112,10 +112,7 @@ pub struct RebalancePlan {
 }
 
 /// Recommends moves that lower the spread of host load.
-pub fn rebalance(
-    inventory: &Inventory,
-    options: &RebalanceOptions,
-) -> Result<RebalancePlan, Error> {
+pub fn rebalance(inventory: &Fleet, options: &RebalanceOptions) -> Result<RebalancePlan, Error> {
     for (field, value) in [
         ("cpu_overcommit", options.cpu_overcommit),
         ("memory_overcommit", options.memory_overcommit),
@@ -267,7 +264,7 @@ struct State<'i, 'a> {
 }
 
 impl<'i, 'a> State<'i, 'a> {
-    fn new(ix: &'i Index<'a>, inventory: &'a Inventory, options: &'i RebalanceOptions) -> Self {
+    fn new(ix: &'i Index<'a>, inventory: &'a Fleet, options: &'i RebalanceOptions) -> Self {
         let n = ix.hosts.len();
         let eligible: Vec<bool> = ix
             .hosts

@@ -36,8 +36,8 @@ pub(super) fn datastore(name: &str, capacity_gib: u64, free_gib: u64) -> Datasto
 }
 
 /// Hosts plus `ds1` (1000 GiB, 500 free).
-fn inventory(hosts: Vec<Host>) -> Inventory {
-    Inventory {
+fn inventory(hosts: Vec<Host>) -> Fleet {
+    Fleet {
         hosts,
         datastores: vec![datastore("ds1", 1000, 500)],
         anti_affinity_groups: Vec::new(),
@@ -422,7 +422,7 @@ fn datastore_filter_most_free_share_and_named() {
     a.datastores = vec!["big".into(), "small".into(), "offline".into()];
     let mut b = host("b");
     b.datastores = vec!["small".into()];
-    let inv = Inventory {
+    let inv = Fleet {
         hosts: vec![a, b, host("c")],
         datastores: vec![
             // After 80 GiB: big keeps 4000 - 80 of 10000 (39.2%), small 100 - 80 of 100 (20%).
@@ -434,7 +434,7 @@ fn datastore_filter_most_free_share_and_named() {
             },
             datastore("ds1", 100, 10),
         ],
-        ..Inventory::default()
+        ..Fleet::default()
     };
     let req = PlacementRequest {
         disk_gib: 80,
@@ -524,7 +524,7 @@ fn summary_counts_largest_first_then_filter_order() {
         "needs 32768 MiB, has 5536 free of 65536 (65536 MiB × 1)"
     );
     assert_eq!(
-        place(&Inventory::default(), &req).unwrap().summary,
+        place(&Fleet::default(), &req).unwrap().summary,
         "0/0 hosts fit: the inventory has no hosts"
     );
 }

@@ -9,9 +9,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::buffers::PooledBuf;
 use super::chunk::{ChunkId, ZEROS};
-use super::envelope::ObjectKind;
 use super::error::{Error, Result};
 use super::manifest::DiskManifest;
+use super::object_format::ObjectKind;
 use super::repository::Repository;
 
 /// What a restore did.
