@@ -152,3 +152,36 @@ fn resources_share_through_vsphere_or_session_not_each_other() {
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+#[test]
+fn vsphere_wire_plumbing_uses_no_managed_object_helper() {
+    let root = src();
+    let allowed = [
+        "batch",
+        "envelope",
+        "methods",
+        "property",
+        "task",
+        "transport",
+        "xml",
+        "client",
+        "error",
+        "types",
+        "tls",
+        "secret",
+        "fixtures_test",
+    ];
+    let mut found = Vec::new();
+    for (p, code) in sources(&root.join("vsphere/wire")) {
+        for (i, _) in code.match_indices("crate::vsphere::") {
+            let named = code[i + "crate::vsphere::".len()..]
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or_default();
+            if !allowed.contains(&named) {
+                found.push(format!("{} uses crate::vsphere::{named}", p.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

@@ -4,33 +4,29 @@
 //! Architecture invariant: nothing here imports `framework` or `protocol`; errors are typed
 //! [`Error`]s, turned into diagnostics only at the provider edge.
 
-pub mod batch;
 pub mod capacity;
 pub mod cbt;
 pub mod client;
 pub mod datastore_file;
 pub mod device;
-pub mod envelope;
 pub mod error;
 pub mod finder;
 pub mod inventory;
-pub mod methods;
 pub mod network;
 pub mod ovf;
 pub mod pci;
 pub mod prefetch;
-pub mod property;
 pub mod secret;
 pub mod snapshot;
 pub mod tagging;
-pub mod task;
 pub mod tls;
 pub mod transfer;
-pub mod transport;
 pub mod types;
 pub mod vm;
 pub mod wait;
-pub mod xml;
+pub mod wire;
+
+pub use wire::{batch, envelope, methods, property, task, transport, xml};
 
 pub use client::{Client, ConnectConfig};
 pub use error::{Error, ErrorKind};

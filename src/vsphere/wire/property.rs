@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use super::client::Client;
-use super::envelope::RequestWriter;
-use super::error::{Error, ErrorKind, Result};
-use super::methods::{ContinueRetrievePropertiesEx, CreateContainerView, RetrievePropertiesEx};
-use super::types::ManagedObjectReference;
-use super::xml::{local, Node, TreeBuilder};
+use crate::vsphere::client::Client;
+use crate::vsphere::envelope::RequestWriter;
+use crate::vsphere::error::{Error, ErrorKind, Result};
+use crate::vsphere::methods::{
+    ContinueRetrievePropertiesEx, CreateContainerView, RetrievePropertiesEx,
+};
+use crate::vsphere::types::ManagedObjectReference;
+use crate::vsphere::xml::{local, Node, TreeBuilder};
 
 /// Objects per page asked of the server; large enough that "all VMs" is one page almost always.
 pub const PAGE_SIZE: u32 = 10_000;

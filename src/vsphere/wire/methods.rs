@@ -2,12 +2,12 @@
 
 use serde::Deserialize;
 
-use super::envelope::{serde_decode, RequestWriter};
-use super::error::Result;
-use super::property::PropertyFilterSpec;
-use super::secret::Secret;
-use super::types::{ManagedObjectReference, ServiceContent, UserSession};
-use super::xml::{parse_fragment, Node};
+use crate::vsphere::envelope::{serde_decode, RequestWriter};
+use crate::vsphere::error::Result;
+use crate::vsphere::property::PropertyFilterSpec;
+use crate::vsphere::secret::Secret;
+use crate::vsphere::types::{ManagedObjectReference, ServiceContent, UserSession};
+use crate::vsphere::xml::{parse_fragment, Node};
 
 /// A SOAP method: its name, how its arguments are written, and what it returns.
 pub trait Method {
@@ -227,8 +227,8 @@ fn decode_morefs(inner: &str) -> Result<Vec<ManagedObjectReference>> {
 
 fn require_moref(inner: &str) -> Result<ManagedObjectReference> {
     decode_moref(inner)?.ok_or_else(|| {
-        super::error::Error::new(
-            super::error::ErrorKind::Decode,
+        crate::vsphere::error::Error::new(
+            crate::vsphere::error::ErrorKind::Decode,
             "vSphere returned no object reference",
         )
     })

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::client::Client;
-use super::error::{Error, ErrorKind, Result};
-use super::property::{ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec};
-use super::types::ManagedObjectReference;
+use crate::vsphere::client::Client;
+use crate::vsphere::error::{Error, ErrorKind, Result};
+use crate::vsphere::property::{ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec};
+use crate::vsphere::types::ManagedObjectReference;
 
 /// How long the first read of a batch waits for others.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(3);

@@ -5,8 +5,8 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::error::{Error, ErrorKind, Result};
-use super::types::ManagedObjectReference;
+use crate::vsphere::error::{Error, ErrorKind, Result};
+use crate::vsphere::types::ManagedObjectReference;
 
 /// Deepest nesting accepted (vSphere data is far shallower; garbage input is not).
 const MAX_DEPTH: usize = 256;

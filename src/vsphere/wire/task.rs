@@ -22,17 +22,17 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::client::Client;
-use super::envelope::RequestWriter;
-use super::error::{Error, ErrorKind, Result};
-use super::methods::Method;
-use super::methods::{
+use crate::vsphere::client::Client;
+use crate::vsphere::envelope::RequestWriter;
+use crate::vsphere::error::{Error, ErrorKind, Result};
+use crate::vsphere::methods::Method;
+use crate::vsphere::methods::{
     CancelTask, CreateFilter, CreateListView, CreatePropertyCollector, DestroyPropertyCollector,
     DestroyView, ModifyListView, WaitForUpdatesEx,
 };
-use super::property::{ObjectSpec, PropertyFilterSpec, PropertySpec, TraversalSpec};
-use super::types::ManagedObjectReference;
-use super::xml::{parse_fragment, Node};
+use crate::vsphere::property::{ObjectSpec, PropertyFilterSpec, PropertySpec, TraversalSpec};
+use crate::vsphere::types::ManagedObjectReference;
+use crate::vsphere::xml::{parse_fragment, Node};
 
 /// A call of any `*_Task` method: its name, object and arguments; it returns the task.
 pub struct TaskCall<'a> {

@@ -7,8 +7,8 @@ use quick_xml::name::QName;
 use quick_xml::{Reader, Writer};
 use serde::de::DeserializeOwned;
 
-use super::error::{Error, ErrorKind, Result};
-use super::types::ManagedObjectReference;
+use crate::vsphere::error::{Error, ErrorKind, Result};
+use crate::vsphere::types::ManagedObjectReference;
 
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const XSD: &str = "http://www.w3.org/2001/XMLSchema";
@@ -70,7 +70,7 @@ impl RequestWriter {
 
     /// Writes a node tree read from a response back as request XML under the element `name`
     /// (e.g. an import spec vSphere returned, passed on unchanged, `xsi:type`s included).
-    pub fn node(&mut self, name: &str, node: &super::xml::Node) -> &mut Self {
+    pub fn node(&mut self, name: &str, node: &crate::vsphere::xml::Node) -> &mut Self {
         let mut e = BytesStart::new(name);
         if let Some(t) = &node.xsi_type {
             e.push_attribute(("xsi:type", t.as_str()));

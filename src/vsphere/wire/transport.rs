@@ -8,11 +8,11 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use url::Url;
 
-use super::envelope::response_inner;
-use super::error::{Error, ErrorKind, Result};
-use super::methods::{request_body, Method};
-use super::secret::Secret;
-use super::tls::{self, TlsPolicy};
+use crate::vsphere::envelope::response_inner;
+use crate::vsphere::error::{Error, ErrorKind, Result};
+use crate::vsphere::methods::{request_body, Method};
+use crate::vsphere::secret::Secret;
+use crate::vsphere::tls::{self, TlsPolicy};
 
 /// The name of the session cookie ESXi and vCenter set at login.
 const SESSION_COOKIE: &str = "vmware_soap_session";
