@@ -20,12 +20,18 @@ pub enum Unknowns {
 
 /// Why a value did not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DecodeError(String);
+pub enum DecodeError {
+    /// An unknown where the caller needs every value known.
+    #[error("a value needed now is not known yet")]
+    NotKnownYet,
+    /// The value does not fit the model.
+    #[error("{0}")]
+    Mismatch(String),
+}
 
 impl de::Error for DecodeError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        DecodeError(msg.to_string())
+        DecodeError::Mismatch(msg.to_string())
     }
 }
 
@@ -74,9 +80,7 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDeserializer<'a> {
             Value::Null => visitor.visit_none(),
             Value::Unknown => match self.unknowns {
                 Unknowns::AsNull => visitor.visit_none(),
-                Unknowns::Refuse => Err(DecodeError(
-                    "a value needed now is not known yet".to_string(),
-                )),
+                Unknowns::Refuse => Err(DecodeError::NotKnownYet),
             },
             Value::String(s) => visitor.visit_str(s),
             Value::Bool(b) => visitor.visit_bool(*b),
@@ -110,9 +114,7 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDeserializer<'a> {
         match self.plain() {
             Value::Null => visitor.visit_none(),
             Value::Unknown if self.unknowns == Unknowns::AsNull => visitor.visit_none(),
-            Value::Unknown => Err(DecodeError(
-                "a value needed now is not known yet".to_string(),
-            )),
+            Value::Unknown => Err(DecodeError::NotKnownYet),
             _ => visitor.visit_some(self),
         }
     }
@@ -140,7 +142,7 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDeserializer<'a> {
     ) -> Result<V::Value, DecodeError> {
         match self.plain() {
             Value::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
-            other => Err(DecodeError(format!(
+            other => Err(DecodeError::Mismatch(format!(
                 "expected a string naming a variant, found {other:?}"
             ))),
         }

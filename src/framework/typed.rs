@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cty::{self, Type, Value};
 
-use super::decode::{Unknowns, ValueDeserializer};
+use super::decode::{DecodeError, Unknowns, ValueDeserializer};
 use super::diag::Diagnostics;
 use super::tri::UNKNOWN_MARK;
 
@@ -25,7 +25,7 @@ pub fn from_planned<T: DeserializeOwned>(value: &Value, _ty: &Type) -> Result<T,
 
 fn decode<T: DeserializeOwned>(value: &Value, unknowns: Unknowns) -> Result<T, Diagnostics> {
     serde_path_to_error::deserialize(ValueDeserializer::new(value, unknowns)).map_err(|e| {
-        if e.inner().to_string().contains("not known yet") {
+        if matches!(e.inner(), DecodeError::NotKnownYet) {
             Diagnostics::from_error(
                 "Value not known yet",
                 format!("A value needed now is not known yet (at {}).", e.path()),
@@ -37,33 +37,6 @@ fn decode<T: DeserializeOwned>(value: &Value, unknowns: Unknowns) -> Result<T, D
             )
         }
     })
-}
-
-/// `value` with every unknown replaced by null.
-pub fn unknown_to_null(value: &Value) -> Value {
-    match value {
-        Value::Unknown => Value::Null,
-        Value::List(items) => Value::List(items.iter().map(unknown_to_null).collect()),
-        Value::Set(items) => Value::Set(items.iter().map(unknown_to_null).collect()),
-        Value::Tuple(items) => Value::Tuple(items.iter().map(unknown_to_null).collect()),
-        Value::Map(items) => Value::Map(
-            items
-                .iter()
-                .map(|(k, v)| (k.clone(), unknown_to_null(v)))
-                .collect(),
-        ),
-        Value::Object(items) => Value::Object(
-            items
-                .iter()
-                .map(|(k, v)| (k.clone(), unknown_to_null(v)))
-                .collect(),
-        ),
-        Value::Dynamic { ty, value } => Value::Dynamic {
-            ty: ty.clone(),
-            value: Box::new(unknown_to_null(value)),
-        },
-        other => other.clone(),
-    }
 }
 
 /// Writes a model struct as a value of type `ty`; `Tri::Unknown` fields become unknowns.

@@ -18,7 +18,7 @@ use super::resource::{
     ApplyRequest, ApplyResult, Context, ImportedResource, PlanRequest, Resource,
 };
 use super::schema::Schema;
-use super::typed::{from_planned, from_value, to_value};
+use super::typed::{from_planned, to_value};
 use super::walk::set_attr;
 
 /// A value that names the connection scope it lives in (ceso: its `endpoint`).
@@ -394,9 +394,4 @@ impl<R: TypedResource> Resource for Adapter<R> {
             })
             .collect()
     }
-}
-
-/// Decodes a wholly known value into a model (apply-time configuration).
-pub fn known<T: DeserializeOwned>(value: &Value) -> Result<T, Diagnostics> {
-    from_value(value, &Type::Dynamic)
 }
